@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - creates .venv, installs nerfexport, runs the pipeline on the embedded scene
+#   make test   - creates .venv if needed, runs the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+LEGO   ?= ../shared/data/lego_400
+
+.PHONY: demo test teacher install clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The local CPU wheel of torch where the machine has one; never the multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0 || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/nerfexport demo --out demo-out
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+# The lego teacher (256 wide, 8 layers, coarse + fine) at 100x100, trained once and cached in
+# cache/; an interrupted run resumes. Later stages take cache/lego100-teacher.pt.
+teacher: cache/lego100-teacher.pt
+
+cache/lego100-teacher.pt: | $(VENV)/.installed
+	mkdir -p cache
+	$(VENV)/bin/nerfexport train $(LEGO) --downscale 4 --test-every 20 -o $@ \
+	  --steps 4200 --minutes 20 --batch-rays 256 --n-coarse 16 --n-fine 24 \
+	  --lr 5e-4 --lr-final 5e-5 --eval-every 4 --eval-views 10 --seed 0 2>&1 | tee cache/lego100-teacher.log
+	$(VENV)/bin/nerfexport eval $@ --data $(LEGO) --downscale 4 --test-every 20 --precision bf16 \
+	  --json cache/lego100-teacher.eval.json | tee -a cache/lego100-teacher.log
+
+clean:
+	rm -rf $(VENV) demo-out

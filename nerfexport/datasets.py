@@ -1,0 +1,228 @@
+"""Scene loaders: Blender synthetic (``transforms_*.json``) and LLFF (``poses_bounds.npy``).
+
+Both return a :class:`Scene` of float32 RGB images in [0, 1] and camera-to-world poses in
+the OpenGL convention, with the split indices and the scene's near/far bounds. Loading
+needs numpy and Pillow only (no torch).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+class DatasetError(ValueError):
+    """A dataset folder is missing, incomplete or malformed."""
+
+
+@dataclass
+class Scene:
+    images: np.ndarray                   # (N, H, W, 3) float32 in [0, 1]
+    poses: np.ndarray                    # (N, 4, 4) float32 camera-to-world
+    H: int
+    W: int
+    focal: float
+    near: float
+    far: float
+    white_bkgd: bool
+    ndc: bool
+    splits: dict[str, np.ndarray] = field(default_factory=dict)  # name -> indices into images
+    kind: str = "blender"
+    source: str = ""
+
+    def subset(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        idx = self.splits[split]
+        return self.images[idx], self.poses[idx]
+
+
+def _area_downscale(img: np.ndarray, factor: int) -> np.ndarray:
+    """Exact area averaging by an integer ``factor`` of ``(H, W, C)``; crops a ragged edge."""
+    if factor == 1:
+        return img
+    H, W = img.shape[0] // factor, img.shape[1] // factor
+    img = img[: H * factor, : W * factor]
+    return img.reshape(H, factor, W, factor, -1).mean(axis=(1, 3))
+
+
+def _read_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGBA") if im.mode in ("RGBA", "LA", "P") else im.convert("RGB")
+            return np.asarray(im, dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise DatasetError(f"missing image {path}") from None
+    except OSError as e:
+        raise DatasetError(f"unreadable image {path}: {e}") from None
+
+
+def _composite(img: np.ndarray, white_bkgd: bool) -> np.ndarray:
+    if img.shape[-1] == 4:
+        rgb, a = img[..., :3], img[..., 3:]
+        return rgb * a + (1.0 - a) * (1.0 if white_bkgd else 0.0)
+    return img[..., :3]
+
+
+def _check_factor(downscale: int) -> int:
+    if not isinstance(downscale, int) or downscale < 1:
+        raise DatasetError(f"downscale must be a positive integer, got {downscale!r}")
+    return downscale
+
+
+def load_blender(root: str | Path, downscale: int = 1, white_bkgd: bool = True,
+                 splits: tuple[str, ...] = ("train", "val", "test"), near: float = 2.0, far: float = 6.0,
+                 test_every: int = 1) -> Scene:
+    """Load a Blender-format scene; RGBA is composited onto white (or black) *before*
+    area-averaging down by ``downscale`` (the same as averaging premultiplied colour).
+
+    ``test_every`` keeps every n-th frame of the ``test`` split (the evaluation protocol uses 20).
+    """
+    root = Path(root)
+    _check_factor(downscale)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist")
+    images, poses, split_idx = [], [], {}
+    camera_angle_x = None
+    for split in splits:
+        meta_path = root / f"transforms_{split}.json"
+        if not meta_path.is_file():
+            raise DatasetError(f"{root} is not a Blender dataset: {meta_path.name} is missing")
+        try:
+            meta = json.loads(meta_path.read_text())
+            angle = float(meta["camera_angle_x"])
+            frames = meta["frames"]
+            if split == "test" and test_every > 1:
+                frames = frames[::test_every]
+            if not frames:
+                raise DatasetError(f"{meta_path} lists no frames")
+            start = len(images)
+            for fr in frames:
+                pose = np.asarray(fr["transform_matrix"], dtype=np.float32)
+                if pose.shape != (4, 4) or not np.isfinite(pose).all():
+                    raise DatasetError(f"{meta_path}: a transform_matrix is not a finite 4x4 matrix")
+                fp = str(fr["file_path"])
+                path = root / fp
+                if path.suffix == "":
+                    path = path.with_suffix(".png")
+                img = _area_downscale(_composite(_read_image(path), white_bkgd), downscale)
+                images.append(img.astype(np.float32))
+                poses.append(pose)
+        except DatasetError:
+            raise
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise DatasetError(f"{meta_path} is malformed: {type(e).__name__}: {e}") from None
+        camera_angle_x = angle if camera_angle_x is None else camera_angle_x
+        split_idx[split] = np.arange(start, len(images))
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise DatasetError(f"{root}: images differ in size {sorted(shapes)}")
+    H, W = images[0].shape[:2]
+    focal = 0.5 * W / np.tan(0.5 * camera_angle_x)
+    return Scene(np.stack(images), np.stack(poses), H, W, float(focal), near, far, white_bkgd, False,
+                 split_idx, "blender", str(root))
+
+
+# ---------------------------------------------------------------- LLFF (nerf-pytorch load_llff_data)
+
+def _normalize(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def _viewmatrix(z: np.ndarray, up: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    vec2 = _normalize(z)
+    vec0 = _normalize(np.cross(up, vec2))
+    vec1 = _normalize(np.cross(vec2, vec0))
+    return np.stack([vec0, vec1, vec2, pos], 1)
+
+
+def _poses_avg(poses: np.ndarray) -> np.ndarray:
+    hwf = poses[0, :3, -1:]
+    center = poses[:, :3, 3].mean(0)
+    vec2 = _normalize(poses[:, :3, 2].sum(0))
+    up = poses[:, :3, 1].sum(0)
+    return np.concatenate([_viewmatrix(vec2, up, center), hwf], 1)
+
+
+def _recenter_poses(poses: np.ndarray) -> np.ndarray:
+    poses_ = poses.copy()
+    bottom = np.reshape([0, 0, 0, 1.0], [1, 4])
+    c2w = np.concatenate([_poses_avg(poses)[:3, :4], bottom], -2)
+    bottom = np.tile(np.reshape(bottom, [1, 1, 4]), [poses.shape[0], 1, 1])
+    poses4 = np.concatenate([poses[:, :3, :4], bottom], -2)
+    poses4 = np.linalg.inv(c2w) @ poses4
+    poses_[:, :3, :4] = poses4[:, :3, :4]
+    return poses_
+
+
+_IMG_EXT = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
+
+
+def load_llff(root: str | Path, factor: int = 8, ndc: bool = True, llffhold: int = 8,
+              bd_factor: float = 0.75) -> Scene:
+    """Load an LLFF forward-facing scene as nerf-pytorch does (rescale by ``bd_factor``,
+    recenter the poses, hold out every ``llffhold``-th view for test).
+
+    Images come from ``images_{factor}/`` when present, else ``images/`` downscaled here.
+    With ``ndc`` the renderer samples ``t`` in [0, 1] in NDC space; otherwise near/far are
+    ``0.9 * min(bounds)`` and ``max(bounds)``.
+    """
+    root = Path(root)
+    _check_factor(factor)
+    pb = root / "poses_bounds.npy"
+    if not pb.is_file():
+        raise DatasetError(f"{root} is not an LLFF dataset: poses_bounds.npy is missing")
+    try:
+        arr = np.load(pb, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise DatasetError(f"{pb} is malformed: {e}") from None
+    if arr.ndim != 2 or arr.shape[1] != 17 or not np.isfinite(arr).all():
+        raise DatasetError(f"{pb} must be an (N, 17) finite array, got shape {arr.shape}")
+    poses = arr[:, :-2].reshape([-1, 3, 5]).astype(np.float64)
+    bds = arr[:, -2:].astype(np.float64)
+    sub = root / f"images_{factor}"
+    scale_here = 1
+    if not sub.is_dir():
+        sub, scale_here = root / "images", factor
+    if not sub.is_dir():
+        raise DatasetError(f"{root}: neither images_{factor}/ nor images/ exists")
+    files = sorted(p for p in sub.iterdir() if p.suffix in _IMG_EXT)
+    if len(files) != len(poses):
+        raise DatasetError(f"{sub} holds {len(files)} images but poses_bounds.npy has {len(poses)} poses")
+    imgs = np.stack([_area_downscale(_read_image(f)[..., :3], scale_here) for f in files]).astype(np.float32)
+    H, W = imgs.shape[1:3]
+    # hwf column: image size of this factor, focal scaled from the full-resolution one.
+    full_h = poses[0, 0, 4]
+    focal = float(poses[0, 2, 4] * H / full_h)
+    # LLFF stores [down, right, backwards]; convert to [right, up, backwards].
+    poses = np.concatenate([poses[:, :, 1:2], -poses[:, :, 0:1], poses[:, :, 2:]], 2)
+    sc = 1.0 if bd_factor is None else 1.0 / (bds.min() * bd_factor)
+    poses[:, :3, 3] *= sc
+    bds = bds * sc
+    poses = _recenter_poses(poses)
+    c2w = np.tile(np.eye(4), (len(poses), 1, 1))
+    c2w[:, :3, :4] = poses[:, :3, :4]
+    n = len(poses)
+    test = np.arange(n)[::llffhold] if llffhold > 0 else np.array([], dtype=int)
+    train = np.array([i for i in range(n) if i not in set(test.tolist())])
+    near, far = (0.0, 1.0) if ndc else (float(bds.min() * 0.9), float(bds.max()))
+    return Scene(imgs, c2w.astype(np.float32), H, W, focal, near, far, False, ndc,
+                 {"train": train, "val": test, "test": test}, "llff", str(root))
+
+
+def load_scene(root: str | Path, downscale: int = 1, white_bkgd: bool = True, test_every: int = 1,
+               ndc: bool = True) -> Scene:
+    """Detect the format of ``root`` and load it (``downscale`` is the LLFF factor for LLFF)."""
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"dataset folder {root} does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder")
+    if (root / "transforms_train.json").is_file():
+        return load_blender(root, downscale, white_bkgd, test_every=test_every)
+    if (root / "poses_bounds.npy").is_file():
+        return load_llff(root, factor=downscale, ndc=ndc)
+    raise DatasetError(f"{root} is neither a Blender dataset (transforms_train.json) "
+                       "nor an LLFF dataset (poses_bounds.npy)")

@@ -1,0 +1,147 @@
+"""The embedded procedural scene: a Blender-format dataset made here, with no data or network.
+
+Three solid, textured objects (a striped sphere, a checkered box and a small glossy sphere)
+lit by one directional light with a Blinn-Phong highlight, so their colour depends on the
+view direction and the view branch of the NeRF has something to learn. Ray-cast analytically
+in numpy with 2x2 supersampling; the background is transparent (alpha 0), like the NeRF
+synthetic scenes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .rays import get_rays, intrinsics, pose_spherical
+
+CAMERA_ANGLE_X = 0.6911112070083618  # the NeRF synthetic scenes' field of view
+RADIUS = 4.0
+_LIGHT = np.array([0.4, -0.3, 0.85]) / np.linalg.norm([0.4, -0.3, 0.85])
+
+
+def _hit_sphere(o, d, c, r):
+    oc = o - c
+    b = (oc * d).sum(-1)
+    cc = (oc * oc).sum(-1) - r * r
+    disc = b * b - cc
+    t = -b - np.sqrt(np.maximum(disc, 0.0))
+    t = np.where((disc > 0) & (t > 1e-4), t, np.inf)
+    return t
+
+
+def _hit_box(o, d, lo, hi):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / d
+        t0, t1 = (lo - o) * inv, (hi - o) * inv
+    tmin = np.minimum(t0, t1).max(-1)
+    tmax = np.maximum(t0, t1).min(-1)
+    return np.where((tmax >= tmin) & (tmin > 1e-4), tmin, np.inf)
+
+
+def _shade(o, d):
+    """Colour (N,3) and coverage (N,) of rays ``o, d (N,3)`` (d unit length)."""
+    spheres = [(np.array([0.45, -0.2, 0.1]), 0.55), (np.array([-0.35, 0.55, -0.25]), 0.3)]
+    box_lo, box_hi = np.array([-0.85, -0.75, -0.6]), np.array([-0.05, 0.05, 0.2])
+    ts = np.stack([_hit_sphere(o, d, c, r) for c, r in spheres] + [_hit_box(o, d, box_lo, box_hi)], -1)
+    which = ts.argmin(-1)
+    t = ts.min(-1)
+    hit = np.isfinite(t)
+    p = o + d * np.where(hit, t, 0.0)[:, None]
+    n = np.zeros_like(p)
+    base = np.zeros_like(p)
+    shin = np.full(len(p), 32.0)
+    ks = np.full(len(p), 0.35)
+    # big sphere: latitude stripes, orange/cream
+    m = which == 0
+    c0 = spheres[0][0]
+    n[m] = (p[m] - c0) / spheres[0][1]
+    stripe = (np.floor((p[m, 2] - c0[2]) * 6.0) % 2)[:, None]
+    base[m] = stripe * np.array([0.95, 0.55, 0.1]) + (1 - stripe) * np.array([0.95, 0.9, 0.75])
+    # small sphere: glossy blue
+    m = which == 1
+    n[m] = (p[m] - spheres[1][0]) / spheres[1][1]
+    base[m] = np.array([0.15, 0.3, 0.85])
+    shin[m], ks[m] = 96.0, 0.8
+    # box: green/white checkerboard, face normals
+    m = which == 2
+    q = p[m]
+    centre, half = 0.5 * (box_lo + box_hi), 0.5 * (box_hi - box_lo)
+    rel = (q - centre) / half
+    axis = np.abs(rel).argmax(-1)
+    nb = np.zeros_like(q)
+    nb[np.arange(len(q)), axis] = np.sign(rel[np.arange(len(q)), axis])
+    n[m] = nb
+    check = (np.floor(q * 5.0).sum(-1) % 2)[:, None]
+    base[m] = check * np.array([0.2, 0.7, 0.3]) + (1 - check) * np.array([0.95, 0.95, 0.95])
+    ks[m] = 0.2
+    diffuse = np.clip((n * _LIGHT).sum(-1), 0.0, 1.0)[:, None]
+    h = _LIGHT[None, :] - d
+    h /= np.linalg.norm(h, axis=-1, keepdims=True)
+    spec = (np.clip((n * h).sum(-1), 0.0, 1.0) ** shin * ks)[:, None]
+    rgb = np.clip(base * (0.25 + 0.75 * diffuse) + spec, 0.0, 1.0)
+    return np.where(hit[:, None], rgb, 0.0), hit.astype(np.float64)
+
+
+def render_view(c2w: np.ndarray, size: int, supersample: int = 2) -> np.ndarray:
+    """RGBA image ``(size, size, 4)`` float in [0, 1] of the scene from camera ``c2w``."""
+    s = size * supersample
+    focal = 0.5 * s / np.tan(0.5 * CAMERA_ANGLE_X)
+    o, d = get_rays(s, s, intrinsics(s, s, focal), c2w)
+    o, d = o.astype(np.float64), d.astype(np.float64)
+    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    rgb, a = _shade(o, d)
+    rgba = np.concatenate([rgb * a[:, None], a[:, None]], -1).reshape(size, supersample, size, supersample, 4)
+    rgba = rgba.mean(axis=(1, 3))
+    alpha = rgba[..., 3:]
+    rgb = np.where(alpha > 0, rgba[..., :3] / np.maximum(alpha, 1e-8), 0.0)  # un-premultiply for PNG
+    return np.concatenate([rgb, alpha], -1)
+
+
+def camera_poses(n: int, rng: np.random.Generator | None, elevation: float = -30.0) -> list[np.ndarray]:
+    """``n`` cameras on the upper hemisphere (random with ``rng``, else an orbit at ``elevation``)."""
+    if rng is None:
+        return [pose_spherical(th, elevation, RADIUS) for th in np.linspace(-180, 180, n, endpoint=False)]
+    th = rng.uniform(-180, 180, n)
+    ph = -np.degrees(np.arcsin(rng.uniform(np.sin(np.radians(10)), np.sin(np.radians(80)), n)))
+    return [pose_spherical(a, b, RADIUS) for a, b in zip(th, ph)]
+
+
+def make_scene(out: str | Path, size: int = 64, n_train: int = 40, n_val: int = 5, n_test: int = 8,
+               seed: int = 0) -> Path:
+    """Write a Blender-format dataset to ``out`` (created whole via a temporary folder).
+
+    Returns the folder. Train and val views are random on the upper hemisphere; test views
+    orbit at 30 degrees elevation.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) if out.is_dir() else out.exists():
+        raise FileExistsError(f"{out} already exists and is not empty")
+    parent = out.parent if str(out.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    try:
+        for split, poses in (("train", camera_poses(n_train, rng)), ("val", camera_poses(n_val, rng)),
+                             ("test", camera_poses(n_test, None))):
+            (tmp / split).mkdir()
+            frames = []
+            for i, c2w in enumerate(poses):
+                img = render_view(c2w, size)
+                Image.fromarray((img * 255.0 + 0.5).astype(np.uint8), "RGBA").save(tmp / split / f"r_{i}.png")
+                frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": np.asarray(c2w).tolist()})
+            (tmp / f"transforms_{split}.json").write_text(
+                json.dumps({"camera_angle_x": CAMERA_ANGLE_X, "frames": frames}, indent=1))
+        (tmp / "README.txt").write_text(f"nerfexport procedural scene, seed {seed}, {size}x{size}, Blender format.\n")
+        if out.is_dir():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

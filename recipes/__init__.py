@@ -1,0 +1,1 @@
+"""Compression recipes (TOML), shipped with the package; see recipes/README.md."""

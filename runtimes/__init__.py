@@ -1,0 +1,1 @@
+"""Runtime definitions (TOML), shipped with the package; see runtimes/README.md."""

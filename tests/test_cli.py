@@ -1,0 +1,126 @@
+"""The command line, driven through typer's CliRunner: happy path and bad input."""
+
+import os
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from nerfexport.cli import app
+
+from conftest import write_blender
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(res):
+    assert res.exit_code != 0
+    assert "Traceback" not in res.output
+    lines = [l for l in res.output.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    scene = d / "scene"
+    r = run("synth", scene, "--size", 16, "--train", 4, "--val", 1, "--test", 2)
+    assert r.exit_code == 0, r.output
+    model = d / "model.pt"
+    r = run("train", scene, "-o", model, "--width", 16, "--depth", 3, "--steps", 30, "--batch-rays", 64,
+            "--n-coarse", 8, "--n-fine", 8, "--render-coarse", 8, "--render-fine", 8, "--eval-every", 0.001,
+            "--eval-views", 1)
+    assert r.exit_code == 0, r.output
+    return scene, model
+
+
+def test_train_info_eval(trained, tmp_path):
+    scene, model = trained
+    assert model.is_file()
+    r = run("info", model)
+    assert r.exit_code == 0 and "widths [16, 16, 16]" in r.output
+    r = run("eval", model, "--data", scene, "--json", tmp_path / "e.json")
+    assert r.exit_code == 0, r.output
+    assert "PSNR" in r.output and (tmp_path / "e.json").is_file()
+
+
+def test_default_model_in_folder(trained, tmp_path, monkeypatch):
+    scene, model = trained
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(run("info"))
+    (tmp_path / "model.pt").write_bytes(model.read_bytes())
+    r = run("info")
+    assert r.exit_code == 0 and "using model.pt" in r.output
+
+
+def test_missing_and_malformed_dataset(tmp_path):
+    out = tmp_path / "m.pt"
+    assert_one_line_error(run("train", tmp_path / "nope", "-o", out, "--steps", 1))
+    bad = write_blender(tmp_path / "bad")
+    (bad / "transforms_train.json").write_text("{")
+    assert_one_line_error(run("train", bad, "-o", out, "--steps", 1))
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(run("train", tmp_path / "empty", "-o", out, "--steps", 1))
+    assert not out.exists()
+
+
+def test_unwritable_output(tmp_path):
+    data = write_blender(tmp_path / "b")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(run("train", data, "-o", blocker / "m.pt", "--steps", 1))
+    assert_one_line_error(run("train", data, "-o", tmp_path / "missing-dir" / "m.pt", "--steps", 1))
+    assert_one_line_error(run("train", data, "-o", tmp_path, "--steps", 1))
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/nerfexport-cli-pwned",))
+
+
+def test_bad_checkpoints(tmp_path, trained):
+    junk = tmp_path / "junk.pt"
+    junk.write_text("nope")
+    assert_one_line_error(run("info", junk))
+    evil = tmp_path / "evil.pt"
+    torch.save(Evil(), evil)
+    assert_one_line_error(run("info", evil))
+    assert not os.path.exists("/tmp/nerfexport-cli-pwned")
+    _, model = trained
+    obj = torch.load(model, weights_only=True)
+    obj["config"]["fine"]["widths"] = [8, 16, 16]
+    bad = tmp_path / "widths.pt"
+    torch.save(obj, bad)
+    assert_one_line_error(run("info", bad))
+    assert_one_line_error(run("eval", bad, "--data", tmp_path))
+
+
+def test_bad_options(tmp_path):
+    data = write_blender(tmp_path / "b")
+    assert_one_line_error(run("train", data, "-o", tmp_path / "m.pt", "--width", 0))
+    assert_one_line_error(run("train", data, "-o", tmp_path / "m.pt", "--precision", "fp8"))
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_synth_refuses_non_empty_folder(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "f").write_text("x")
+    assert_one_line_error(run("synth", tmp_path / "s"))
+
+
+def test_import_nerf_pytorch(tmp_path):
+    from nerfexport.model import NeRF
+    from conftest import tiny_config
+    net = NeRF(tiny_config(width=16, depth=8))
+    tar = tmp_path / "050000.tar"
+    torch.save({"global_step": 50000, "network_fn_state_dict": net.coarse.state_dict(),
+                "network_fine_state_dict": net.fine.state_dict()}, tar)
+    r = run("import", tar, "-o", tmp_path / "model.pt", "--black")
+    assert r.exit_code == 0, r.output
+    r = run("info", tmp_path / "model.pt")
+    assert "black background" in r.output and "50000" in r.output
+    assert_one_line_error(run("import", tmp_path / "model.pt", "-o", tmp_path / "x.pt"))
