@@ -31,7 +31,7 @@ teacher: cache/lego100-teacher.pt
 cache/lego100-teacher.pt: | $(VENV)/.installed
 	mkdir -p cache
 	$(VENV)/bin/nerfexport train $(LEGO) --downscale 4 --test-every 20 -o $@ \
-	  --steps 4200 --minutes 20 --batch-rays 256 --n-coarse 16 --n-fine 24 \
+	  --steps 4400 --minutes 20 --batch-rays 256 --n-coarse 16 --n-fine 24 \
 	  --lr 5e-4 --lr-final 5e-5 --eval-every 4 --eval-views 10 --seed 0 2>&1 | tee cache/lego100-teacher.log
 	$(VENV)/bin/nerfexport eval $@ --data $(LEGO) --downscale 4 --test-every 20 --precision bf16 \
 	  --json cache/lego100-teacher.eval.json | tee -a cache/lego100-teacher.log

@@ -202,6 +202,36 @@ def info(model: Optional[Path] = typer.Argument(None, help="checkpoint (default:
         typer.echo("  meta: " + json.dumps({k: v for k, v in meta.items() if k != "history"}))
 
 
+@app.command()
+@_guard
+def curve(model: Optional[Path] = typer.Argument(None, help="checkpoint trained with --eval-every"),
+          out: Path = typer.Option(..., "-o", "--out", help="PNG to write"),
+          final_json: Optional[Path] = typer.Option(None, "--final", help="JSON written by `nerfexport eval --json`"),
+          title: str = typer.Option("")) -> None:
+    """Plot held-out PSNR against training minutes and print it as a Markdown table."""
+    from .checkpoint import load_checkpoint
+    from .plots import plot_training_curve
+    path = _model_path(model)
+    _, meta, _ = load_checkpoint(path, with_train_state=True)
+    hist = meta.get("history") or []
+    if not hist:
+        raise UserError(f"{path} holds no evaluation history (train with --eval-every)")
+    final = None
+    if final_json is not None:
+        try:
+            f = json.loads(final_json.read_text())
+            final = (hist[-1]["minutes"], float(f["psnr"]))
+        except (OSError, ValueError, KeyError) as e:
+            raise UserError(f"{final_json} is not an eval JSON ({e})")
+    if not out.parent.is_dir():
+        raise UserError(f"folder {out.parent} does not exist")
+    plot_training_curve(hist, out, title, final)
+    typer.echo("| step | training minutes | PSNR [dB] | SSIM |\n|---:|---:|---:|---:|")
+    for h in hist:
+        typer.echo(f"| {h['step']} | {h['minutes']:.2f} | {h['psnr']:.2f} | {h['ssim']:.3f} |")
+    typer.echo(f"wrote {out}")
+
+
 @app.command("import")
 @_guard
 def import_cmd(src: Path = typer.Argument(..., help="nerf-pytorch checkpoint (*.tar)"),

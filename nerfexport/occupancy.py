@@ -89,10 +89,13 @@ def default_aabb(camera_positions: torch.Tensor, near: float) -> list[float]:
 def grid_samples(grid: OccupancyGrid, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, far: float,
                  n: int, candidates: int = 128, floor: float = 0.02,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stratified depths ``(R, n)`` drawn from the grid's occupancy along each ray.
+    """Sorted depths ``(R, n)``: ``n - 1`` stratified draws from the grid's occupancy along each
+    ray, and ``far`` itself as the last sample.
 
     Each ray is cut into ``candidates`` equal bins; a bin's probability is 1 where its midpoint
     is occupied and ``floor`` where it is empty (so empty space is still visited now and then).
+    The last sample stays at ``far`` as in plain stratified sampling: the compositor treats the
+    last interval as infinite, so a last sample inside the object would turn opaque.
     Returns the depths and ``active (R,)``: whether the ray crosses any occupied cell.
     """
     R = rays_o.shape[0]
@@ -104,9 +107,11 @@ def grid_samples(grid: OccupancyGrid, rays_o: torch.Tensor, rays_d: torch.Tensor
     w = torch.where(w.sum(-1, keepdim=True) > 0, w, torch.ones_like(w))  # floor 0 and nothing occupied
     cdf = torch.cumsum(w, -1)
     cdf = torch.cat((torch.zeros_like(cdf[:, :1]), cdf), -1) / cdf[:, -1:]
-    u = (torch.arange(n, device=rays_o.device) + torch.rand((R, n), device=rays_o.device, generator=generator)) / n
+    m = n - 1
+    u = (torch.arange(m, device=rays_o.device) + torch.rand((R, m), device=rays_o.device, generator=generator)) / m
     inds = torch.searchsorted(cdf, u.contiguous(), right=True).clamp(1, candidates)
     c0, c1 = torch.gather(cdf, 1, inds - 1), torch.gather(cdf, 1, inds)
     t = (u - c0) / (c1 - c0).clamp_min(1e-12)
     z = edges[inds - 1] + t * (edges[1] - edges[0])
+    z = torch.cat((z.clamp_max(far), torch.full((R, 1), float(far), device=rays_o.device)), -1)
     return z, active

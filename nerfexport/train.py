@@ -54,6 +54,7 @@ class TrainConfig:
     grid_every: int = 32
     grid_warmup: int = 256
     grid_floor: float = 0.02
+    grid_decay: float = 0.8
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -277,7 +278,7 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
     grid = None
     if tc.occupancy and not scene.ndc:
         cams = torch.from_numpy(scene.poses[scene.splits["train"], :3, 3])
-        grid = OccupancyGrid(default_aabb(cams, scene.near), tc.grid_res, device)
+        grid = OccupancyGrid(default_aabb(cams, scene.near), tc.grid_res, device, decay=tc.grid_decay)
         if state_grid is not None:
             grid.load_state_dict(state_grid)
         dt = (model.cfg.far - model.cfg.near) / max(1, model.cfg.n_coarse + model.cfg.n_fine)

@@ -124,3 +124,12 @@ def test_import_nerf_pytorch(tmp_path):
     r = run("info", tmp_path / "model.pt")
     assert "black background" in r.output and "50000" in r.output
     assert_one_line_error(run("import", tmp_path / "model.pt", "-o", tmp_path / "x.pt"))
+
+
+def test_curve_plots_history(trained, tmp_path):
+    _, model = trained
+    png = tmp_path / "curve.png"
+    r = run("curve", model, "-o", png)
+    assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| step |" in r.output

@@ -24,7 +24,8 @@ def test_grid_samples_concentrate_in_occupied_cells():
     d = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
     z, active = grid_samples(g, o, d, 2.0, 4.0, 64, floor=0.0, generator=torch.Generator().manual_seed(0))
     assert active.tolist() == [True, False]
-    assert ((z[0] > 2.4) & (z[0] < 3.6)).all()          # inside the ball, up to a cell
+    assert ((z[0, :-1] > 2.4) & (z[0, :-1] < 3.6)).all()   # inside the ball, up to a cell
+    assert (z[:, -1] == 4.0).all()                          # the last sample stays at far
     assert (z[:, 1:] >= z[:, :-1]).all()
 
 
