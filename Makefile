@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 LEGO   ?= ../shared/data/lego_400
 
-.PHONY: demo test teacher install clean
+.PHONY: demo test teacher teacher-docs install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ cache/lego100-teacher.pt: | $(VENV)/.installed
 	  --lr 5e-4 --lr-final 5e-5 --eval-every 4 --eval-views 10 --seed 0 2>&1 | tee cache/lego100-teacher.log
 	$(VENV)/bin/nerfexport eval $@ --data $(LEGO) --downscale 4 --test-every 20 --precision bf16 \
 	  --json cache/lego100-teacher.eval.json | tee -a cache/lego100-teacher.log
+
+# The curve and table of docs/teacher.md from the cached teacher.
+teacher-docs: cache/lego100-teacher.pt
+	$(VENV)/bin/nerfexport curve $< -o docs/teacher-curve.png --final cache/lego100-teacher.eval.json \
+	  --title "lego 100x100, 8x256 coarse+fine, 2-core CPU, bf16"
 
 clean:
 	rm -rf $(VENV) demo-out

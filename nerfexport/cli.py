@@ -35,6 +35,8 @@ def _guard(fn):
             return fn(*a, **kw)
         except (UserError, CheckpointError, DatasetError, FileExistsError) as e:
             fail(str(e))
+        except OSError as e:
+            fail(f"{e.filename or ''}: {e.strerror or e}".lstrip(": "))
         except KeyboardInterrupt:
             fail("interrupted", 130)
     return wrapper
@@ -136,6 +138,11 @@ def train(data: Path = typer.Argument(..., help="dataset folder (Blender or LLFF
             elif e["event"] == "resume":
                 bar.console.print(f"resuming {out} at step {e['step']}")
                 bar.update(task, completed=e["step"])
+            elif e["event"] == "complete":
+                bar.console.print(f"{out} already holds a finished run of {e['step']} steps (--restart to train anew)")
+                bar.update(task, completed=e["step"])
+            elif e["event"] == "reinit":
+                bar.console.print(f"step {e['step']}: the {e['network']} network collapsed; re-initialised it")
 
         res = run_train(model, scene, tc, out, resume=resume, progress=progress)
     typer.echo(f"trained {res.steps} steps in {res.train_seconds / 60:.2f} min of training "

@@ -238,14 +238,26 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
 
     if out is not None and resume and Path(out).is_file():
         loaded, _meta, state = ckpt.load_checkpoint(out, with_train_state=True)
-        if state is not None and int(state.get("step", 0)) < tc.steps:
+        if state is not None and loaded.cfg != model.cfg:
+            raise ckpt.CheckpointError(f"{out} holds a different model (widths, bounds or sample counts); "
+                                       "restart it or write elsewhere")
+        if state is not None and int(state.get("step", 0)) >= tc.steps:
             model.load_state_dict(loaded.state_dict())
-            opt.load_state_dict(state["optimizer"])
+            model.eval()
+            emit({"event": "complete", "step": int(state["step"])})
+            return TrainResult(int(state["step"]), float(state.get("train_seconds", 0.0)), 0.0,
+                               list(state.get("history", [])))
+        if state is not None:
+            # an interrupted run continues exactly; a finished one given more steps continues
+            # from its weights with a fresh optimizer
+            model.load_state_dict(loaded.state_dict())
+            if "optimizer" in state:
+                opt.load_state_dict(state["optimizer"])
+                gen.set_state(state["generator"])
+                state_grid = state.get("grid")
             start_step = int(state["step"])
             train_seconds = float(state.get("train_seconds", 0.0))
             history = list(state.get("history", []))
-            gen.set_state(state["generator"])
-            state_grid = state.get("grid")
             emit({"event": "resume", "step": start_step})
 
     rays = {k: torch.from_numpy(v).to(device) for k, v in scene_rays(scene, "train").items()}
@@ -258,12 +270,15 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
     crop = torch.from_numpy((ys * scene.W + xs).reshape(-1)).to(device)
     use_crop = tc.precrop_iters > 0 and not scene.ndc and crop.numel() > 0
 
-    def save(step: int) -> None:
+    def save(step: int, final: bool = False) -> None:
         if out is None:
             return
-        state = {"step": step, "optimizer": opt.state_dict(), "train_seconds": train_seconds,
-                 "history": history, "generator": gen.get_state().cpu(), "train_config": tc.to_dict(),
-                 "grid": grid.state_dict() if grid is not None else None}
+        # The optimizer and sampler state make a run resumable; a finished model drops them
+        # (they would triple the file) and keeps only where it ended.
+        state = {"step": step, "train_seconds": train_seconds, "history": history, "train_config": tc.to_dict()}
+        if not final:
+            state.update(optimizer=opt.state_dict(), generator=gen.get_state().cpu(),
+                         grid=grid.state_dict() if grid is not None else None)
         ckpt.save_checkpoint(model, out, meta={"steps": step, "train_seconds": train_seconds,
                                                "dataset": scene.source, "history": history},
                              train_state=state)
@@ -380,6 +395,6 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
             save(step)
     if next_eval is not None and (not history or history[-1]["step"] != step):
         run_eval(step)
-    save(step)
+    save(step, final=step >= tc.steps)
     model.eval()
     return TrainResult(step, train_seconds, time.perf_counter() - wall0, history)
