@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -258,7 +257,7 @@ def import_cmd(src: Path = typer.Argument(..., help="nerf-pytorch checkpoint (*.
 @app.command()
 @_guard
 def demo(out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="folder for everything the demo writes"),
-         steps: int = typer.Option(1500, help="training steps on the embedded scene"),
+         steps: int = typer.Option(600, help="training steps on the embedded scene"),
          size: int = typer.Option(64, help="image size of the embedded scene")) -> None:
     """The main job on the embedded scene: make the dataset, train, evaluate. Says where it wrote what."""
     from .synthetic import make_scene
@@ -278,7 +277,7 @@ def demo(out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="folder 
     typer.echo("[3/3] evaluating on the held-out orbit")
     report = out / "eval.json"
     eval_cmd(model=model, data=data, downscale=1, white=True, test_every=1, split="test", views=None,
-             n_coarse=None, n_fine=None, precision="bf16", json_out=report)
+             n_coarse=32, n_fine=64, precision="bf16", json_out=report)
     typer.echo(f"done. dataset: {data}/  model: {model}  evaluation: {report}")
 
 
