@@ -70,7 +70,8 @@ def check_writable(path: str | Path) -> None:
     if path.is_dir():
         raise CheckpointError(f"output path {path} is a folder")
     if not parent.is_dir():
-        raise CheckpointError(f"cannot write {path}: folder {parent} does not exist")
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise CheckpointError(f"cannot write {path}: {parent} {what}")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise CheckpointError(f"cannot write {path}: permission denied")
 
@@ -85,9 +86,8 @@ def _raw_load(path: str | Path) -> dict:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path} was refused: it holds objects other than tensors and plain data "
                               f"(weights-only load: {first[:160]})") from None
-    except Exception as e:  # torch.load raises many kinds on a file that is not a checkpoint
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a checkpoint ({msg[:160]})") from None
+    except Exception:  # torch.load raises many kinds on a file that is not a checkpoint
+        raise CheckpointError(f"{path} is not a checkpoint (it cannot be read as a torch file)") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} is not a checkpoint (top level is {type(obj).__name__}, not a dict)")
     return obj
