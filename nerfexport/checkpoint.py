@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .fileio import atomic_write
 from .model import MLPConfig, NeRF, NeRFConfig
 
 FORMAT = "nerfexport"
@@ -43,24 +43,13 @@ def file_sha256(path: str | Path) -> str:
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: never half-written."""
     path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"output path {path} is a folder")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise CheckpointError(f"cannot write {path}: folder {parent} does not exist")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        atomic_write(path, lambda f: torch.save(obj, f))
+    except IsADirectoryError:
+        raise CheckpointError(f"output path {path} is a folder") from None
     except OSError as e:
-        raise CheckpointError(f"cannot write {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from None
-        raise
+        what = f"{e.filename} {e.strerror}" if e.filename and e.strerror else str(e)
+        raise CheckpointError(f"cannot write {path}: {what}") from None
 
 
 def check_writable(path: str | Path) -> None:

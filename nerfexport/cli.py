@@ -181,9 +181,11 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="checkpoint (defa
     typer.echo(f"{path}: {len(res.per_view_psnr)} {split} views, {nc}+{nf} samples, {precision}: "
                f"PSNR {res.psnr:.2f} dB, SSIM {res.ssim:.4f} ({dt:.1f} s)")
     if json_out:
-        json_out.write_text(json.dumps({"model": str(path), "split": split, "psnr": res.psnr, "ssim": res.ssim,
-                                        "per_view_psnr": res.per_view_psnr, "n_coarse": nc, "n_fine": nf,
-                                        "precision": precision, "seconds": dt}, indent=1))
+        from .fileio import atomic_write
+        doc = json.dumps({"model": str(path), "split": split, "psnr": res.psnr, "ssim": res.ssim,
+                          "per_view_psnr": res.per_view_psnr, "n_coarse": nc, "n_fine": nf,
+                          "precision": precision, "seconds": dt}, indent=1)
+        atomic_write(json_out, lambda f: f.write(doc.encode()))
         typer.echo(f"wrote {json_out}")
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from .fileio import atomic_write
 
 
 def plot_training_curve(history: list[dict], path: str | Path, title: str = "",
@@ -31,12 +31,8 @@ def plot_training_curve(history: list[dict], path: str | Path, title: str = "",
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: fig.savefig(f, format="png"))
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return path

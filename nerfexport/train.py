@@ -241,8 +241,9 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
         if state is not None and loaded.cfg != model.cfg:
             raise ckpt.CheckpointError(f"{out} holds a different model (widths, bounds or sample counts); "
                                        "restart it or write elsewhere")
-        if state is not None and int(state.get("step", 0)) >= tc.steps:
+        if state is not None:
             model.load_state_dict(loaded.state_dict())
+        if state is not None and int(state.get("step", 0)) >= tc.steps:
             model.eval()
             emit({"event": "complete", "step": int(state["step"])})
             return TrainResult(int(state["step"]), float(state.get("train_seconds", 0.0)), 0.0,
@@ -250,7 +251,6 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
         if state is not None:
             # an interrupted run continues exactly; a finished one given more steps continues
             # from its weights with a fresh optimizer
-            model.load_state_dict(loaded.state_dict())
             if "optimizer" in state:
                 opt.load_state_dict(state["optimizer"])
                 gen.set_state(state["generator"])

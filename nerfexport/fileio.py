@@ -1,0 +1,31 @@
+"""Writing files whole or not at all (no torch: the render path may use this)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(f)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    On any error the temporary file is removed and ``path`` is left as it was. Raises
+    ``IsADirectoryError`` / ``FileNotFoundError`` / ``OSError`` for paths that cannot be written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a folder", str(path))
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(2, "does not exist" if not parent.exists() else "is not a folder", str(parent))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
