@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 LEGO   ?= ../shared/data/lego_400
 
-.PHONY: demo test teacher teacher-docs install clean
+.PHONY: demo test teacher teacher-docs shrink-docs install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ cache/lego100-teacher.pt: | $(VENV)/.installed
 teacher-docs: cache/lego100-teacher.pt
 	$(VENV)/bin/nerfexport curve $< -o docs/teacher-curve.png --final cache/lego100-teacher.eval.json \
 	  --title "lego 100x100, 8x256 coarse+fine, 2-core CPU, bf16"
+
+# The shrink study of docs/shrink.md: every method at widths 128 and 64, before and after
+# distillation, and both widths trained from scratch for the same total time (about 2 hours
+# on the 2-core CPU; resumes from cache/shrink-study/study.json when interrupted).
+shrink-docs: cache/lego100-teacher.pt
+	$(VENV)/bin/nerfexport shrink-study $< -o cache/shrink-study --data $(LEGO) --downscale 4 --test-every 20 \
+	  --widths 128,64 --finetune 128:1500,64:3000 --doc docs/shrink-table.md --figure docs/shrink.png
 
 clean:
 	rm -rf $(VENV) demo-out

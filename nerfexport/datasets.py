@@ -33,6 +33,7 @@ class Scene:
     splits: dict[str, np.ndarray] = field(default_factory=dict)  # name -> indices into images
     kind: str = "blender"
     source: str = ""
+    load_args: dict = field(default_factory=dict)  # how load_scene was called (to load it again)
 
     def subset(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         idx = self.splits[split]
@@ -220,9 +221,14 @@ def load_scene(root: str | Path, downscale: int = 1, white_bkgd: bool = True, te
         raise DatasetError(f"dataset folder {root} does not exist")
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder")
+    args = {"path": str(root.resolve()), "downscale": downscale, "white": white_bkgd, "test_every": test_every,
+            "ndc": ndc}
     if (root / "transforms_train.json").is_file():
-        return load_blender(root, downscale, white_bkgd, test_every=test_every)
-    if (root / "poses_bounds.npy").is_file():
-        return load_llff(root, factor=downscale, ndc=ndc)
-    raise DatasetError(f"{root} is neither a Blender dataset (transforms_train.json) "
-                       "nor an LLFF dataset (poses_bounds.npy)")
+        scene = load_blender(root, downscale, white_bkgd, test_every=test_every)
+    elif (root / "poses_bounds.npy").is_file():
+        scene = load_llff(root, factor=downscale, ndc=ndc)
+    else:
+        raise DatasetError(f"{root} is neither a Blender dataset (transforms_train.json) "
+                           "nor an LLFF dataset (poses_bounds.npy)")
+    scene.load_args = args
+    return scene

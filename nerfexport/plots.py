@@ -36,3 +36,32 @@ def plot_training_curve(history: list[dict], path: str | Path, title: str = "",
     finally:
         plt.close(fig)
     return path
+
+
+def plot_shrink_study(doc: dict, out: str | Path) -> None:
+    """PSNR against parameter count for every row of a shrink study (pruned and fine-tuned)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    t = doc["teacher"]
+    ax.axhline(t["psnr"], color="k", lw=1, ls="--", label=f"teacher ({t['psnr']:.2f} dB, {t['params'] / 1e6:.2f} M)")
+    methods = sorted({r["method"] for r in doc["rows"]})
+    cmap = plt.get_cmap("tab10")
+    for i, m in enumerate(methods):
+        rows = sorted((r for r in doc["rows"] if r["method"] == m), key=lambda r: r["params"])
+        xs = [r["params"] / 1e6 for r in rows]
+        ax.plot(xs, [r["psnr"] for r in rows], "o-", color=cmap(i), label=m)
+        if any(r["psnr_pruned"] is not None for r in rows):
+            ax.plot(xs, [r["psnr_pruned"] for r in rows], "x:", color=cmap(i), alpha=0.6)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters, coarse + fine [millions] (log)")
+    ax.set_ylabel("held-out PSNR [dB]")
+    ax.set_title("shrinking the lego teacher: fine-tuned (o) and just pruned (x)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    from .fileio import atomic_write
+    atomic_write(out, lambda f: fig.savefig(f, format="png"))
+    plt.close(fig)

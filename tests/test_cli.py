@@ -133,3 +133,42 @@ def test_curve_plots_history(trained, tmp_path):
     assert r.exit_code == 0, r.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| step |" in r.output
+
+
+def test_shrink_writes_checkpoint_and_report(trained, tmp_path, monkeypatch):
+    import json
+    scene, model = trained
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.pt").write_bytes(model.read_bytes())
+    r = run("shrink", "--width", 8, "--method", "coreset", "--finetune", 3, "--calib-rays", 32, "--eval-views", 1)
+    assert r.exit_code == 0, r.output
+    assert "using model.pt" in r.output and "training data recorded" in r.output
+    rep = json.loads((tmp_path / "shrunk.json").read_text())
+    assert rep["method"] == "coreset" and rep["widths"]["fine"]["pts.1"] == 8
+    assert rep["params_after"]["total"] < rep["params_before"]["total"]
+    assert rep["files"]["bytes"] < rep["source"]["bytes"]
+    assert rep["psnr_before_finetune"] is not None and rep["psnr_after_finetune"] is not None
+    r = run("info", "shrunk.pt")
+    assert r.exit_code == 0 and "widths [8, 8, 8]" in r.output
+    # the output is an ordinary checkpoint: shrink it again, with a shipped recipe overridden by --width
+    r = run("shrink", "shrunk.pt", "-o", "again.pt", "--recipe", "activation-w64", "--width", 4, "--finetune", 0,
+            "--eval-views", 0, "--calib-rays", 16)
+    assert r.exit_code == 0, r.output
+    assert "widths [4, 4, 4]" in run("info", "again.pt").output
+
+
+def test_shrink_bad_input(trained, tmp_path):
+    scene, model = trained
+    out = tmp_path / "s.pt"
+    cases = [("--width", 64), ("--width", 0), ("--width", -3), ("--width", 8, "--method", "lottery")]
+    for extra in cases:
+        assert_one_line_error(run("shrink", model, "-o", out, "--data", scene, *extra))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[shrink]\nwidht = 8\n")
+    assert_one_line_error(run("shrink", model, "-o", out, "--recipe", bad))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    assert_one_line_error(run("shrink", junk, "-o", out, "--width", 8))
+    assert_one_line_error(run("shrink", model, "-o", model, "--width", 8))
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    assert not any(p.name.startswith(".s.pt") for p in tmp_path.iterdir())

@@ -1,0 +1,158 @@
+"""Recovery after shrinking: distil a student NeRF from its teacher.
+
+The teacher is queried once, up front, on a bank of training rays: for each ray the coarse
+depths (stratified, jittered), the fine depths (coarse + inverse-CDF samples from the
+teacher's coarse weights) and the teacher's raw outputs at all of them. Each fine-tuning step
+then draws a batch of rays from the bank and needs no teacher evaluation:
+
+* point losses: the student's colours (after sigmoid, weighted by the teacher's compositing
+  weights, so that colour matters where it is seen) and opacities ``1 - exp(-sigma * delta)``
+  against the teacher's at the same points;
+* the photometric loss of the student's rendered colour against the training pixels.
+
+Library code: progress goes to a callback, nothing is printed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .datasets import Scene
+from .model import NeRF
+from .train import autocast_dtype, run_network, scene_rays
+from .volume import composite, sample_pdf, stratified_samples
+
+
+@dataclass
+class DistillConfig:
+    steps: int = 500
+    batch_rays: int = 256
+    lr: float = 1e-3            # a pruned network starts far from a minimum; 1e-3 recovered faster than 5e-4
+    lr_final: float = 5e-5
+    n_coarse: int = 24          # samples per bank ray for the coarse network
+    n_fine: int = 40            # extra inverse-CDF samples for the fine network
+    bank_rays: int = 32768      # rays queried on the teacher once
+    w_photo: float = 1.0
+    w_color: float = 1.0
+    w_alpha: float = 1.0
+    precision: str = "auto"
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Bank:
+    """Teacher outputs on ``R`` rays: ``o, d, v (R,3)``, ``target (R,3)``; coarse depths
+    ``z_c (R,Sc)`` with teacher raw ``raw_c (R,Sc,4)``; fine depths ``z_f (R,Sf)`` with ``raw_f``."""
+
+    o: torch.Tensor
+    d: torch.Tensor
+    v: torch.Tensor
+    target: torch.Tensor
+    z_c: torch.Tensor
+    raw_c: torch.Tensor
+    z_f: torch.Tensor | None
+    raw_f: torch.Tensor | None
+    seconds: float = 0.0
+
+
+@torch.no_grad()
+def build_bank(teacher: NeRF, scene: Scene, n_rays: int, n_coarse: int, n_fine: int, seed: int = 0,
+               amp: torch.dtype | None = None, chunk: int = 1024) -> Bank:
+    """Query ``teacher`` on ``n_rays`` random training rays (see module docstring)."""
+    t0 = time.perf_counter()
+    rays = scene_rays(scene, "train")
+    rng = np.random.default_rng(seed + 1)
+    idx = rng.choice(rays["o"].shape[0], size=min(n_rays, rays["o"].shape[0]), replace=False)
+    o, d, v, tgt = (torch.from_numpy(rays[k][idx]) for k in ("o", "d", "v", "rgb"))
+    gen = torch.Generator().manual_seed(seed + 2)
+    teacher.eval()
+    zc, rc, zf, rf = [], [], [], []
+    fine_net = teacher.render_fine if n_fine > 0 else None
+    for s in range(0, o.shape[0], chunk):
+        oo, dd, vv = o[s:s + chunk], d[s:s + chunk], v[s:s + chunk]
+        R = oo.shape[0]
+        z = stratified_samples(torch.full((R,), teacher.cfg.near), torch.full((R,), teacher.cfg.far), n_coarse, True, gen)
+        raw = run_network(teacher.coarse, oo[:, None] + dd[:, None] * z[..., None], vv, amp)
+        zc.append(z), rc.append(raw.half())
+        if fine_net is not None:
+            w = composite(raw, z, dd, teacher.cfg.white_bkgd).weights
+            z_new = sample_pdf(0.5 * (z[:, 1:] + z[:, :-1]), w[:, 1:-1], n_fine, det=False, generator=gen)
+            z_all, _ = torch.sort(torch.cat((z, z_new), -1), -1)
+            raw_f = run_network(fine_net, oo[:, None] + dd[:, None] * z_all[..., None], vv, amp)
+            zf.append(z_all), rf.append(raw_f.half())
+    cat = lambda xs: torch.cat(xs) if xs else None
+    return Bank(o, d, v, tgt, cat(zc), cat(rc), cat(zf), cat(rf), time.perf_counter() - t0)
+
+
+def _alpha(raw: torch.Tensor, z: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    dists = z[:, 1:] - z[:, :-1]
+    dists = torch.cat((dists, dists[:, -1:]), -1) * d.norm(dim=-1, keepdim=True)
+    return 1.0 - torch.exp(-F.relu(raw[..., 3]) * dists)
+
+
+def _losses(net, raw_t: torch.Tensor, z: torch.Tensor, o, d, v, target, white: bool, amp, cfg: DistillConfig):
+    raw_t = raw_t.float()
+    raw_s = run_network(net, o[:, None] + d[:, None] * z[..., None], v, amp)
+    out_s = composite(raw_s, z, d, white)
+    with torch.no_grad():
+        w_t = composite(raw_t, z, d, white).weights
+    photo = F.mse_loss(out_s.rgb, target)
+    col = ((torch.sigmoid(raw_s[..., :3]) - torch.sigmoid(raw_t[..., :3])) ** 2).mean(-1)
+    color = (w_t * col).sum(-1).mean()
+    alpha = F.mse_loss(_alpha(raw_s, z, d), _alpha(raw_t, z, d))
+    return cfg.w_photo * photo + cfg.w_color * color + cfg.w_alpha * alpha, photo
+
+
+@dataclass
+class DistillResult:
+    steps: int
+    seconds: float
+    bank_seconds: float
+    final_photo_psnr: float
+
+
+def distill(student: NeRF, bank: Bank, cfg: DistillConfig, white_bkgd: bool,
+            progress: Callable[[dict], None] | None = None) -> DistillResult:
+    """Fine-tune ``student`` in place on ``bank`` for ``cfg.steps`` steps (Adam, exponential decay)."""
+    emit = progress or (lambda e: None)
+    device = torch.device("cpu")
+    amp = autocast_dtype(cfg.precision, device)
+    student.train()
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + 3)
+    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+    decay = math.log(cfg.lr_final / cfg.lr) if cfg.lr_final > 0 else 0.0
+    R = bank.o.shape[0]
+    t0 = time.perf_counter()
+    ema = None
+    for step in range(cfg.steps):
+        lr = cfg.lr * math.exp(decay * step / max(1, cfg.steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.randint(0, R, (min(cfg.batch_rays, R),), generator=gen)
+        o, d, v, tgt = bank.o[idx], bank.d[idx], bank.v[idx], bank.target[idx]
+        loss, photo = _losses(student.coarse, bank.raw_c[idx], bank.z_c[idx], o, d, v, tgt, white_bkgd, amp, cfg)
+        if bank.z_f is not None:
+            loss_f, photo = _losses(student.render_fine, bank.raw_f[idx], bank.z_f[idx], o, d, v, tgt, white_bkgd,
+                                    amp, cfg)
+            loss = loss + loss_f
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        p = float(photo.detach())
+        ema = p if ema is None else 0.95 * ema + 0.05 * p
+        emit({"event": "step", "step": step + 1, "loss": float(loss.detach()),
+              "psnr": -10.0 * math.log10(max(ema, 1e-10)), "lr": lr})
+    student.eval()
+    return DistillResult(cfg.steps, time.perf_counter() - t0, bank.seconds,
+                         -10.0 * math.log10(max(ema, 1e-10)) if ema is not None else float("nan"))

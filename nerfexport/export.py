@@ -1,0 +1,251 @@
+"""The export stage: a checkpoint becomes a self-describing bundle folder.
+
+::
+
+    bundle/
+      manifest.json     format version, scene, sample counts, widths, precision, calibration,
+                        source checkpoint hash, every file's hash
+      coarse.onnx       points (N,3), viewdirs (N,3) -> rgb (N,3), density (N,1)
+      fine.onnx         (absent for a model without a fine network)
+      *.engine          TensorRT engines, with --tensorrt
+
+One precision per bundle (fp32, fp16 or int8), so that a bundle is exactly what a device
+stores. The folder is written under a temporary name beside the target and renamed into
+place: it appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from . import __version__
+from .bundle import FORMAT, MANIFEST, VERSION, BundleError, is_bundle, open_bundle, sha256
+from .onnx_export import OPSET, mlp_to_onnx
+from .quantize import Int8Settings, quantize_int8, quantized_layers
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class ExportError(ValueError):
+    """The export cannot be done with these inputs."""
+
+
+@dataclass
+class ExportOptions:
+    precision: str = "fp32"
+    int8: Int8Settings = field(default_factory=Int8Settings)
+    calib_rays: int = 512
+    calib_points: int = 65536     # per network, at most
+    max_psnr_drop: float | None = None
+    eval_views: int = 3           # held-out views for the int8 PSNR check (with max_psnr_drop)
+    tensorrt: bool = False        # also build TensorRT engines (inside the temporary folder)
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.calib_rays < 1:
+            raise ExportError("--calib-rays must be at least 1")
+        if self.max_psnr_drop is not None and self.max_psnr_drop < 0:
+            raise ExportError("--max-psnr-drop must be zero or more")
+        if self.precision == "int8":
+            self.int8.validate()
+
+
+def _metadata(model, which: str, precision: str, source_sha: str) -> dict[str, str]:
+    c = model.cfg
+    net = getattr(model, which)
+    return {"nerfexport.format": FORMAT, "nerfexport.version": str(VERSION), "network": which,
+            "precision": precision, "near": repr(c.near), "far": repr(c.far), "white_bkgd": str(c.white_bkgd),
+            "ndc": str(c.ndc), "n_coarse": str(c.n_coarse), "n_fine": str(c.n_fine),
+            "widths": json.dumps(net.cfg.to_dict()), "source_sha256": source_sha}
+
+
+def prepare_output(out: str | Path, force: bool) -> Path:
+    """Refuse to replace a folder that is not an earlier bundle unless ``force``."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise ExportError(f"output {out} exists and is not a folder")
+        if not is_bundle(out) and any(out.iterdir()) and not force:
+            raise ExportError(f"output folder {out} exists and is not a nerfexport bundle; "
+                              "choose another -o or pass --force to replace it")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise ExportError(f"cannot write {out}: {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ExportError(f"cannot write {out}: permission denied")
+    return out
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Path | None = None,
+                  calib=None, evaluate: Callable | None = None, force: bool = False,
+                  progress: Callable[[dict], None] | None = None) -> dict:
+    """Write the bundle of ``model`` (a :class:`nerfexport.model.NeRF`) to ``out``; returns the manifest.
+
+    ``calib``: a :class:`nerfexport.calibration.CalibrationSet` (needed for int8).
+    ``evaluate(bundle_dir) -> psnr``: renders held-out views of a bundle folder; needed for
+    ``opts.max_psnr_drop`` (the int8 layers are then checked one by one and the most sensitive
+    kept in float until the drop is within the limit).
+    """
+    emit = progress or (lambda e: None)
+    opts.validate()
+    out = prepare_output(out, force)
+    if opts.precision == "int8":
+        if calib is None:
+            raise ExportError("int8 export needs calibration samples")
+        if opts.max_psnr_drop is not None and evaluate is None:
+            raise ExportError("--max-psnr-drop needs held-out views to measure the drop")
+    src_sha = sha256(source) if source is not None else ""
+    t0 = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if str(out.parent) else "."))
+    try:
+        nets = {"coarse": model.coarse, "fine": model.fine}
+        fp32_files = {}
+        for which, net in nets.items():
+            if net is None:
+                continue
+            st = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+            prec = "fp16" if opts.precision == "fp16" else "fp32"
+            m = mlp_to_onnx(st, net.cfg, name=f"nerf_{which}", dtype=prec,
+                            metadata=_metadata(model, which, opts.precision, src_sha))
+            path = tmp / f"{which}.onnx"
+            onnx.save(m, str(path))
+            fp32_files[which] = path
+        quant = None
+        if opts.precision == "int8":
+            quant = _quantize_all(model, tmp, fp32_files, opts, calib, evaluate, emit, src_sha)
+        manifest = _manifest(model, tmp, opts, source, src_sha, calib, quant)
+        manifest["export_seconds"] = time.perf_counter() - t0
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        if opts.tensorrt:
+            from .tensorrt import build_engines
+            emit({"event": "stage", "stage": "TensorRT engines"})
+            manifest["tensorrt"] = build_engines(tmp)
+        open_bundle(tmp)  # the bundle checks out before it is put in place
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _quantize_all(model, tmp: Path, fp32_files: dict, opts: ExportOptions, calib, evaluate, emit, src_sha) -> dict:
+    from .calibration import subsample
+
+    work = tmp / ".fp32"
+    work.mkdir()
+    for which, p in fp32_files.items():
+        shutil.move(str(p), work / p.name)
+    data = {}
+    for which in fp32_files:
+        pts, dirs = calib.for_network(which)
+        if pts.shape[0] == 0:
+            pts, dirs = calib.for_network("coarse")
+        data[which] = subsample(pts, dirs, opts.calib_points, opts.seed)
+
+    def build(exclude: dict[str, tuple[str, ...]], dest: Path) -> None:
+        for which in fp32_files:
+            s = Int8Settings(**{**opts.int8.__dict__, "exclude": exclude.get(which, ())})
+            quantize_int8(work / f"{which}.onnx", dest / f"{which}.onnx", *data[which], s)
+            m = onnx.load(str(dest / f"{which}.onnx"))
+            del m.metadata_props[:]
+            for k, v in _metadata(model, which, "int8", src_sha).items():
+                m.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+            onnx.save(m, str(dest / f"{which}.onnx"))
+
+    def psnr_of(files_dir: Path) -> float:
+        (files_dir / MANIFEST).write_text(json.dumps(_manifest(model, files_dir, opts, None, src_sha, None, None)))
+        return float(evaluate(files_dir))
+
+    exclude = {w: tuple(opts.int8.exclude) for w in fp32_files}
+    report = {"sensitivity": None, "psnr_fp32": None, "psnr_int8": None, "float_layers": {}}
+    emit({"event": "stage", "stage": "quantize"})
+    build(exclude, tmp)
+    if opts.max_psnr_drop is not None:
+        ref = work / "ref"
+        ref.mkdir()
+        for p in fp32_files.values():
+            shutil.copy(work / p.name, ref / p.name)
+        emit({"event": "stage", "stage": "fp32 reference"})
+        p32 = psnr_of(ref)
+        emit({"event": "stage", "stage": "int8 check"})
+        p8 = psnr_of(tmp)
+        report.update(psnr_fp32=p32, psnr_int8=p8)
+        if p32 - p8 > opts.max_psnr_drop:
+            # per-layer cost: quantize one layer at a time (everything else float)
+            emit({"event": "stage", "stage": "per-layer sensitivity"})
+            layers = {w: quantized_layers(tmp / f"{w}.onnx") for w in fp32_files}
+            cost = []
+            probe = work / "probe"
+            probe.mkdir()
+            for w, names in layers.items():
+                for name in names:
+                    ex = {x: tuple(layers[x]) for x in fp32_files}
+                    ex[w] = tuple(n for n in names if n != name)
+                    build(ex, probe)
+                    cost.append((p32 - psnr_of(probe), w, name))
+                    emit({"event": "layer", "network": w, "layer": name, "drop": cost[-1][0]})
+            cost.sort(reverse=True)
+            report["sensitivity"] = [{"network": w, "layer": n, "psnr_drop": c} for c, w, n in cost]
+            for c, w, name in cost:
+                exclude[w] = tuple(sorted(set(exclude[w]) | {name}))
+                build(exclude, tmp)
+                p8 = psnr_of(tmp)
+                emit({"event": "kept-float", "network": w, "layer": name, "psnr": p8})
+                if p32 - p8 <= opts.max_psnr_drop:
+                    break
+            report["psnr_int8"] = p8
+    report["float_layers"] = {w: list(v) for w, v in exclude.items()}
+    shutil.rmtree(work)
+    (tmp / MANIFEST).unlink(missing_ok=True)
+    return report
+
+
+def _manifest(model, root: Path, opts: ExportOptions, source, src_sha: str, calib, quant) -> dict:
+    c = model.cfg
+    nets = {}
+    for which in ("coarse", "fine"):
+        net = getattr(model, which)
+        p = root / f"{which}.onnx"
+        if net is None or not p.is_file():
+            nets[which] = None
+            continue
+        nets[which] = {"file": p.name, "sha256": sha256(p), "bytes": p.stat().st_size,
+                       "architecture": net.cfg.to_dict(),
+                       "inputs": {"points": ["N", 3], "viewdirs": ["N", 3]},
+                       "outputs": {"rgb": ["N", 3], "density": ["N", 1]}}
+    m = {"format": FORMAT, "version": VERSION, "created_by": f"nerfexport {__version__}",
+         "precision": opts.precision, "opset": OPSET,
+         "scene": {"near": c.near, "far": c.far, "white_bkgd": c.white_bkgd, "ndc": c.ndc,
+                   "n_coarse": c.n_coarse, "n_fine": c.n_fine, "camera": c.camera},
+         "networks": nets,
+         "source": {"checkpoint": str(source) if source else None, "sha256": src_sha}}
+    if opts.precision == "int8":
+        m["calibration"] = {**(calib.summary() if calib is not None else {}),
+                            "points_per_network": opts.calib_points, **opts.int8.to_dict()}
+        if quant is not None:
+            m["calibration"]["float_layers"] = quant["float_layers"]
+            m["quantization_check"] = {k: quant[k] for k in ("psnr_fp32", "psnr_int8", "sensitivity")}
+            m["quantization_check"]["max_psnr_drop"] = opts.max_psnr_drop
+    return m

@@ -1,0 +1,131 @@
+"""ONNX graphs of the NeRF networks, built node by node from the weights.
+
+Each network becomes one graph: inputs ``points (N,3)`` and ``viewdirs (N,3)`` (raw, float32),
+outputs ``rgb (N,3)`` (after the sigmoid) and ``density (N,1)`` (after the ReLU), with a
+dynamic batch axis ``N``. The positional encoding is inside the graph::
+
+    enc = Concat(x, Sin(x @ F), Cos(x @ F))      F = [2^0 I, 2^1 I, ...]  (3, 3L), exact in fp32
+
+which orders the encoding ``[x, all sines, all cosines]`` rather than nerf-pytorch's
+interleaved order; the columns of the layers that read the encoding are permuted to match, so
+the graph computes the same function as the torch module.
+
+The graph is built with ``onnx.helper`` rather than traced: it needs no exporter package,
+every node has a stable name (``pts.3/MatMul``), which the int8 stage uses to keep chosen
+layers in float, and it depends only on the weights, not on the torch version.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+def encoding_permutation(num_freqs: int, in_dim: int = 3) -> np.ndarray:
+    """``perm`` with ``graph_encoding[:, i] == torch_encoding[:, perm[i]]``."""
+    perm = list(range(in_dim))
+    for s in (0, 1):  # all sines, then all cosines
+        for k in range(num_freqs):
+            for d in range(in_dim):
+                perm.append(in_dim + k * 2 * in_dim + s * in_dim + d)
+    return np.array(perm, dtype=np.int64)
+
+
+class _Builder:
+    def __init__(self, dtype: np.dtype = np.float32) -> None:
+        self.nodes, self.inits = [], []
+        self.dtype = np.dtype(dtype)
+
+    def const(self, name: str, arr: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(arr.astype(self.dtype)), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], name: str, **attrs) -> str:
+        out = name
+        self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
+        return out
+
+    def encoding(self, x: str, num_freqs: int, prefix: str) -> str:
+        F = np.zeros((3, 3 * num_freqs), np.float32)
+        for k in range(num_freqs):
+            F[:, 3 * k:3 * k + 3] = np.eye(3) * (2.0 ** k)
+        xf = self.node("MatMul", [x, self.const(f"{prefix}/freqs", F)], f"{prefix}/scaled")
+        s = self.node("Sin", [xf], f"{prefix}/sin")
+        c = self.node("Cos", [xf], f"{prefix}/cos")
+        return self.node("Concat", [x, s, c], f"{prefix}/out", axis=1)
+
+    def linear(self, x: str, w: np.ndarray, b: np.ndarray, name: str, relu: bool) -> str:
+        """``x @ w.T + b`` (torch layout ``w (out, in)``), optionally followed by ReLU."""
+        y = self.node("MatMul", [x, self.const(f"{name}.weight", w.T)], f"{name}/MatMul")
+        y = self.node("Add", [y, self.const(f"{name}.bias", b)], f"{name}/Add")
+        return self.node("Relu", [y], f"{name}/Relu") if relu else y
+
+
+def mlp_to_onnx(state: dict[str, np.ndarray], cfg, name: str = "nerf", metadata: dict[str, str] | None = None,
+                dtype: str = "fp32") -> onnx.ModelProto:
+    """The ONNX model of one network.
+
+    ``state``: the network's ``state_dict`` as numpy arrays; ``cfg``: its :class:`MLPConfig`;
+    ``dtype``: ``fp32`` or ``fp16`` (fp16 weights and compute; inputs and outputs stay fp32).
+    """
+    if dtype not in ("fp32", "fp16"):
+        raise ValueError(f"dtype must be fp32 or fp16, not {dtype!r}")
+    ft = np.float16 if dtype == "fp16" else np.float32
+    b = _Builder(ft)
+    x_in, v_in = "points", "viewdirs"
+    if dtype == "fp16":
+        x_in = b.node("Cast", ["points"], "points/fp16", to=TensorProto.FLOAT16)
+        v_in = b.node("Cast", ["viewdirs"], "viewdirs/fp16", to=TensorProto.FLOAT16)
+    perm = encoding_permutation(cfg.multires)
+    enc = b.encoding(x_in, cfg.multires, "encoding")
+    n_enc = len(perm)
+    h = enc
+    for i in range(len(cfg.widths)):
+        w = state[f"pts_linears.{i}.weight"]
+        if i == 0:
+            w = w[:, perm]
+        elif (i - 1) in cfg.skips:
+            w = np.concatenate((w[:, :n_enc][:, perm], w[:, n_enc:]), 1)
+        h = b.linear(h, w, state[f"pts_linears.{i}.bias"], f"pts.{i}", relu=True)
+        if i in cfg.skips:
+            h = b.node("Concat", [enc, h], f"skip.{i}", axis=1)
+    if cfg.use_viewdirs:
+        sigma = b.linear(h, state["alpha_linear.weight"], state["alpha_linear.bias"], "alpha", relu=False)
+        feat = b.linear(h, state["feature_linear.weight"], state["feature_linear.bias"], "feature", relu=False)
+        vperm = encoding_permutation(cfg.multires_views)
+        venc = b.encoding(v_in, cfg.multires_views, "view_encoding")
+        g = b.node("Concat", [feat, venc], "views.concat", axis=1)
+        for i in range(len(cfg.view_widths)):
+            w = state[f"views_linears.{i}.weight"]
+            if i == 0:
+                fw = cfg.feature_width
+                w = np.concatenate((w[:, :fw], w[:, fw:][:, vperm]), 1)
+            g = b.linear(g, w, state[f"views_linears.{i}.bias"], f"views.{i}", relu=True)
+        rgb_raw = b.linear(g, state["rgb_linear.weight"], state["rgb_linear.bias"], "rgb", relu=False)
+    else:
+        out = b.linear(h, state["output_linear.weight"], state["output_linear.bias"], "output", relu=False)
+        ints = lambda n, v: b.inits.append(numpy_helper.from_array(np.array(v, np.int64), n)) or n
+        ints("slice.axes", [1]), ints("slice.0", [0]), ints("slice.3", [3]), ints("slice.4", [4])
+        rgb_raw = b.node("Slice", [out, "slice.0", "slice.3", "slice.axes"], "rgb/slice")
+        sigma = b.node("Slice", [out, "slice.3", "slice.4", "slice.axes"], "alpha/slice")
+    rgb = b.node("Sigmoid", [rgb_raw], "rgb/Sigmoid")
+    dens = b.node("Relu", [sigma], "density/Relu")
+    if dtype == "fp16":
+        rgb = b.node("Cast", [rgb], "rgb/fp32", to=TensorProto.FLOAT)
+        dens = b.node("Cast", [dens], "density/fp32", to=TensorProto.FLOAT)
+    b.nodes.append(helper.make_node("Identity", [rgb], ["rgb"], name="rgb/out"))
+    b.nodes.append(helper.make_node("Identity", [dens], ["density"], name="density/out"))
+    inputs = [helper.make_tensor_value_info("points", TensorProto.FLOAT, ["N", 3]),
+              helper.make_tensor_value_info("viewdirs", TensorProto.FLOAT, ["N", 3])]
+    outputs = [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, ["N", 3]),
+               helper.make_tensor_value_info("density", TensorProto.FLOAT, ["N", 1])]
+    graph = helper.make_graph(b.nodes, name, inputs, outputs, b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="nerfexport")
+    model.ir_version = 8
+    for k, v in (metadata or {}).items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=str(v)))
+    onnx.checker.check_model(model, full_check=True)
+    return model

@@ -1,0 +1,129 @@
+"""Static int8 quantization through onnxruntime's quantization tools (not a home-made quantizer).
+
+``quant_pre_process`` (shape inference) then ``quantize_static`` in QDQ format with a
+``CalibrationDataReader`` that feeds real sample points drawn along training rays the way the
+renderer draws them (see :mod:`nerfexport.calibration`). Only the layers' ``MatMul`` nodes are
+quantized: weights per-channel, symmetric int8; the positional encoding, biases, heads'
+activations and compositing inputs stay in float.
+
+The activation format depends on the target runtime:
+
+* ``cpu`` (onnxruntime on x86): uint8 activations, int8 weights (U8S8), the format
+  onnxruntime's integer kernels on x86 run fastest;
+* ``tensorrt``: int8 activations, symmetric, zero point 0 (S8S8), which TensorRT's explicit
+  quantization requires.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+TARGETS = ("cpu", "tensorrt")
+ALWAYS_FLOAT = ("encoding/scaled", "view_encoding/scaled")  # frequency scaling up to 2^9: never int8
+
+
+class QuantizationError(ValueError):
+    """The quantizer cannot run with these inputs."""
+
+
+def _reader(pts: np.ndarray, dirs: np.ndarray, batch: int):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class PointsReader(CalibrationDataReader):
+        """Feeds ``{"points", "viewdirs"}`` batches of calibration samples."""
+
+        def __init__(self) -> None:
+            self.i = 0
+
+        def get_next(self):
+            if self.i >= pts.shape[0]:
+                return None
+            sl = slice(self.i, self.i + batch)
+            self.i += batch
+            return {"points": np.ascontiguousarray(pts[sl], np.float32),
+                    "viewdirs": np.ascontiguousarray(dirs[sl], np.float32)}
+
+        def rewind(self) -> None:
+            self.i = 0
+
+    return PointsReader()
+
+
+@dataclass
+class Int8Settings:
+    method: str = "minmax"
+    target: str = "cpu"
+    per_channel: bool = True
+    percentile: float = 99.999
+    exclude: tuple[str, ...] = ()     # layer names kept in float (e.g. "pts.0", "rgb")
+
+    def validate(self) -> None:
+        if self.method not in CALIBRATION_METHODS:
+            raise QuantizationError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, "
+                                    f"not {self.method!r}")
+        if self.target not in TARGETS:
+            raise QuantizationError(f"int8 target must be one of {', '.join(TARGETS)}, not {self.target!r}")
+
+    @property
+    def activation_format(self) -> str:
+        return "U8S8" if self.target == "cpu" else "S8S8"
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "target": self.target, "per_channel": self.per_channel,
+                "percentile": self.percentile if self.method == "percentile" else None,
+                "activations": "uint8 asymmetric" if self.target == "cpu" else "int8 symmetric",
+                "weights": "int8 symmetric" + (" per-channel" if self.per_channel else ""),
+                "format": f"QDQ {self.activation_format}", "float_layers": list(self.exclude)}
+
+
+def check_calibration_data(pts, dirs) -> None:
+    """Calibration samples must be finite float ``(N,3)`` points and unit directions."""
+    for name, a in (("points", pts), ("view directions", dirs)):
+        if not isinstance(a, np.ndarray) or a.ndim != 2 or a.shape[1] != 3 or a.shape[0] == 0:
+            raise QuantizationError(f"calibration {name} must be a non-empty (N, 3) array, got "
+                                    f"{getattr(a, 'shape', type(a).__name__)}")
+        if not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all():
+            raise QuantizationError(f"calibration {name} must be finite floats")
+    if pts.shape[0] != dirs.shape[0]:
+        raise QuantizationError("calibration points and directions differ in number")
+    n = np.linalg.norm(dirs, axis=1)
+    if np.abs(n - 1.0).max() > 1e-3:
+        raise QuantizationError("calibration view directions must be unit vectors (are these points?)")
+
+
+def quantize_int8(fp32_model: str | Path, out_path: str | Path, pts: np.ndarray, dirs: np.ndarray,
+                  settings: Int8Settings, batch: int = 8192) -> None:
+    """Write a QDQ int8 copy of ``fp32_model`` to ``out_path``, calibrated on ``pts, dirs (N,3)``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    settings.validate()
+    check_calibration_data(pts, dirs)
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[settings.method]
+    extra = {"ActivationSymmetric": settings.target == "tensorrt", "WeightSymmetric": True}
+    if settings.method == "percentile":
+        extra["CalibPercentile"] = settings.percentile
+    exclude = list(ALWAYS_FLOAT) + [f"{name}/MatMul" for name in settings.exclude]
+    with tempfile.TemporaryDirectory(prefix="nerfexport-q-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_model), str(pre), skip_optimization=True)
+        quantize_static(str(pre), str(out_path), _reader(pts, dirs, batch), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["MatMul"], per_channel=settings.per_channel,
+                        activation_type=QuantType.QUInt8 if settings.target == "cpu" else QuantType.QInt8,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=method,
+                        extra_options=extra, calibration_providers=["CPUExecutionProvider"])
+
+
+def quantized_layers(model_path: str | Path) -> list[str]:
+    """Names of the layers whose MatMul reads int8 (a DequantizeLinear feeds its weight)."""
+    import onnx
+    m = onnx.load(str(model_path))
+    dq_outputs = {o for n in m.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return sorted({n.name.rsplit("/", 1)[0] for n in m.graph.node
+                   if n.op_type == "MatMul" and any(i in dq_outputs for i in n.input[1:])})

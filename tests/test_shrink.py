@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from conftest import tiny_config
+from nerfexport.calibration import draw_samples
+from nerfexport.datasets import load_scene
+from nerfexport.model import NeRF
+from nerfexport.scoring import METHODS
+from nerfexport.shrink import ShrinkSpec, shrink_model, shrink_pipeline
+
+
+@pytest.fixture
+def setup(blender_dir):
+    scene = load_scene(blender_dir)
+    torch.manual_seed(0)
+    model = NeRF(tiny_config(width=32, depth=4))
+    return model, scene, draw_samples(model, scene, n_rays=64)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_gives_the_target_widths(setup, method):
+    model, _, cal = setup
+    small, info = shrink_model(model, ShrinkSpec(method=method, width=16), cal)
+    for net in (small.coarse, small.fine):
+        assert net.cfg.widths == [16] * 4 and net.cfg.feature_width == 16 and net.cfg.view_widths == [8]
+        assert net.pts_linears[1].weight.shape == (16, 16)
+    assert info.params_after["total"] < info.params_before["total"] / 2
+    pts = torch.rand(64, 3)
+    dirs = torch.nn.functional.normalize(torch.randn(64, 3), dim=-1)
+    with torch.no_grad():
+        assert torch.isfinite(small.coarse(pts, dirs)).all()
+
+
+def test_shrinking_to_full_width_is_exact(setup):
+    model, _, cal = setup
+    pts = torch.rand(64, 3)
+    dirs = torch.nn.functional.normalize(torch.randn(64, 3), dim=-1)
+    for method in ("magnitude", "activation"):
+        same, _ = shrink_model(model, ShrinkSpec(method=method, width=32), cal)
+        with torch.no_grad():
+            assert torch.allclose(same.fine(pts, dirs), model.fine(pts, dirs), atol=1e-6)
+
+
+def test_methods_pick_different_neurons(setup):
+    model, _, cal = setup
+    a, _ = shrink_model(model, ShrinkSpec(method="magnitude-in", width=8), cal)
+    b, _ = shrink_model(model, ShrinkSpec(method="uniform", width=8, seed=1), cal)
+    assert not torch.equal(a.coarse.pts_linears[0].weight, b.coarse.pts_linears[0].weight)
+
+
+def test_bad_specs(setup):
+    model, _, cal = setup
+    with pytest.raises(ValueError, match="unknown method"):
+        shrink_model(model, ShrinkSpec(method="lottery", width=8), cal)
+    with pytest.raises(ValueError, match="cannot grow"):
+        shrink_model(model, ShrinkSpec(method="uniform", width=64), cal)
+    with pytest.raises(ValueError, match="positive"):
+        shrink_model(model, ShrinkSpec(method="uniform", width=0), cal)
+    with pytest.raises(ValueError, match="exactly one"):
+        shrink_model(model, ShrinkSpec(method="uniform"), cal)
+    with pytest.raises(ValueError, match="calibration"):
+        shrink_model(model, ShrinkSpec(method="activation", width=8), None)
+
+
+def test_pipeline_reports_before_and_after(setup):
+    model, scene, _ = setup
+    from nerfexport.distill import DistillConfig
+    small, rep = shrink_pipeline(model, scene, ShrinkSpec(method="activation", width=16, finetune=5, calib_rays=32),
+                                 eval_views=1, eval_samples=(4, 4),
+                                 distill_cfg=DistillConfig(bank_rays=64, batch_rays=32, n_coarse=4, n_fine=4))
+    assert rep.psnr_before_finetune is not None and rep.psnr_after_finetune is not None
+    assert rep.widths["coarse"]["pts.0"] == 16 and rep.params_after["total"] < rep.params_before["total"]
+    assert rep.finetune["steps"] == 5 and rep.seconds["finetune"] > 0
