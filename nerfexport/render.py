@@ -73,7 +73,7 @@ def sample_pdf(bins: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
     weights = weights + np.float32(1e-5)
     pdf = weights / weights.sum(-1, keepdims=True)
     cdf = np.cumsum(pdf, -1, dtype=np.float32)
-    cdf = np.concatenate((np.zeros_like(cdf[:, :1]), cdf), -1)
+    cdf = np.concatenate((np.zeros_like(cdf[:, :1]), cdf[:, :-1], np.ones_like(cdf[:, :1])), -1)  # as volume.py
     R = cdf.shape[0]
     u = np.broadcast_to(np.linspace(0.0, 1.0, n, dtype=np.float32), (R, n))
     # searchsorted(right=True) row by row, vectorised: count of cdf entries <= u

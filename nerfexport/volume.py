@@ -40,7 +40,9 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, det: bool,
     weights = weights + 1e-5
     pdf = weights / weights.sum(-1, keepdim=True)
     cdf = torch.cumsum(pdf, -1)
-    cdf = torch.cat((torch.zeros_like(cdf[:, :1]), cdf), -1)
+    # the last entry is 1 by definition; pinning it removes a rounding difference between
+    # implementations (numpy and torch sum in different orders) at u = 1
+    cdf = torch.cat((torch.zeros_like(cdf[:, :1]), cdf[:, :-1], torch.ones_like(cdf[:, :1])), -1)
     if det:
         u = torch.linspace(0.0, 1.0, n, device=bins.device).expand(cdf.shape[0], n)
     else:

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import torch
+
+from nerfexport.bundle import open_bundle
+from nerfexport.calibration import draw_samples
+from nerfexport.datasets import load_scene
+from nerfexport.export import ExportOptions, export_bundle
+from nerfexport.model import MLPConfig, NeRF, NeRFConfig
+from nerfexport.quantize import Int8Settings, QuantizationError, check_calibration_data, quantized_layers
+from nerfexport.render import Renderer, SceneSettings
+from nerfexport.runtimes import OrtNetwork
+from nerfexport.synthetic import make_scene
+from nerfexport.train import TrainConfig, new_model, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("q")
+    make_scene(d / "scene", size=16, n_train=6, n_val=1, n_test=2)
+    scene = load_scene(d / "scene")
+    model = new_model(scene, width=32, depth=4, n_coarse=16, n_fine=16)
+    train(model, scene, TrainConfig(steps=150, batch_rays=128, n_coarse=16, n_fine=16, lr=2e-3, precrop_iters=0,
+                                    occupancy=False))
+    return model, scene, d
+
+
+def _render(path, scene):
+    b = open_bundle(path)
+    r = Renderer(OrtNetwork(b.network_path("coarse")), OrtNetwork(b.network_path("fine")),
+                 SceneSettings.from_manifest(b.manifest))
+    return r.render_view(scene.H, scene.W, scene.focal, scene.subset("test")[1][0])["rgb"]
+
+
+@pytest.mark.parametrize("method,target", [("minmax", "cpu"), ("entropy", "cpu"), ("percentile", "tensorrt")])
+def test_int8_close_to_fp32(trained, method, target):
+    model, scene, d = trained
+    cal = draw_samples(model, scene, n_rays=256)
+    export_bundle(model, d / "fp32", ExportOptions())
+    opts = ExportOptions(precision="int8", int8=Int8Settings(method=method, target=target))
+    man = export_bundle(model, d / f"int8-{method}", opts, calib=cal)
+    assert man["calibration"]["method"] == method
+    assert man["calibration"]["format"] == ("QDQ U8S8" if target == "cpu" else "QDQ S8S8")
+    assert "pts.1" in quantized_layers(d / f"int8-{method}" / "coarse.onnx")
+    # the positional encoding's frequency scaling stays float
+    assert not any(n.startswith("encoding") for n in quantized_layers(d / f"int8-{method}" / "coarse.onnx"))
+    a, b = _render(d / "fp32", scene), _render(d / f"int8-{method}", scene)
+    mse = float(((a - b) ** 2).mean())
+    assert 0 < mse and -10 * np.log10(mse) > 30.0  # int8 changes the image, a little
+
+
+def test_max_psnr_drop_keeps_layers_float(trained):
+    model, scene, d = trained
+    cal = draw_samples(model, scene, n_rays=64)
+    scores = iter([30.0, 20.0] + [29.5] * 40)   # fp32, full int8, then every probe / retry
+    man = export_bundle(model, d / "guarded", ExportOptions(precision="int8", max_psnr_drop=1.0), calib=cal,
+                        evaluate=lambda p: next(scores))
+    kept = man["calibration"]["float_layers"]
+    assert sum(len(v) for v in kept.values()) == 1
+    assert man["quantization_check"]["psnr_int8"] == 29.5 and man["quantization_check"]["sensitivity"]
+
+
+def test_calibration_data_of_the_wrong_kind():
+    pts = np.zeros((10, 3), np.float32)
+    dirs = np.tile(np.array([[0, 0, 1]], np.float32), (10, 1))
+    check_calibration_data(pts, dirs)
+    for bad in [(pts[:, :2], dirs), (pts, dirs * 3), (pts.astype(np.int32), dirs), (pts[:0], dirs[:0]),
+                (np.full((10, 3), np.nan, np.float32), dirs), (pts, dirs[:5])]:
+        with pytest.raises(QuantizationError):
+            check_calibration_data(*bad)
+    with pytest.raises(QuantizationError):
+        Int8Settings(method="kl").validate()
