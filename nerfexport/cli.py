@@ -33,11 +33,12 @@ def _guard(fn):
         from .bundle import BundleError
         from .quantize import QuantizationError
         from .recipe import RecipeError
+        from .runtime import RuntimeSpecError, RuntimeUnavailable
         from .tensorrt import TensorRTUnavailable
         try:
             return fn(*a, **kw)
         except (UserError, CheckpointError, DatasetError, RecipeError, BundleError, QuantizationError,
-                TensorRTUnavailable, FileExistsError) as e:
+                TensorRTUnavailable, RuntimeUnavailable, RuntimeSpecError, FileExistsError) as e:
             fail(str(e))
         except OSError as e:
             fail(f"{e.filename or ''}: {e.strerror or e}".lstrip(": "))
@@ -261,33 +262,6 @@ def import_cmd(src: Path = typer.Argument(..., help="nerf-pytorch checkpoint (*.
     typer.echo(f"imported {src} (step {meta.get('global_step')}, fine network: {net.fine is not None}) -> {out}")
 
 
-@app.command()
-@_guard
-def demo(out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="folder for everything the demo writes"),
-         steps: int = typer.Option(600, help="training steps on the embedded scene"),
-         size: int = typer.Option(64, help="image size of the embedded scene")) -> None:
-    """The main job on the embedded scene: make the dataset, train, evaluate. Says where it wrote what."""
-    from .synthetic import make_scene
-    out.mkdir(parents=True, exist_ok=True)
-    data = out / "scene"
-    if not (data / "transforms_train.json").is_file():
-        make_scene(data, size=size)
-        typer.echo(f"[1/3] wrote the embedded scene to {data}/")
-    else:
-        typer.echo(f"[1/3] reusing the embedded scene in {data}/")
-    model = out / "model.pt"
-    typer.echo(f"[2/3] training {model} ({steps} steps)")
-    train(data=data, out=model, downscale=1, white=True, test_every=1, width=256, depth=8, fine=True, steps=steps,
-          minutes=None, batch_rays=256, n_coarse=16, n_fine=24, render_coarse=64, render_fine=128, lr=5e-4,
-          lr_final=5e-5, occupancy=True, precision="auto", eval_every=None, eval_views=8, seed=0, device="auto",
-          resume=True)
-    typer.echo("[3/3] evaluating on the held-out orbit")
-    report = out / "eval.json"
-    eval_cmd(model=model, data=data, downscale=1, white=True, test_every=1, split="test", views=None,
-             n_coarse=32, n_fine=64, precision="bf16", json_out=report)
-    typer.echo(f"done. dataset: {data}/  model: {model}  evaluation: {report}")
-
-
 SHRUNK_MODEL = Path("shrunk.pt")
 
 
@@ -470,7 +444,7 @@ def _bundle_scorer(scene, views: int, threads: Optional[int] = None):
     """``bundle_dir -> PSNR`` on the first ``views`` test views, rendered by onnxruntime on the CPU."""
     from .bundle import open_bundle
     from .render import Renderer, SceneSettings, render_and_score
-    from .runtimes import OrtNetwork
+    from .runtime import OrtNetwork
     images, poses = scene.subset("test")
     images, poses = images[:views], poses[:views]
 
@@ -533,7 +507,7 @@ def export(model: Optional[Path] = typer.Argument(None, help="checkpoint (defaul
         from .tensorrt import check_tensorrt
         check_tensorrt()
     net, meta, _ = load_checkpoint(path, with_train_state=True)
-    calib = scorer = None
+    calib = scorer = scene = None
     if precision == "int8":
         from .calibration import draw_samples
         scene = _scene_for(path, meta, data, downscale, test_every, None, net.cfg.ndc)
@@ -552,7 +526,8 @@ def export(model: Optional[Path] = typer.Argument(None, help="checkpoint (defaul
             typer.echo(f"    keeping {e['network']} {e['layer']} in float: {e['psnr']:.2f} dB")
 
     try:
-        man = export_bundle(net, out, opts, source=path, calib=calib, evaluate=scorer, force=force, progress=progress)
+        man = export_bundle(net, out, opts, source=path, calib=calib, evaluate=scorer, force=force, progress=progress,
+                            data=(meta or {}).get("data") or (scene.load_args if scene is not None else None))
     except ExportError as e:
         raise UserError(str(e))
     total = sum(n["bytes"] for n in man["networks"].values() if n)
@@ -563,6 +538,245 @@ def export(model: Optional[Path] = typer.Argument(None, help="checkpoint (defaul
         typer.echo(f"int8 check on {eval_views} held-out views: fp32 {q['psnr_fp32']:.2f} dB, int8 {q['psnr_int8']:.2f} dB; "
                    f"float layers: {man['calibration']['float_layers']}")
     typer.echo(f"wrote {out}/")
+
+
+def _render_source(target: Optional[Path]) -> Path:
+    if target is not None:
+        return target
+    if DEFAULT_BUNDLE.is_dir():
+        typer.echo(f"using {DEFAULT_BUNDLE}/ (the bundle in this folder)")
+        return DEFAULT_BUNDLE
+    raise UserError("no bundle given and no bundle/ in this folder (run `nerfexport export` first)")
+
+
+def _open_target(path: Path, runtime: str):
+    """(spec, networks, scene settings, data record, label) for a bundle folder or a checkpoint."""
+    from .bundle import open_bundle
+    from .render import SceneSettings
+    from .runtime import RuntimeSpecError, check_available, load_runtime, make_networks
+    try:
+        spec = load_runtime(runtime)
+    except RuntimeSpecError as e:
+        raise UserError(str(e))
+    if path.is_dir():
+        b = open_bundle(path)
+        if spec.kind == "torch":
+            raise UserError("the torch runtime renders a checkpoint (model.pt); give the checkpoint, not a bundle")
+        check_available(spec)
+        if b.precision == "int8" and spec.providers[:1] == ["CUDAExecutionProvider"]:
+            typer.echo("warning: onnxruntime's CUDA provider has no int8 kernels; this int8 bundle runs its "
+                       "quantized layers on the CPU or in float (use ort-trt or tensorrt for int8 on a GPU)", err=True)
+        nets = make_networks(spec, bundle=b)
+        return spec, nets, SceneSettings.from_manifest(b.manifest), b.manifest.get("data"), b.manifest["scene"]
+    if spec.kind != "torch":
+        raise UserError(f"runtime {spec.name} renders a bundle folder (nerfexport export); {path} is not one")
+    from .checkpoint import load_checkpoint
+    check_available(spec)
+    model, meta, _ = load_checkpoint(path, with_train_state=True)
+    c = model.cfg
+    nets = make_networks(spec, model=model)
+    return (spec, nets, SceneSettings(c.near, c.far, c.white_bkgd, c.ndc, c.n_coarse, c.n_fine), meta.get("data"),
+            {"camera": c.camera, "near": c.near, "far": c.far, "ndc": c.ndc})
+
+
+def _views(views: str, data_rec: Optional[dict], data: Optional[Path], scene_info: dict):
+    """(poses, ground truth or None, H, W, focal, is_spiral) for --views test|spiral|N[,M...]."""
+    import numpy as np
+    if views == "spiral":
+        from .rays import pose_spherical
+        cam = scene_info.get("camera") or {}
+        if scene_info.get("ndc") or not cam:
+            raise UserError("spiral views need a 360-degree scene with a recorded camera; use --views test")
+        radius = 0.5 * (float(scene_info["near"]) + float(scene_info["far"]))
+        poses = np.stack([pose_spherical(a, -30.0, radius) for a in np.linspace(-180, 180, 40, endpoint=False)])
+        return poses.astype(np.float32), None, int(cam["H"]), int(cam["W"]), float(cam["focal"]), True
+    from .datasets import load_scene
+    rec = data_rec or {}
+    root = data or (Path(rec["path"]) if rec.get("path") else None)
+    if root is None:
+        raise UserError("test views need the dataset: pass --data (the bundle does not record it)")
+    scene = load_scene(root, int(rec.get("downscale", 1)), bool(rec.get("white", True)), int(rec.get("test_every", 1)),
+                       bool(rec.get("ndc", True)))
+    images, poses = scene.subset("test")
+    if views != "test":
+        try:
+            idx = [int(v) for v in views.split(",")]
+        except ValueError:
+            raise UserError(f"--views is test, spiral or test-view numbers like 0,3 (got {views!r})")
+        bad = [i for i in idx if not 0 <= i < len(poses)]
+        if bad:
+            raise UserError(f"view {bad[0]} is out of range: the dataset has {len(poses)} test views (0-{len(poses) - 1})")
+        images, poses = images[idx], poses[idx]
+    return poses, images, scene.H, scene.W, scene.focal, False
+
+
+@app.command()
+@_guard
+def render(target: Optional[Path] = typer.Argument(None, help="bundle folder (default: ./bundle), or a checkpoint "
+                                                              "for --runtime torch"),
+           runtime: str = typer.Option("ort-cpu", help="ort-cpu, ort-cuda, ort-trt, tensorrt, torch, or a TOML file"),
+           views: str = typer.Option("test", help="test, spiral, or test-view numbers like 0,3"),
+           out: Path = typer.Option(Path("renders"), "--out", "-o", help="folder for the PNGs (and spiral.gif)"),
+           data: Optional[Path] = typer.Option(None, "--data", help="dataset (default: recorded in the bundle)")) -> None:
+    """Render views of a bundle with the lean renderer (numpy + the runtime; no torch) and write PNGs."""
+    import shutil
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from .metrics import psnr
+    from .render import Renderer
+    path = _render_source(target)
+    spec, nets, settings, data_rec, info = _open_target(path, runtime)
+    poses, gt, H, W, focal, spiral = _views(views, data_rec, data, info)
+    if out.exists() and (not out.is_dir() or any(p.suffix not in (".png", ".gif") for p in out.iterdir())):
+        raise UserError(f"{out} exists and holds other files; choose another --out")
+    r = Renderer(nets["coarse"], nets["fine"], settings, chunk=spec.chunk)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"cannot write {out}: {parent} does not exist")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    frames, scores = [], []
+    try:
+        with Progress(TextColumn(f"[bold]render ({spec.name})"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeElapsedColumn()) as bar:
+            task = bar.add_task("render", total=len(poses))
+            for i, pose in enumerate(poses):
+                rgb = r.render_view(H, W, focal, pose)["rgb"]
+                img = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+                Image.fromarray(img).save(tmp / f"{i:03d}.png")
+                frames.append(Image.fromarray(img))
+                if gt is not None:
+                    scores.append(psnr(rgb, gt[i]))
+                bar.update(task, completed=i + 1)
+        if spiral:
+            frames[0].save(tmp / "spiral.gif", save_all=True, append_images=frames[1:], duration=80, loop=0)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    t = r.timings
+    n = len(poses)
+    typer.echo(f"rendered {n} view(s) of {W}x{H} with {spec.name} ({settings.n_coarse}+{settings.n_fine} samples): "
+               f"{(t.rays + t.sampling + t.network + t.compositing) / n * 1e3:.0f} ms/frame, network "
+               f"{t.network / n * 1e3:.0f} ms/frame")
+    if scores:
+        typer.echo(f"PSNR against the dataset's test views: {float(np.mean(scores)):.2f} dB")
+    typer.echo(f"wrote {out}/" + (" (spiral.gif)" if spiral else ""))
+
+
+@app.command()
+@_guard
+def bench(items: Optional[list[str]] = typer.Argument(None, help="PATH@RUNTIME or LABEL=PATH@RUNTIME; the first is "
+                                                                 "the reference (default: model.pt@torch bundle@ort-cpu)"),
+          out: Path = typer.Option(Path("bench-out"), "-o", "--out", help="folder for bench.json, bench.md, figures"),
+          data: Optional[Path] = typer.Option(None, "--data", help="dataset (default: recorded in the first item)"),
+          views: int = typer.Option(10, help="first N test views"),
+          repeat: int = typer.Option(3, help="renders of each view (after one warm-up frame)"),
+          samples: Optional[str] = typer.Option(None, help="coarse,fine samples per ray for every item "
+                                                            "(default: each item's own)")) -> None:
+    """Benchmark bundles and runtimes on the same views: frame time, throughput, quality, size, memory."""
+    import numpy as np
+
+    from .bench import BenchItem, run_bench
+    from .bundle import open_bundle
+    if not items:
+        items = [f"{DEFAULT_MODEL}@torch", f"{DEFAULT_BUNDLE}@ort-cpu"]
+        typer.echo(f"benchmarking {' and '.join(items)} (the files in this folder)")
+    try:
+        parsed = [BenchItem.parse(x) for x in items]
+    except ValueError as e:
+        raise UserError(str(e))
+    for it in parsed:
+        if not Path(it.path).exists():
+            raise UserError(f"{it.path} does not exist")
+    smp = None
+    if samples:
+        try:
+            smp = tuple(int(x) for x in samples.split(","))
+            assert len(smp) == 2 and smp[0] >= 2 and smp[1] >= 0
+        except (ValueError, AssertionError):
+            raise UserError("--samples is like 64,128")
+    if views < 1 or repeat < 1:
+        raise UserError("--views and --repeat must be at least 1")
+    first = Path(parsed[0].path)
+    if first.is_dir():
+        data_rec = open_bundle(first).manifest.get("data")
+    else:
+        from .checkpoint import load_checkpoint
+        data_rec = load_checkpoint(first, with_train_state=True)[1].get("data")
+    poses, gt, H, W, focal, _ = _views("test", data_rec, data, {})
+    poses, gt = poses[:views], gt[:views]
+
+    def progress(e: dict) -> None:
+        if e["event"] == "item":
+            typer.echo(f"[{e['index'] + 1}/{len(parsed)}] {e['label']}")
+        elif e["event"] == "done":
+            typer.echo(f"    median {e['median_ms']:.0f} ms/frame")
+        elif e["event"] == "skipped":
+            typer.echo(f"    not run: {e['reason']}")
+
+    doc = run_bench(parsed, gt, poses, H, W, focal, out, repeat=repeat, samples=smp, progress=progress)
+    typer.echo((out / "bench.md").read_text())
+    typer.echo(f"wrote {out}/bench.json, {out}/bench.md, {out}/pareto.png, {out}/grid.png")
+    if not any("error" not in r for r in doc["rows"]):
+        raise UserError("no configuration could run on this machine")
+
+
+@app.command()
+@_guard
+def demo(out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="folder for everything the demo writes"),
+         steps: int = typer.Option(600, help="training steps on the embedded scene"),
+         size: int = typer.Option(64, help="image size of the embedded scene"),
+         width: int = typer.Option(128, help="width to shrink to"),
+         finetune: int = typer.Option(300, help="distillation steps after shrinking")) -> None:
+    """The whole pipeline on the embedded scene: dataset, train, shrink, export fp32 and int8, render, bench."""
+    import os
+    from .synthetic import make_scene
+    out.mkdir(parents=True, exist_ok=True)
+    out = out.resolve()
+    data = out / "scene"
+    n = 7
+    if not (data / "transforms_train.json").is_file():
+        make_scene(data, size=size)
+        typer.echo(f"[1/{n}] wrote the embedded scene to {data}/")
+    else:
+        typer.echo(f"[1/{n}] reusing the embedded scene in {data}/")
+    model, shrunk = out / "model.pt", out / "shrunk.pt"
+    typer.echo(f"[2/{n}] training {model} ({steps} steps)")
+    train(data=data, out=model, downscale=1, white=True, test_every=1, width=256, depth=8, fine=True, steps=steps,
+          minutes=None, batch_rays=256, n_coarse=16, n_fine=24, render_coarse=64, render_fine=128, lr=5e-4,
+          lr_final=5e-5, occupancy=True, precision="auto", eval_every=None, eval_views=8, seed=0, device="auto",
+          resume=True)
+    typer.echo(f"[3/{n}] shrinking to width {width} with {finetune} distillation steps -> {shrunk}")
+    shrink(model=model, out=shrunk, width=width, ratio=None, view_width=None, method="coreset", recipe=None,
+           finetune=finetune, calib_rays=512, seed=0, data=None, downscale=None, test_every=None, white=None,
+           eval_views=0, eval_coarse=None, eval_fine=None)
+    bundles = {"fp32": out / "bundle-fp32", "int8": out / "bundle-int8"}
+    typer.echo(f"[4/{n}] exporting {shrunk} as fp32 -> {bundles['fp32']}/")
+    kw = dict(tensorrt=False, recipe=None, calibration=None, calib_rays=None, target=None, max_psnr_drop=None,
+              eval_views=3, data=None, downscale=None, test_every=None, force=True)
+    export(model=shrunk, out=bundles["fp32"], int8=False, fp16=False, **kw)
+    typer.echo(f"[5/{n}] exporting {shrunk} as static int8 -> {bundles['int8']}/")
+    export(model=shrunk, out=bundles["int8"], int8=True, fp16=False, **kw)
+    renders = out / "renders"
+    typer.echo(f"[6/{n}] rendering the int8 bundle's test views with onnxruntime (no torch) -> {renders}/")
+    if renders.is_dir():
+        import shutil
+        shutil.rmtree(renders)
+    render(target=bundles["int8"], runtime="ort-cpu", views="test", out=renders, data=None)
+    typer.echo(f"[7/{n}] benchmarking the teacher (torch) against the bundles (onnxruntime CPU)")
+    bench_dir = out / "bench"
+    bench(items=[f"teacher 256 fp32={model}@torch", f"w{width} fp32={bundles['fp32']}@ort-cpu",
+                 f"w{width} int8={bundles['int8']}@ort-cpu"], out=bench_dir, data=None, views=4, repeat=2,
+          samples=None)
+    typer.echo(f"done. dataset {data}/, models {model} and {shrunk} (report {shrunk.with_suffix('.json')}), "
+               f"bundles {bundles['fp32']}/ and {bundles['int8']}/, renders {renders}/, "
+               f"benchmark {bench_dir}/bench.md with figures {bench_dir}/pareto.png and {bench_dir}/grid.png")
 
 
 def main() -> None:

@@ -100,7 +100,7 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 
 def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Path | None = None,
                   calib=None, evaluate: Callable | None = None, force: bool = False,
-                  progress: Callable[[dict], None] | None = None) -> dict:
+                  progress: Callable[[dict], None] | None = None, data: dict | None = None) -> dict:
     """Write the bundle of ``model`` (a :class:`nerfexport.model.NeRF`) to ``out``; returns the manifest.
 
     ``calib``: a :class:`nerfexport.calibration.CalibrationSet` (needed for int8).
@@ -136,6 +136,8 @@ def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Pat
         if opts.precision == "int8":
             quant = _quantize_all(model, tmp, fp32_files, opts, calib, evaluate, emit, src_sha)
         manifest = _manifest(model, tmp, opts, source, src_sha, calib, quant)
+        if data:
+            manifest["data"] = data  # where the training and test views came from (render --views test)
         manifest["export_seconds"] = time.perf_counter() - t0
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if opts.tensorrt:

@@ -65,3 +65,59 @@ def plot_shrink_study(doc: dict, out: str | Path) -> None:
     from .fileio import atomic_write
     atomic_write(out, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
+
+
+def plot_pareto(doc: dict, out: str | Path) -> None:
+    """Quality (PSNR) against median frame time for every benchmarked configuration."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in doc["rows"] if "error" not in r]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    pts = sorted((r["median_ms"], r["psnr"], r["label"]) for r in rows)
+    front, best = [], -1e9
+    for t, p, _ in pts:
+        if p > best:
+            front.append((t, p))
+            best = p
+    ax.plot([t for t, _ in front], [p for _, p in front], "-", color="0.6", lw=1, label="Pareto front")
+    for t, p, lab in pts:
+        ax.plot(t, p, "o")
+        ax.annotate(lab, (t, p), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"median frame time [ms] (log), {doc['machine']}")
+    ax.set_ylabel("PSNR vs ground truth [dB]")
+    ax.set_title(f"{doc['W']}x{doc['H']}, {doc['views']} held-out views")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(out, lambda f: fig.savefig(f, format="png"))
+    plt.close(fig)
+
+
+def plot_bench_grid(doc: dict, gt: "np.ndarray", out: str | Path, view: int = 0) -> None:
+    """Ground truth, then each configuration's render of one view with its error heatmap below."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [r for r in doc["rows"] if "error" not in r]
+    n = len(rows) + 1
+    fig, axes = plt.subplots(2, n, figsize=(2.0 * n, 4.2), dpi=120, squeeze=False)
+    axes[0, 0].imshow(np.clip(gt, 0, 1))
+    axes[0, 0].set_title("ground truth", fontsize=7)
+    axes[1, 0].axis("off")
+    for k, r in enumerate(rows, start=1):
+        img = np.load(r["renders"])[view]
+        err = np.abs(img - gt).mean(-1)
+        axes[0, k].imshow(np.clip(img, 0, 1))
+        axes[0, k].set_title(f"{r['label']}\n{r['psnr']:.2f} dB, {r['median_ms']:.0f} ms", fontsize=6)
+        axes[1, k].imshow(err, cmap="inferno", vmin=0, vmax=0.3)
+        axes[1, k].set_title("|error|", fontsize=6)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    atomic_write(out, lambda f: fig.savefig(f, format="png"))
+    plt.close(fig)

@@ -172,3 +172,69 @@ def test_shrink_bad_input(trained, tmp_path):
     assert_one_line_error(run("shrink", model, "-o", model, "--width", 8))
     assert not out.exists() and not out.with_suffix(".json").exists()
     assert not any(p.name.startswith(".s.pt") for p in tmp_path.iterdir())
+
+
+def test_three_line_flow_export_render_bench(trained, tmp_path, monkeypatch):
+    """train leaves model.pt; shrink, export --int8 and render find what the step before wrote."""
+    import json
+    scene, model = trained
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.pt").write_bytes(model.read_bytes())
+    r = run("shrink", "--width", 8, "--calib-rays", 32, "--eval-views", 0)
+    assert r.exit_code == 0, r.output
+    r = run("export", "--int8", "--calib-rays", 32)
+    assert r.exit_code == 0, r.output
+    assert "using shrunk.pt" in r.output
+    man = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert man["precision"] == "int8" and man["calibration"]["format"] == "QDQ U8S8"
+    r = run("render", "--runtime", "ort-cpu", "--views", "0")
+    assert r.exit_code == 0, r.output
+    assert "using bundle/" in r.output and "PSNR" in r.output
+    assert (tmp_path / "renders" / "000.png").is_file()
+    r = run("render", "--views", "spiral", "-o", "spin")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "spin" / "spiral.gif").is_file()
+    r = run("bench", "--views", 1, "--repeat", 1)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "bench-out" / "bench.json").read_text())
+    assert [x["label"] for x in doc["rows"]] == ["model.pt@torch", "bundle@ort-cpu"]
+    assert all("error" not in x for x in doc["rows"])
+    assert doc["rows"][1]["speedup_vs_teacher"] > 0 and doc["rows"][1]["samples_per_frame"] > 0
+    assert (tmp_path / "bench-out" / "pareto.png").is_file() and (tmp_path / "bench-out" / "grid.png").is_file()
+
+
+def test_export_render_bad_input(trained, tmp_path, monkeypatch):
+    import json
+    scene, model = trained
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"nope")
+    assert_one_line_error(run("export", junk, "-o", tmp_path / "b"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("x")
+    assert_one_line_error(run("export", model, "-o", mine))
+    assert (mine / "keep.txt").read_text() == "x"
+    assert_one_line_error(run("export", model, "-o", tmp_path / "b", "--int8", "--fp16"))
+    assert_one_line_error(run("export", model, "-o", tmp_path / "b", "--int8", "--calibration", "kl"))
+    assert_one_line_error(run("export", model, "-o", tmp_path / "b", "--tensorrt") if not _has_trt() else run("nope"))
+    assert not (tmp_path / "b").exists()
+    b = tmp_path / "b32"
+    assert run("export", model, "-o", b).exit_code == 0
+    assert_one_line_error(run("render", b, "--runtime", "warp-drive", "--data", scene))
+    assert_one_line_error(run("render", b, "--views", "99", "--data", scene, "-o", tmp_path / "r"))
+    assert_one_line_error(run("render", b, "--runtime", "tensorrt", "--data", scene, "-o", tmp_path / "r"))
+    (b / "coarse.onnx").write_bytes((b / "coarse.onnx").read_bytes()[:-10])
+    assert_one_line_error(run("render", b, "--data", scene, "-o", tmp_path / "r"))
+    assert not (tmp_path / "r").exists()
+    m = json.loads((b / "manifest.json").read_text())
+    m["version"] = 7
+    (b / "manifest.json").write_text(json.dumps(m))
+    assert_one_line_error(run("render", b, "--data", scene))
+
+
+def _has_trt():
+    try:
+        import tensorrt  # noqa: F401
+        return True
+    except ImportError:
+        return False

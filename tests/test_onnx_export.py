@@ -7,7 +7,7 @@ from conftest import tiny_config
 from nerfexport.model import MLPConfig, NeRF, NeRFMLP
 from nerfexport.onnx_export import encoding_permutation, mlp_to_onnx
 from nerfexport.encoding import PositionalEncoding
-from nerfexport.runtimes import OrtNetwork
+from nerfexport.runtime import OrtNetwork
 
 
 def _inputs(n=777, seed=0, scale=4.0):

@@ -9,7 +9,7 @@ from nerfexport.export import ExportOptions, export_bundle
 from nerfexport.model import MLPConfig, NeRF, NeRFConfig
 from nerfexport.quantize import Int8Settings, QuantizationError, check_calibration_data, quantized_layers
 from nerfexport.render import Renderer, SceneSettings
-from nerfexport.runtimes import OrtNetwork
+from nerfexport.runtime import OrtNetwork
 from nerfexport.synthetic import make_scene
 from nerfexport.train import TrainConfig, new_model, train
 

@@ -11,7 +11,7 @@ from nerfexport.datasets import load_scene
 from nerfexport.export import ExportOptions, export_bundle
 from nerfexport.model import NeRF
 from nerfexport.render import Renderer, SceneSettings, sample_pdf
-from nerfexport.runtimes import OrtNetwork
+from nerfexport.runtime import OrtNetwork
 from nerfexport.train import render_image
 from nerfexport.volume import sample_pdf as torch_sample_pdf
 
@@ -55,7 +55,7 @@ NO_TORCH = textwrap.dedent('''
     sys.modules["torch"] = None  # any "import torch" now fails
     from nerfexport.bundle import open_bundle
     from nerfexport.render import Renderer, SceneSettings
-    from nerfexport.runtimes import OrtNetwork
+    from nerfexport.runtime import OrtNetwork
     from nerfexport.rays import pose_spherical
     b = open_bundle(sys.argv[1])
     r = Renderer(OrtNetwork(b.network_path("coarse")), OrtNetwork(b.network_path("fine")),

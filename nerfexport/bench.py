@@ -1,0 +1,216 @@
+"""Benchmark: render the same views with several (bundle or checkpoint, runtime) configurations.
+
+Each configuration runs in its own Python process (``python -m nerfexport.bench WORKER.json``)
+so that its peak memory is its own and no runtime's threads or imports disturb another's;
+the worker renders every view ``repeat`` times after one warm-up frame and saves its renders.
+The parent scores them against ground truth and against the teacher (the configuration named
+as reference), and writes ``bench.json``, ``bench.md`` and the figures.
+
+Median frame times are the numbers to quote; they are also given as ratios to the reference
+measured in the same run, because the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class BenchItem:
+    """One configuration: ``path`` is a bundle folder or a checkpoint; ``runtime`` a runtime name or file."""
+
+    path: str
+    runtime: str
+    label: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> "BenchItem":
+        """``PATH@RUNTIME`` or ``LABEL=PATH@RUNTIME``."""
+        label = ""
+        if "=" in text.split("@")[0]:
+            label, text = text.split("=", 1)
+        if "@" not in text:
+            raise ValueError(f"bench item {text!r} must be PATH@RUNTIME (e.g. bundle@ort-cpu)")
+        path, runtime = text.rsplit("@", 1)
+        return cls(path, runtime, label or f"{Path(path).name}@{runtime}")
+
+
+def _peak_rss_mb() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0
+
+
+def worker(job: dict) -> dict:
+    """Render ``job["poses"]`` with one configuration; returns timings and the path of the renders."""
+    from .render import Renderer, SceneSettings
+    from .runtime import load_runtime, make_networks
+    spec = load_runtime(job["runtime"])
+    if "chunk" in job and job["chunk"]:
+        spec.chunk = int(job["chunk"])
+    path = Path(job["path"])
+    base_rss = _peak_rss_mb()
+    if path.is_dir():
+        from .bundle import open_bundle
+        b = open_bundle(path)
+        nets = make_networks(spec, bundle=b)
+        settings = SceneSettings.from_manifest(b.manifest)
+        size = b.size_bytes()
+        precision = b.precision
+        widths = (b.manifest["networks"]["coarse"]["architecture"]["widths"])
+    else:
+        from .checkpoint import load_checkpoint
+        model = load_checkpoint(path)
+        nets = make_networks(spec, model=model)
+        c = model.cfg
+        settings = SceneSettings(c.near, c.far, c.white_bkgd, c.ndc, c.n_coarse, c.n_fine)
+        size = path.stat().st_size
+        precision = spec.precision
+        widths = model.coarse.cfg.widths
+    if job.get("n_coarse"):
+        settings.n_coarse, settings.n_fine = int(job["n_coarse"]), int(job["n_fine"])
+    r = Renderer(nets["coarse"], nets["fine"], settings, chunk=spec.chunk)
+    H, W, focal = job["H"], job["W"], job["focal"]
+    poses = np.array(job["poses"], np.float32)
+    r.render_view(H, W, focal, poses[0])  # warm-up (session initialisation, caches)
+    times, breakdown, renders = [], [], []
+    for rep in range(job["repeat"]):
+        for i, pose in enumerate(poses):
+            r.timings.reset()
+            t = time.perf_counter()
+            out = r.render_view(H, W, focal, pose)
+            times.append(time.perf_counter() - t)
+            breakdown.append(r.timings.as_dict())
+            if rep == 0:
+                renders.append(out["rgb"])
+    np.save(job["renders"], np.stack(renders).astype(np.float32))
+    med = lambda k: float(np.median([b[k] for b in breakdown]))
+    return {"frame_ms": [t * 1e3 for t in times], "median_ms": float(np.median(times) * 1e3),
+            "breakdown_ms": {k: med(k) * 1e3 for k in ("rays", "sampling", "network", "compositing")},
+            "samples_per_frame": int(breakdown[0]["samples"]), "rays_per_frame": H * W,
+            "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": base_rss, "bytes": int(size), "precision": precision,
+            "widths": widths, "chunk": spec.chunk, "runtime_kind": spec.kind}
+
+
+def run_item(item: BenchItem, job: dict, timeout: float = 3600) -> dict:
+    """Run one configuration in a fresh process; raise ``RuntimeError`` with the worker's last line."""
+    with tempfile.TemporaryDirectory(prefix="nerfexport-bench-") as tmp:
+        jpath = Path(tmp) / "job.json"
+        opath = Path(tmp) / "out.json"
+        jpath.write_text(json.dumps({**job, "path": item.path, "runtime": item.runtime, "out": str(opath)}))
+        res = subprocess.run([sys.executable, "-m", "nerfexport.bench", str(jpath)], capture_output=True, text=True,
+                             timeout=timeout)
+        if res.returncode != 0:
+            lines = [l for l in (res.stderr or res.stdout).strip().splitlines() if l.strip()]
+            raise RuntimeError(lines[-1] if lines else f"worker exited with {res.returncode}")
+        return json.loads(opath.read_text())
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def run_bench(items: list[BenchItem], images: np.ndarray, poses: np.ndarray, H: int, W: int, focal: float,
+              out_dir: str | Path, repeat: int = 3, reference: int = 0, samples: tuple[int, int] | None = None,
+              progress=None) -> dict:
+    """Benchmark ``items`` on the views ``poses`` (ground truth ``images``); ``reference`` indexes
+    the teacher configuration that ratios and "vs teacher" scores refer to."""
+    from .metrics import psnr, ssim
+    emit = progress or (lambda e: None)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for k, item in enumerate(items):
+        emit({"event": "item", "index": k, "label": item.label})
+        renders = out_dir / f"renders-{k}.npy"
+        job = {"poses": poses.tolist(), "H": H, "W": W, "focal": focal, "repeat": repeat, "renders": str(renders)}
+        if samples:
+            job["n_coarse"], job["n_fine"] = samples
+        try:
+            r = run_item(item, job)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            rows.append({"label": item.label, "path": item.path, "runtime": item.runtime, "error": str(e)})
+            emit({"event": "skipped", "label": item.label, "reason": str(e)})
+            continue
+        rows.append({"label": item.label, "path": item.path, "runtime": item.runtime, **r, "renders": str(renders)})
+        emit({"event": "done", "label": item.label, "median_ms": r["median_ms"]})
+    ok = [r for r in rows if "error" not in r]
+    ref = rows[reference] if reference < len(rows) and "error" not in rows[reference] else (ok[0] if ok else None)
+    ref_imgs = np.load(ref["renders"]) if ref else None
+    for r in ok:
+        imgs = np.load(r["renders"])
+        r["psnr"] = float(np.mean([psnr(a, b) for a, b in zip(imgs, images)]))
+        r["ssim"] = float(np.mean([ssim(a, b) for a, b in zip(imgs, images)]))
+        if ref is not None:
+            r["psnr_vs_teacher"] = float(np.mean([psnr(a, b) for a, b in zip(imgs, ref_imgs)])) if r is not ref else None
+            r["speedup_vs_teacher"] = ref["median_ms"] / r["median_ms"]
+            r["psnr_delta"] = r["psnr"] - ref["psnr"] if "psnr" in ref else None
+        r["rays_per_s"] = r["rays_per_frame"] / (r["median_ms"] / 1e3)
+        r["samples_per_s"] = r["samples_per_frame"] / (r["median_ms"] / 1e3)
+    if ref is not None:
+        for r in ok:
+            r["psnr_delta"] = r["psnr"] - ref["psnr"]
+    doc = {"machine": machine(), "views": int(len(poses)), "H": H, "W": W, "repeat": repeat,
+           "samples": list(samples) if samples else None, "reference": ref["label"] if ref else None,
+           "created": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}
+    (out_dir / "bench.json").write_text(json.dumps(doc, indent=1))
+    (out_dir / "bench.md").write_text(markdown(doc))
+    if ok:
+        from .plots import plot_bench_grid, plot_pareto
+        plot_pareto(doc, out_dir / "pareto.png")
+        plot_bench_grid(doc, images[0], out_dir / "grid.png")
+    return doc
+
+
+def markdown(doc: dict) -> str:
+    lines = [f"Machine: {doc['machine']}. {doc['views']} views of {doc['W']}x{doc['H']}"
+             + (f", {doc['samples'][0]}+{doc['samples'][1]} samples per ray" if doc.get("samples") else "")
+             + f"; median over {doc['repeat']} renders of each view. Speed-ups are against "
+               f"`{doc['reference']}` in the same run.", "",
+             "| configuration | precision | size [MB] | median ms/frame | speed-up | rays/s | samples/s | "
+             "PSNR | SSIM | PSNR vs teacher | peak RSS [MB] | rays / sampling / network / compositing [ms] |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in doc["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['label']} | not run: {r['error']} |||||||||||")
+            continue
+        b = r["breakdown_ms"]
+        vt = "" if r.get("psnr_vs_teacher") is None else f"{r['psnr_vs_teacher']:.2f}"
+        lines.append(f"| {r['label']} | {r['precision']} | {r['bytes'] / 1e6:.2f} | {r['median_ms']:.0f} | "
+                     f"{r.get('speedup_vs_teacher', 1.0):.2f}x | {r['rays_per_s']:,.0f} | {r['samples_per_s']:,.0f} | "
+                     f"{r['psnr']:.2f} | {r['ssim']:.3f} | {vt} | {r['peak_rss_mb']:.0f} | "
+                     f"{b['rays']:.0f} / {b['sampling']:.0f} / {b['network']:.0f} / {b['compositing']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _main(argv: list[str]) -> int:
+    job = json.loads(Path(argv[0]).read_text())
+    try:
+        res = worker(job)
+    except Exception as e:  # reported by the parent as one line
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    Path(job["out"]).write_text(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

@@ -1,0 +1,293 @@
+"""Runtimes: what evaluates a bundle's networks, defined by TOML files in ``runtimes/``.
+
+A runtime file names its ``kind`` and options::
+
+    kind = "onnxruntime"                     # onnxruntime | tensorrt | torch
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    threads = 0                              # 0: the runtime's default
+    graph_optimization = "all"
+    chunk = 8192                             # rays per network call
+    [provider_options.CUDAExecutionProvider]
+    device_id = 0
+
+Shipped runtimes (``ort-cpu``, ``ort-cuda``, ``ort-trt``, ``tensorrt``, ``torch``,
+``torch-bf16``) are found by name; a user's own file by path. ``check_available`` says in one
+sentence why a runtime cannot run here. The onnxruntime and TensorRT networks import neither
+torch nor nerfexport's training code; only the ``torch`` runtime imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+KINDS = ("onnxruntime", "tensorrt", "torch")
+KEYS = {"description", "kind", "providers", "provider_options", "threads", "graph_optimization", "chunk",
+        "device", "precision"}
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The runtime cannot run on this machine (package, provider or device missing)."""
+
+
+class RuntimeSpecError(ValueError):
+    """The runtime definition is unusable."""
+
+
+@dataclass
+class RuntimeSpec:
+    name: str
+    kind: str
+    description: str = ""
+    providers: list[str] = field(default_factory=list)
+    provider_options: dict[str, dict] = field(default_factory=dict)
+    threads: int = 0
+    graph_optimization: str = "all"
+    chunk: int = 1024
+    device: str | int = "auto"
+    precision: str = "fp32"
+    path: str = ""
+
+    @property
+    def uses_cuda(self) -> bool:
+        if self.kind == "tensorrt":
+            return True
+        if self.kind == "torch":
+            return str(self.device) == "cuda"
+        return any(p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for p in self.providers[:1])
+
+
+def shipped_runtimes() -> dict[str, Path]:
+    root = resources.files("nerfexport.runtimes")
+    return {Path(str(p)).stem: Path(str(p)) for p in root.iterdir() if str(p).endswith(".toml")}
+
+
+def load_runtime(ref: str | Path) -> RuntimeSpec:
+    """A runtime by shipped name (``ort-cpu``) or by path to a TOML file."""
+    path = Path(ref)
+    if not path.is_file():
+        shipped = shipped_runtimes()
+        if str(ref) in shipped:
+            path = shipped[str(ref)]
+        else:
+            raise RuntimeSpecError(f"unknown runtime {ref!r}; choose one of {', '.join(sorted(shipped))} "
+                                   "or give the path of a runtime TOML file")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as e:
+        raise RuntimeSpecError(f"{path} is not a valid runtime file ({e})") from None
+    unknown = sorted(set(doc) - KEYS)
+    if unknown:
+        raise RuntimeSpecError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(KEYS))})")
+    if doc.get("kind") not in KINDS:
+        raise RuntimeSpecError(f"{path}: kind must be one of {', '.join(KINDS)}")
+    if doc["kind"] == "onnxruntime" and not doc.get("providers"):
+        raise RuntimeSpecError(f"{path}: an onnxruntime runtime needs a providers list")
+    spec = RuntimeSpec(name=path.stem, path=str(path), **{k: v for k, v in doc.items()})
+    if not isinstance(spec.chunk, int) or spec.chunk < 1:
+        raise RuntimeSpecError(f"{path}: chunk must be a positive integer")
+    return spec
+
+
+def cuda_device_count() -> int:
+    """CUDA devices visible through the driver (0 without a driver); imports nothing heavy."""
+    try:
+        import ctypes
+        lib = ctypes.CDLL("libcuda.so.1")
+        n = ctypes.c_int(0)
+        if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(n)) != 0:
+            return 0
+        return n.value
+    except OSError:
+        return 0
+
+
+def check_available(spec: RuntimeSpec) -> None:
+    """Raise :class:`RuntimeUnavailable` with one sentence when ``spec`` cannot run here."""
+    if spec.kind == "onnxruntime":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RuntimeUnavailable("onnxruntime is not installed") from None
+        have = ort.get_available_providers()
+        first = spec.providers[0]
+        if first not in have:
+            raise RuntimeUnavailable(f"runtime {spec.name} needs {first}, but this onnxruntime offers only "
+                                     f"{', '.join(have)} (install onnxruntime-gpu on a machine with an NVIDIA GPU)")
+        if first in ("CUDAExecutionProvider", "TensorrtExecutionProvider") and cuda_device_count() == 0:
+            raise RuntimeUnavailable(f"runtime {spec.name} needs a CUDA GPU and none is visible")
+    elif spec.kind == "tensorrt":
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            raise RuntimeUnavailable("runtime tensorrt needs TensorRT (pip install 'nerfexport[tensorrt]') "
+                                     "and an NVIDIA GPU") from None
+        if cuda_device_count() == 0:
+            raise RuntimeUnavailable("runtime tensorrt needs a CUDA GPU and none is visible")
+    elif spec.kind == "torch":
+        try:
+            import torch
+        except ImportError:
+            raise RuntimeUnavailable("runtime torch needs PyTorch") from None
+        if str(spec.device) == "cuda" and not torch.cuda.is_available():
+            raise RuntimeUnavailable("runtime torch was asked for CUDA but torch sees no CUDA device")
+
+
+class OrtNetwork:
+    """An ONNX network in an onnxruntime session: ``(points (N,3), viewdirs (N,3)) -> (rgb, density)``."""
+
+    def __init__(self, path: str | Path, providers: list | None = None, threads: int | None = None,
+                 opt_level: str = "all", provider_options: dict | None = None) -> None:
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = int(threads)
+        levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                  "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+        if opt_level not in levels:
+            raise RuntimeSpecError(f"graph_optimization must be one of {', '.join(levels)}")
+        so.graph_optimization_level = levels[opt_level]
+        providers = providers or ["CPUExecutionProvider"]
+        opts = []
+        for p in providers:
+            o = dict((provider_options or {}).get(p, {}))
+            if "trt_engine_cache_path" in o:
+                o["trt_engine_cache_path"] = os.path.expanduser(o["trt_engine_cache_path"])
+                os.makedirs(o["trt_engine_cache_path"], exist_ok=True)
+            opts.append({k: ("True" if v else "False") if isinstance(v, bool) else str(v) for k, v in o.items()})
+        self.session = ort.InferenceSession(str(path), so, providers=providers, provider_options=opts)
+        self.path = Path(path)
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def __call__(self, points: np.ndarray, viewdirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rgb, dens = self.session.run(["rgb", "density"], {"points": points, "viewdirs": viewdirs})
+        return rgb, dens
+
+
+class TensorRTNetwork:
+    """A serialized TensorRT engine (TensorRT 10/11 named-tensor API). Device memory and copies go
+    through NVIDIA's ``cuda-python`` (``cuda.bindings.runtime`` or ``cuda.cudart``), so this path
+    needs no torch; untested on the CPU-only development machine (see README)."""
+
+    def __init__(self, engine_path: str | Path, device: int = 0) -> None:
+        import tensorrt as trt
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            try:
+                from cuda import cudart
+            except ImportError:
+                raise RuntimeUnavailable("runtime tensorrt needs NVIDIA's cuda-python for device memory "
+                                         "(pip install cuda-python)") from None
+        self.trt, self.cudart = trt, cudart
+        self._check(cudart.cudaSetDevice(device))
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+        if self.engine is None:
+            raise RuntimeUnavailable(f"TensorRT could not load {engine_path} (built by another TensorRT version "
+                                     "or for another GPU?)")
+        self.context = self.engine.create_execution_context()
+        self.stream = self._check(cudart.cudaStreamCreate())
+        self.capacity, self.buffers = 0, {}
+
+    def _check(self, res):
+        err, *rest = res if isinstance(res, tuple) else (res,)
+        if int(err) != 0:
+            raise RuntimeError(f"CUDA error {err}")
+        return rest[0] if rest else None
+
+    def _ensure(self, n: int) -> None:
+        if n <= self.capacity:
+            return
+        for ptr in self.buffers.values():
+            self.cudart.cudaFree(ptr)
+        cap = max(n, 1024)
+        self.buffers = {name: self._check(self.cudart.cudaMalloc(cap * c * 4))
+                        for name, c in (("points", 3), ("viewdirs", 3), ("rgb", 3), ("density", 1))}
+        self.capacity = cap
+
+    def __call__(self, points: np.ndarray, viewdirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cudart = self.cudart
+        n = points.shape[0]
+        self._ensure(n)
+        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        for name, a in (("points", points), ("viewdirs", viewdirs)):
+            a = np.ascontiguousarray(a, np.float32)
+            self._check(cudart.cudaMemcpyAsync(self.buffers[name], a.ctypes.data, a.nbytes, h2d, self.stream))
+            self.context.set_input_shape(name, (n, 3))
+        for name, ptr in self.buffers.items():
+            self.context.set_tensor_address(name, int(ptr))
+        if not self.context.execute_async_v3(int(self.stream)):
+            raise RuntimeError("TensorRT execution failed")
+        rgb, dens = np.empty((n, 3), np.float32), np.empty((n, 1), np.float32)
+        for name, a in (("rgb", rgb), ("density", dens)):
+            self._check(cudart.cudaMemcpyAsync(a.ctypes.data, self.buffers[name], a.nbytes, d2h, self.stream))
+        self._check(cudart.cudaStreamSynchronize(self.stream))
+        return rgb, dens
+
+
+class TorchNetwork:
+    """A checkpoint's network in PyTorch eager: the baseline. Imports torch (only this runtime does)."""
+
+    def __init__(self, net, device: str = "auto", precision: str = "fp32", threads: int = 0) -> None:
+        import torch
+        self.torch = torch
+        if threads:
+            torch.set_num_threads(int(threads))
+        dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+        self.device = torch.device(dev)
+        self.net = net.to(self.device).eval()
+        self.amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+    def __call__(self, points: np.ndarray, viewdirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        torch = self.torch
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp or torch.bfloat16,
+                                                    enabled=self.amp is not None):
+            raw = self.net(torch.from_numpy(points).to(self.device), torch.from_numpy(viewdirs).to(self.device))
+            raw = raw.float()
+            out = torch.sigmoid(raw[:, :3]), torch.relu(raw[:, 3:4])
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return out[0].cpu().numpy(), out[1].cpu().numpy()
+
+
+def make_networks(spec: RuntimeSpec, bundle=None, model=None) -> dict:
+    """``{"coarse": net, "fine": net | None}`` for a bundle (onnxruntime, tensorrt) or a loaded
+    checkpoint model (torch)."""
+    check_available(spec)
+    if spec.kind == "torch":
+        if model is None:
+            raise RuntimeSpecError("the torch runtime renders a checkpoint (model.pt), not a bundle")
+        return {w: TorchNetwork(getattr(model, w), str(spec.device), spec.precision, spec.threads)
+                if getattr(model, w) is not None else None for w in ("coarse", "fine")}
+    if bundle is None:
+        raise RuntimeSpecError(f"runtime {spec.name} renders a bundle (nerfexport export), not a checkpoint")
+    if spec.kind == "tensorrt":
+        out = {}
+        for w in ("coarse", "fine"):
+            if bundle.network_path(w) is None:
+                out[w] = None
+                continue
+            eng = bundle.engine_path(w)
+            if eng is None:
+                raise RuntimeUnavailable(f"bundle {bundle.root} has no TensorRT engines (export it with --tensorrt)")
+            out[w] = TensorRTNetwork(eng, int(spec.device) if str(spec.device).isdigit() else 0)
+        return out
+    return {w: OrtNetwork(bundle.network_path(w), spec.providers, spec.threads, spec.graph_optimization,
+                          spec.provider_options) if bundle.network_path(w) else None for w in ("coarse", "fine")}
