@@ -44,9 +44,12 @@ teacher-docs: cache/lego100-teacher.pt
 # The shrink study of docs/shrink.md: every method at widths 128 and 64, before and after
 # distillation, and both widths trained from scratch for the same total time (about 2 hours
 # on the 2-core CPU; resumes from cache/shrink-study/study.json when interrupted).
+# --step-seconds: training step time of each width measured on the idle machine (see docs/shrink.md),
+# which turns the scratch baselines' time budget into a step count.
 shrink-docs: cache/lego100-teacher.pt
 	$(VENV)/bin/nerfexport shrink-study $< -o cache/shrink-study --data $(LEGO) --downscale 4 --test-every 20 \
-	  --widths 128,64 --finetune 128:1500,64:3000 --doc docs/shrink-table.md --figure docs/shrink.png
+	  --widths 128,64 --finetune 128:1500,64:1500 --step-seconds 128:0.129,64:0.0614 \
+	  --doc docs/shrink-table.md --figure docs/shrink.png
 
 clean:
 	rm -rf $(VENV) demo-out

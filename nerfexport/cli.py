@@ -384,7 +384,10 @@ def shrink_study(teacher: Path = typer.Argument(..., help="the teacher checkpoin
                  eval_views: int = typer.Option(10), eval_coarse: int = typer.Option(32),
                  eval_fine: int = typer.Option(64),
                  scratch: bool = typer.Option(True, "--scratch/--no-scratch",
-                                              help="train each width from scratch for the same total time")) -> None:
+                                              help="train each width from scratch for the same total time"),
+                 step_seconds: Optional[str] = typer.Option(None, help="seconds per training step of each width on an "
+                                                                      "idle machine, like 128:0.129,64:0.061: the "
+                                                                      "scratch budget becomes a step count")) -> None:
     """Compare every shrink method at several widths with the teacher and with training from scratch."""
     from .checkpoint import load_checkpoint
     from .plots import plot_shrink_study
@@ -413,8 +416,12 @@ def shrink_study(teacher: Path = typer.Argument(..., help="the teacher checkpoin
             pr = "" if e["psnr_pruned"] is None else f"pruned {e['psnr_pruned']:.2f} dB, "
             typer.echo(f"  {e['method']} w{e['width']}: {pr}final {e['psnr']:.2f} dB, {e['params']:,} parameters")
 
+    try:
+        sps = {int(k): float(v) for k, v in (x.split(":") for x in step_seconds.split(","))} if step_seconds else None
+    except ValueError:
+        raise UserError("--step-seconds is like 128:0.129,64:0.061")
     res = run_study(teacher, scene, out, ws, ms, ft, eval_views, (eval_coarse, eval_fine), scratch=scratch,
-                    progress=progress)
+                    progress=progress, step_seconds=sps)
     table = markdown_table(res)
     typer.echo(table)
     if doc is not None:
@@ -777,6 +784,47 @@ def demo(out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="folder 
     typer.echo(f"done. dataset {data}/, models {model} and {shrunk} (report {shrunk.with_suffix('.json')}), "
                f"bundles {bundles['fp32']}/ and {bundles['int8']}/, renders {renders}/, "
                f"benchmark {bench_dir}/bench.md with figures {bench_dir}/pareto.png and {bench_dir}/grid.png")
+
+
+@app.command("export-study")
+@_guard
+def export_study(models: list[str] = typer.Argument(..., help="LABEL=CHECKPOINT; the first is the reference"),
+                 out: Path = typer.Option(Path("cache/export-study"), "-o", "--out", help="bundles and export.json"),
+                 doc: Optional[Path] = typer.Option(None, help="Markdown file for the table"),
+                 data: Optional[Path] = typer.Option(None, "--data"), downscale: Optional[int] = typer.Option(None),
+                 test_every: Optional[int] = typer.Option(None), views: int = typer.Option(10),
+                 calib_rays: int = typer.Option(512), threads: Optional[int] = typer.Option(None),
+                 methods: str = typer.Option("minmax,entropy,percentile")) -> None:
+    """fp32 vs static int8 (each calibration method): held-out PSNR through onnxruntime and bundle sizes."""
+    from .checkpoint import load_checkpoint
+    from .quantize import CALIBRATION_METHODS
+    from .study import export_markdown, run_export_study
+    pairs = {}
+    for m in models:
+        if "=" not in m:
+            raise UserError(f"{m!r} must be LABEL=CHECKPOINT")
+        k, v = m.split("=", 1)
+        pairs[k] = v
+    ms = [x for x in methods.split(",") if x]
+    if set(ms) - set(CALIBRATION_METHODS):
+        raise UserError(f"methods must be among {', '.join(CALIBRATION_METHODS)}")
+    first = Path(next(iter(pairs.values())))
+    net, meta, _ = load_checkpoint(first, with_train_state=True)
+    scene = _scene_for(first, meta, data, downscale, test_every, None, net.cfg.ndc)
+
+    def progress(e: dict) -> None:
+        if e["event"] == "stage":
+            typer.echo(f"[{time.strftime('%H:%M:%S')}] {e['stage']}")
+        elif e["event"] == "row":
+            typer.echo(f"  {e['model']} {e['precision']} {e['method'] or ''}: {e['psnr']:.2f} dB, {e['bytes'] / 1e6:.3f} MB")
+
+    res = run_export_study(pairs, scene, out, ms, views, calib_rays, threads, progress=progress)
+    table = export_markdown(res, next(iter(pairs)))
+    typer.echo(table)
+    if doc is not None:
+        from .fileio import atomic_write
+        atomic_write(doc, lambda f: f.write(table.encode()))
+        typer.echo(f"wrote {doc}")
 
 
 def main() -> None:

@@ -40,11 +40,18 @@ def _save(path: Path, doc: dict) -> None:
 def run_study(teacher_path: str | Path, scene: Scene, out_dir: str | Path, widths=(128, 64), methods=METHODS,
               finetune: dict[int, int] | None = None, eval_views: int = 10, eval_samples=(32, 64),
               calib_rays: int = 1024, distill_cfg: DistillConfig | None = None, scratch: bool = True,
-              seed: int = 0, progress: Callable[[dict], None] | None = None) -> dict:
+              seed: int = 0, progress: Callable[[dict], None] | None = None,
+              step_seconds: dict[int, float] | None = None) -> dict:
     """Run (or resume) the study; returns the JSON document (also in ``out_dir/study.json``).
 
     ``finetune``: distillation steps per width. Students are saved as
     ``out_dir/{method}-w{width}.pt`` (the export and bench stages reuse them).
+
+    The from-scratch baselines get the teacher's training time plus the median cost of
+    shrinking and fine-tuning that width. With ``step_seconds`` (seconds per training step of
+    each width, measured on an idle machine) that budget becomes a step count, so the baseline
+    gets the same compute however busy the machine is, and its learning rate decays over exactly
+    those steps; without it the budget is wall-clock time.
     """
     emit = progress or (lambda e: None)
     out_dir = Path(out_dir)
@@ -73,6 +80,8 @@ def run_study(teacher_path: str | Path, scene: Scene, out_dir: str | Path, width
                                                      f"{os.cpu_count()} cores, torch {torch.__version__}"}
         _save(jpath, doc)
         emit({"event": "teacher", **doc["teacher"]})
+
+    doc["settings"]["finetune"] = {str(k): v for k, v in finetune.items()}  # a resumed study may change them
 
     def add(row: dict) -> None:
         doc["rows"].append(row)
@@ -115,21 +124,32 @@ def run_study(teacher_path: str | Path, scene: Scene, out_dir: str | Path, width
             if ("scratch", "scratch", width) in done:
                 continue
             rows = [r for r in doc["rows"] if r["kind"] == "shrink" and r["width"] == width]
-            extra = max((sum(r["seconds"].values()) for r in rows), default=0.0) / 60.0
+            # the median shrink row's cost (robust to one row slowed by other load on the machine)
+            costs = sorted(sum(r["seconds"].values()) for r in rows)
+            extra = (costs[len(costs) // 2] if costs else 0.0) / 60.0
             minutes = train_minutes + extra
             emit({"event": "stage", "stage": f"scratch w{width} ({minutes:.1f} min)"})
             model = new_model(scene, width, len(teacher.coarse.cfg.widths), teacher.fine is not None,
                               teacher.cfg.n_coarse, teacher.cfg.n_fine, seed=seed)
             known = set(TrainConfig.__dataclass_fields__)
             tc = TrainConfig(**{k: v for k, v in tc0.items() if k in known})
-            tc.steps, tc.max_minutes, tc.eval_every_minutes, tc.seed = 10 ** 6, minutes, None, seed
+            if step_seconds and width in step_seconds:
+                tc.steps, tc.max_minutes = int(round(minutes * 60.0 / step_seconds[width])), None
+            else:
+                est = float((meta or {}).get("steps", 0) or 0) / max(train_minutes, 1e-9)  # teacher's steps/minute
+                tc.steps, tc.max_minutes = max(1, int(est * minutes * 4)), minutes  # decay over a rough guess
+            tc.eval_every_minutes, tc.seed = None, seed
             path = out_dir / f"scratch-w{width}.pt"
+            t = time.perf_counter()
             res = train(model, scene, tc, path, resume=True)
+            wall = time.perf_counter() - t
             r = evaluate(model, scene, "test", eval_views, nc, nf, amp=amp)
             add({"kind": "scratch", "method": "scratch", "width": width, "params": parameter_counts(model)["total"],
                  "bytes": path.stat().st_size, "psnr_pruned": None, "ssim_pruned": None, "psnr": r.psnr,
-                 "ssim": r.ssim, "finetune_steps": None, "steps": res.steps,
-                 "seconds": {"train": res.train_seconds}, "checkpoint": str(path)})
+                 "ssim": r.ssim, "finetune_steps": None, "steps": res.steps, "budget_minutes": minutes,
+                 "step_seconds": (step_seconds or {}).get(width), "wall_seconds": wall,
+                 "seconds": {"train": minutes * 60.0 if step_seconds and width in step_seconds else res.train_seconds},
+                 "checkpoint": str(path)})
     return doc
 
 
@@ -156,9 +176,80 @@ def markdown_table(doc: dict) -> str:
                         key=lambda r: (r["kind"] == "scratch", list(METHOD_LABELS).index(r["method"]))):
             mins = sum(r["seconds"].values()) / 60.0
             pr = "" if r["psnr_pruned"] is None else f"{r['psnr_pruned']:.2f}"
-            how = (f"{mins:.1f} (training)" if r["kind"] == "scratch"
+            how = (f"{mins:.1f} (training, {r.get('steps', 0):,} steps)" if r["kind"] == "scratch"
                    else f"{mins:.1f} ({r['finetune_steps']} steps)")
             lines.append(f"| {METHOD_LABELS.get(r['method'], r['method'])} | {width} | {r['params']:,} | "
                          f"{r['bytes'] / 1e6:.2f} | {pr} | {r['psnr']:.2f} | {r['psnr'] - t['psnr']:+.2f} | "
                          f"{r['ssim']:.3f} | {how} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_export_study(models: dict[str, str | Path], scene: Scene, out_dir: str | Path,
+                     methods=("minmax", "entropy", "percentile"), views: int = 10, calib_rays: int = 512,
+                     threads: int | None = None, seed: int = 0, progress: Callable[[dict], None] | None = None) -> dict:
+    """fp32 and static int8 (each calibration method) bundles of each model, rendered through
+    onnxruntime on the CPU at the models' own sample counts; rows are cached in ``export.json``."""
+    from .bundle import open_bundle
+    from .calibration import draw_samples
+    from .export import ExportOptions, export_bundle
+    from .quantize import Int8Settings
+    from .render import Renderer, SceneSettings, render_and_score
+    from .runtime import OrtNetwork
+
+    emit = progress or (lambda e: None)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jpath = out_dir / "export.json"
+    doc = _load_rows(jpath)
+    doc.setdefault("settings", {"views": views, "calib_rays": calib_rays, "runtime": "onnxruntime CPU",
+                                "machine": f"{os.cpu_count()} cores"})
+    images, poses = scene.subset("test")
+    images, poses = images[:views], poses[:views]
+    done = {(r["model"], r["precision"], r.get("method")) for r in doc["rows"]}
+    for label, path in models.items():
+        model, meta, _ = ckpt.load_checkpoint(path, with_train_state=True)
+        calib = None
+        for prec, method in [("fp32", None)] + [("int8", m) for m in methods]:
+            if (label, prec, method) in done:
+                continue
+            emit({"event": "stage", "stage": f"{label} {prec} {method or ''}"})
+            if prec == "int8" and calib is None:
+                calib = draw_samples(model, scene, calib_rays, seed)
+            bdir = out_dir / f"{label}-{prec}{'-' + method if method else ''}"
+            opts = ExportOptions(precision=prec, int8=Int8Settings(method=method or "minmax"), calib_rays=calib_rays)
+            t = time.perf_counter()
+            export_bundle(model, bdir, opts, source=path, calib=calib, force=True)
+            export_s = time.perf_counter() - t
+            b = open_bundle(bdir)
+            r = Renderer(OrtNetwork(b.network_path("coarse"), threads=threads),
+                         OrtNetwork(b.network_path("fine"), threads=threads) if b.network_path("fine") else None,
+                         SceneSettings.from_manifest(b.manifest))
+            sc = render_and_score(r, images, poses, scene.H, scene.W, scene.focal)
+            row = {"model": label, "checkpoint": str(path), "precision": prec, "method": method,
+                   "params": parameter_counts(model)["total"], "bytes": b.size_bytes(),
+                   "checkpoint_bytes": Path(path).stat().st_size, "psnr": sc.psnr, "ssim": sc.ssim,
+                   "export_seconds": export_s, "samples": [b.manifest["scene"]["n_coarse"], b.manifest["scene"]["n_fine"]],
+                   "bundle": str(bdir)}
+            doc["rows"].append(row)
+            _save(jpath, doc)
+            emit({"event": "row", **row})
+    return doc
+
+
+def export_markdown(doc: dict, reference: str) -> str:
+    """The export study as a Markdown table; sizes relative to ``reference``'s fp32 bundle."""
+    ref = next(r for r in doc["rows"] if r["model"] == reference and r["precision"] == "fp32")
+    s = doc["settings"]
+    lines = [f"PSNR/SSIM on {s['views']} held-out views rendered by the lean renderer through onnxruntime's CPU "
+             f"provider at {ref['samples'][0]}+{ref['samples'][1]} samples per ray; int8 is static QDQ (U8S8, "
+             f"per-channel symmetric weights) calibrated on {s['calib_rays']} training rays.", "",
+             "| model | precision | calibration | bundle [MB] | smaller than teacher fp32 | PSNR | vs own fp32 [dB] | SSIM |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for model in dict.fromkeys(r["model"] for r in doc["rows"]):
+        rows = [r for r in doc["rows"] if r["model"] == model]
+        fp = next((r for r in rows if r["precision"] == "fp32"), None)
+        for r in rows:
+            d = "" if fp is None else f"{r['psnr'] - fp['psnr']:+.2f}"
+            lines.append(f"| {model} | {r['precision']} | {r['method'] or ''} | {r['bytes'] / 1e6:.3f} | "
+                         f"{ref['bytes'] / r['bytes']:.1f}x | {r['psnr']:.2f} | {d} | {r['ssim']:.3f} |")
     return "\n".join(lines) + "\n"
