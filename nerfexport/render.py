@@ -108,7 +108,7 @@ class Renderer:
     """Render rays and views of a bundle with two network callables (``fine`` may be ``None``:
     the coarse network then evaluates the fine samples, as in training)."""
 
-    def __init__(self, coarse: Network, fine: Network | None, scene: SceneSettings, chunk: int = 1024) -> None:
+    def __init__(self, coarse: Network, fine: Network | None, scene: SceneSettings, chunk: int = 64) -> None:
         self.coarse, self.fine, self.s, self.chunk = coarse, fine, scene, int(chunk)
         self.timings = Timings()
 
