@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 LEGO   ?= ../shared/data/lego_400
 
-.PHONY: demo test teacher teacher-docs shrink-docs install clean
+.PHONY: demo test teacher teacher-docs shrink-docs export-docs bench-docs install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,23 @@ shrink-docs: cache/lego100-teacher.pt
 	$(VENV)/bin/nerfexport shrink-study $< -o cache/shrink-study --data $(LEGO) --downscale 4 --test-every 20 \
 	  --widths 128,64 --finetune 128:1500,64:1500 --step-seconds 128:0.129,64:0.0614 \
 	  --doc docs/shrink-table.md --figure docs/shrink.png
+
+# docs/export.md: fp32 against static int8 (each calibration method) for the teacher and the
+# best width-128 student of the shrink study, rendered through onnxruntime (about 30 minutes).
+W128 ?= cache/shrink-study/magnitude-w128.pt
+export-docs: cache/lego100-teacher.pt
+	$(VENV)/bin/nerfexport export-study teacher=cache/lego100-teacher.pt w128=$(W128) -o cache/export-study \
+	  --data $(LEGO) --downscale 4 --test-every 20 --views 5 --threads 1 --doc docs/export-table.md
+
+# docs/bench.md: the teacher on torch against the bundles on onnxruntime's CPU provider, on the
+# same held-out views at 64+128 samples (run it on an otherwise idle machine).
+bench-docs:
+	$(VENV)/bin/nerfexport bench "teacher 256 fp32=cache/lego100-teacher.pt@torch" \
+	  "teacher 256 fp32=cache/export-study/teacher-fp32@ort-cpu" \
+	  "teacher 256 int8=cache/export-study/teacher-int8-minmax@ort-cpu" \
+	  "w128 fp32=cache/export-study/w128-fp32@ort-cpu" \
+	  "w128 int8=cache/export-study/w128-int8-minmax@ort-cpu" \
+	  --data $(LEGO) --downscale 4 --test-every 20 --views 5 --repeat 2 -o docs/bench
 
 clean:
 	rm -rf $(VENV) demo-out

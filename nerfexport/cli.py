@@ -586,7 +586,8 @@ def _open_target(path: Path, runtime: str):
             {"camera": c.camera, "near": c.near, "far": c.far, "ndc": c.ndc})
 
 
-def _views(views: str, data_rec: Optional[dict], data: Optional[Path], scene_info: dict):
+def _views(views: str, data_rec: Optional[dict], data: Optional[Path], scene_info: dict,
+           downscale: Optional[int] = None, test_every: Optional[int] = None):
     """(poses, ground truth or None, H, W, focal, is_spiral) for --views test|spiral|N[,M...]."""
     import numpy as np
     if views == "spiral":
@@ -602,8 +603,8 @@ def _views(views: str, data_rec: Optional[dict], data: Optional[Path], scene_inf
     root = data or (Path(rec["path"]) if rec.get("path") else None)
     if root is None:
         raise UserError("test views need the dataset: pass --data (the bundle does not record it)")
-    scene = load_scene(root, int(rec.get("downscale", 1)), bool(rec.get("white", True)), int(rec.get("test_every", 1)),
-                       bool(rec.get("ndc", True)))
+    scene = load_scene(root, downscale or int(rec.get("downscale", 1)), bool(rec.get("white", True)),
+                       test_every or int(rec.get("test_every", 1)), bool(rec.get("ndc", True)))
     images, poses = scene.subset("test")
     if views != "test":
         try:
@@ -624,7 +625,8 @@ def render(target: Optional[Path] = typer.Argument(None, help="bundle folder (de
            runtime: str = typer.Option("ort-cpu", help="ort-cpu, ort-cuda, ort-trt, tensorrt, torch, or a TOML file"),
            views: str = typer.Option("test", help="test, spiral, or test-view numbers like 0,3"),
            out: Path = typer.Option(Path("renders"), "--out", "-o", help="folder for the PNGs (and spiral.gif)"),
-           data: Optional[Path] = typer.Option(None, "--data", help="dataset (default: recorded in the bundle)")) -> None:
+           data: Optional[Path] = typer.Option(None, "--data", help="dataset (default: recorded in the bundle)"),
+           downscale: Optional[int] = typer.Option(None), test_every: Optional[int] = typer.Option(None)) -> None:
     """Render views of a bundle with the lean renderer (numpy + the runtime; no torch) and write PNGs."""
     import shutil
     import tempfile
@@ -636,7 +638,7 @@ def render(target: Optional[Path] = typer.Argument(None, help="bundle folder (de
     from .render import Renderer
     path = _render_source(target)
     spec, nets, settings, data_rec, info = _open_target(path, runtime)
-    poses, gt, H, W, focal, spiral = _views(views, data_rec, data, info)
+    poses, gt, H, W, focal, spiral = _views(views, data_rec, data, info, downscale, test_every)
     if out.exists() and (not out.is_dir() or any(p.suffix not in (".png", ".gif") for p in out.iterdir())):
         raise UserError(f"{out} exists and holds other files; choose another --out")
     r = Renderer(nets["coarse"], nets["fine"], settings, chunk=spec.chunk)
@@ -682,6 +684,7 @@ def bench(items: Optional[list[str]] = typer.Argument(None, help="PATH@RUNTIME o
                                                                  "the reference (default: model.pt@torch bundle@ort-cpu)"),
           out: Path = typer.Option(Path("bench-out"), "-o", "--out", help="folder for bench.json, bench.md, figures"),
           data: Optional[Path] = typer.Option(None, "--data", help="dataset (default: recorded in the first item)"),
+          downscale: Optional[int] = typer.Option(None), test_every: Optional[int] = typer.Option(None),
           views: int = typer.Option(10, help="first N test views"),
           repeat: int = typer.Option(3, help="renders of each view (after one warm-up frame)"),
           samples: Optional[str] = typer.Option(None, help="coarse,fine samples per ray for every item "
@@ -716,7 +719,7 @@ def bench(items: Optional[list[str]] = typer.Argument(None, help="PATH@RUNTIME o
     else:
         from .checkpoint import load_checkpoint
         data_rec = load_checkpoint(first, with_train_state=True)[1].get("data")
-    poses, gt, H, W, focal, _ = _views("test", data_rec, data, {})
+    poses, gt, H, W, focal, _ = _views("test", data_rec, data, {}, downscale, test_every)
     poses, gt = poses[:views], gt[:views]
 
     def progress(e: dict) -> None:
@@ -775,12 +778,13 @@ def demo(out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="folder 
     if renders.is_dir():
         import shutil
         shutil.rmtree(renders)
-    render(target=bundles["int8"], runtime="ort-cpu", views="test", out=renders, data=None)
+    render(target=bundles["int8"], runtime="ort-cpu", views="test", out=renders, data=None, downscale=None,
+           test_every=None)
     typer.echo(f"[7/{n}] benchmarking the teacher (torch) against the bundles (onnxruntime CPU)")
     bench_dir = out / "bench"
     bench(items=[f"teacher 256 fp32={model}@torch", f"w{width} fp32={bundles['fp32']}@ort-cpu",
-                 f"w{width} int8={bundles['int8']}@ort-cpu"], out=bench_dir, data=None, views=4, repeat=2,
-          samples=None)
+                 f"w{width} int8={bundles['int8']}@ort-cpu"], out=bench_dir, data=None, downscale=None,
+          test_every=None, views=2, repeat=2, samples=None)
     typer.echo(f"done. dataset {data}/, models {model} and {shrunk} (report {shrunk.with_suffix('.json')}), "
                f"bundles {bundles['fp32']}/ and {bundles['int8']}/, renders {renders}/, "
                f"benchmark {bench_dir}/bench.md with figures {bench_dir}/pareto.png and {bench_dir}/grid.png")
