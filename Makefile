@@ -66,7 +66,7 @@ bench-docs:
 	  "teacher 256 int8=cache/export-study/teacher-int8-minmax@ort-cpu" \
 	  "w128 fp32=cache/export-study/w128-fp32@ort-cpu" \
 	  "w128 int8=cache/export-study/w128-int8-minmax@ort-cpu" \
-	  --data $(LEGO) --downscale 4 --test-every 20 --views 5 --repeat 2 -o docs/bench
+	  --data $(LEGO) --downscale 4 --test-every 20 --views 5 --repeat 1 -o docs/bench
 
 clean:
 	rm -rf $(VENV) demo-out
