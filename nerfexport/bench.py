@@ -185,16 +185,16 @@ def markdown(doc: dict) -> str:
              + (f", {doc['samples'][0]}+{doc['samples'][1]} samples per ray" if doc.get("samples") else "")
              + f"; median over {doc['repeat']} renders of each view. Speed-ups are against "
                f"`{doc['reference']}` in the same run.", "",
-             "| configuration | precision | size [MB] | median ms/frame | speed-up | rays/s | samples/s | "
+             "| configuration | runtime | precision | size [MB] | median ms/frame | speed-up | rays/s | samples/s | "
              "PSNR | SSIM | PSNR vs teacher | peak RSS [MB] | rays / sampling / network / compositing [ms] |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in doc["rows"]:
         if "error" in r:
-            lines.append(f"| {r['label']} | not run: {r['error']} |||||||||||")
+            lines.append(f"| {r['label']} | {r['runtime']} | not run: {r['error']} |||||||||||")
             continue
         b = r["breakdown_ms"]
         vt = "" if r.get("psnr_vs_teacher") is None else f"{r['psnr_vs_teacher']:.2f}"
-        lines.append(f"| {r['label']} | {r['precision']} | {r['bytes'] / 1e6:.2f} | {r['median_ms']:.0f} | "
+        lines.append(f"| {r['label']} | {r['runtime']} | {r['precision']} | {r['bytes'] / 1e6:.2f} | {r['median_ms']:.0f} | "
                      f"{r.get('speedup_vs_teacher', 1.0):.2f}x | {r['rays_per_s']:,.0f} | {r['samples_per_s']:,.0f} | "
                      f"{r['psnr']:.2f} | {r['ssim']:.3f} | {vt} | {r['peak_rss_mb']:.0f} | "
                      f"{b['rays']:.0f} / {b['sampling']:.0f} / {b['network']:.0f} / {b['compositing']:.0f} |")

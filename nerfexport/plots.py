@@ -75,7 +75,7 @@ def plot_pareto(doc: dict, out: str | Path) -> None:
 
     rows = [r for r in doc["rows"] if "error" not in r]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    pts = sorted((r["median_ms"], r["psnr"], r["label"]) for r in rows)
+    pts = sorted((r["median_ms"], r["psnr"], f"{r['label']} ({r['runtime']})") for r in rows)
     front, best = [], -1e9
     for t, p, _ in pts:
         if p > best:
@@ -113,7 +113,7 @@ def plot_bench_grid(doc: dict, gt: "np.ndarray", out: str | Path, view: int = 0)
         img = np.load(r["renders"])[view]
         err = np.abs(img - gt).mean(-1)
         axes[0, k].imshow(np.clip(img, 0, 1))
-        axes[0, k].set_title(f"{r['label']}\n{r['psnr']:.2f} dB, {r['median_ms']:.0f} ms", fontsize=6)
+        axes[0, k].set_title(f"{r['label']} ({r['runtime']})\n{r['psnr']:.2f} dB, {r['median_ms']:.0f} ms", fontsize=6)
         axes[1, k].imshow(err, cmap="inferno", vmin=0, vmax=0.3)
         axes[1, k].set_title("|error|", fontsize=6)
     for ax in axes.flat:
