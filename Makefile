@@ -48,7 +48,7 @@ teacher-docs: cache/lego100-teacher.pt
 # which turns the scratch baselines' time budget into a step count.
 shrink-docs: cache/lego100-teacher.pt
 	$(VENV)/bin/nerfexport shrink-study $< -o cache/shrink-study --data $(LEGO) --downscale 4 --test-every 20 \
-	  --widths 128,64 --finetune 128:1500,64:1500 --step-seconds 128:0.129,64:0.0614 \
+	  --widths 128,64 --finetune 128:1500,64:750 --step-seconds 128:0.129,64:0.0614 \
 	  --doc docs/shrink-table.md --figure docs/shrink.png
 
 # docs/export.md: fp32 against static int8 (each calibration method) for the teacher and the

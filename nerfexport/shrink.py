@@ -20,7 +20,7 @@ from .surgery import ActivationStats, Selection, _linear, activation_stats, laye
 class ShrinkSpec:
     """What to shrink to and how. One of ``width``, ``ratio``, ``widths`` is set."""
 
-    method: str = "activation"
+    method: str = "coreset"
     width: int | None = None
     ratio: float | None = None
     widths: list[int] | None = None

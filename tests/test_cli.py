@@ -180,7 +180,7 @@ def test_three_line_flow_export_render_bench(trained, tmp_path, monkeypatch):
     scene, model = trained
     monkeypatch.chdir(tmp_path)
     (tmp_path / "model.pt").write_bytes(model.read_bytes())
-    r = run("shrink", "--width", 8, "--calib-rays", 32, "--eval-views", 0)
+    r = run("shrink", "--width", 8, "--calib-rays", 32, "--eval-views", 0, "--finetune", 5)
     assert r.exit_code == 0, r.output
     r = run("export", "--int8", "--calib-rays", 32)
     assert r.exit_code == 0, r.output
