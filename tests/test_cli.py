@@ -238,3 +238,15 @@ def _has_trt():
         return True
     except ImportError:
         return False
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path):
+    """The main job, shrunk to seconds: every stage runs and it says where everything is."""
+    out = tmp_path / "demo"
+    r = run("demo", "-o", out, "--steps", 20, "--size", 12, "--width", 16, "--finetune", 5)
+    assert r.exit_code == 0, r.output
+    for step in range(1, 8):
+        assert f"[{step}/7]" in r.output
+    assert (out / "bench" / "bench.md").is_file() and (out / "renders" / "000.png").is_file()
+    assert "| teacher 256 fp32 | torch |" in r.output and "w16 int8" in r.output
+    assert "done. dataset" in r.output
