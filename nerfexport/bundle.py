@@ -6,10 +6,11 @@ SHA-256 against the manifest, so a missing, truncated or tampered file is refuse
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from .fileio import sha256  # noqa: F401  (re-exported: export and tensorrt hash files with it)
 
 FORMAT = "nerfexport-bundle"
 VERSION = 1
@@ -18,14 +19,6 @@ MANIFEST = "manifest.json"
 
 class BundleError(ValueError):
     """The folder is not a usable bundle."""
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

@@ -13,7 +13,6 @@ by inferring the per-layer widths from the weight shapes.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .fileio import atomic_write
+from .fileio import atomic_write, sha256
 from .model import MLPConfig, NeRF, NeRFConfig
 
 FORMAT = "nerfexport"
@@ -32,12 +31,7 @@ class CheckpointError(ValueError):
     """The file is not a usable checkpoint."""
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+file_sha256 = sha256  # one implementation, in the torch-free fileio module
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from .bundle import MANIFEST, open_bundle, sha256
+from .runtime import cuda_device_count
 
 BATCH_MIN, BATCH_OPT, BATCH_MAX = 1, 65536, 262144
 
@@ -33,19 +34,9 @@ def check_tensorrt():
     except ImportError:
         raise TensorRTUnavailable("TensorRT is not installed (pip install 'nerfexport[tensorrt]' on a machine "
                                   "with an NVIDIA GPU)") from None
-    if not _cuda_device_present():
+    if cuda_device_count() == 0:
         raise TensorRTUnavailable("TensorRT is installed but no CUDA GPU is visible") from None
     return trt
-
-
-def _cuda_device_present() -> bool:
-    try:
-        import ctypes
-        lib = ctypes.CDLL("libcuda.so.1")
-        n = ctypes.c_int(0)
-        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(n)) == 0 and n.value > 0
-    except OSError:
-        return False
 
 
 def build_engine(onnx_path: str | Path, precision: str, trt=None, workspace_gb: float = 2.0) -> bytes:
