@@ -28,22 +28,27 @@ import numpy as np
 
 @dataclass
 class BenchItem:
-    """One configuration: ``path`` is a bundle folder or a checkpoint; ``runtime`` a runtime name or file."""
+    """One configuration: ``path`` is a bundle folder or a checkpoint; ``runtime`` a runtime name or
+    file; ``plain``: no empty-space skipping or early termination (a bundle with a grid otherwise
+    uses both)."""
 
     path: str
     runtime: str
     label: str = ""
+    plain: bool = False
 
     @classmethod
     def parse(cls, text: str) -> "BenchItem":
-        """``PATH@RUNTIME`` or ``LABEL=PATH@RUNTIME``."""
+        """``PATH@RUNTIME``, ``LABEL=PATH@RUNTIME``, either with ``:plain`` appended."""
         label = ""
         if "=" in text.split("@")[0]:
             label, text = text.split("=", 1)
         if "@" not in text:
             raise ValueError(f"bench item {text!r} must be PATH@RUNTIME (e.g. bundle@ort-cpu)")
         path, runtime = text.rsplit("@", 1)
-        return cls(path, runtime, label or f"{Path(path).name}@{runtime}")
+        plain = runtime.endswith(":plain")
+        runtime = runtime[: -len(":plain")] if plain else runtime
+        return cls(path, runtime, label or f"{Path(path).name}@{runtime}" + (" plain" if plain else ""), plain)
 
 
 def _peak_rss_mb() -> float:
@@ -53,13 +58,15 @@ def _peak_rss_mb() -> float:
 
 def worker(job: dict) -> dict:
     """Render ``job["poses"]`` with one configuration; returns timings and the path of the renders."""
-    from .render import Renderer, SceneSettings
+    from .peak import network_ops
+    from .render import SceneSettings, make_renderer
     from .runtime import load_runtime, make_networks
     spec = load_runtime(job["runtime"])
     if "chunk" in job and job["chunk"]:
         spec.chunk = int(job["chunk"])
     path = Path(job["path"])
     base_rss = _peak_rss_mb()
+    grid = None
     if path.is_dir():
         from .bundle import open_bundle
         b = open_bundle(path)
@@ -68,6 +75,8 @@ def worker(job: dict) -> dict:
         size = b.size_bytes()
         precision = b.precision
         widths = (b.manifest["networks"]["coarse"]["architecture"]["widths"])
+        archs = {w: (n or {}).get("architecture") for w, n in b.manifest["networks"].items()}
+        grid = b.occupancy()
     else:
         from .checkpoint import load_checkpoint
         model = load_checkpoint(path)
@@ -77,27 +86,45 @@ def worker(job: dict) -> dict:
         size = path.stat().st_size
         precision = spec.precision
         widths = model.coarse.cfg.widths
+        archs = {w: getattr(model, w).cfg.to_dict() if getattr(model, w) is not None else None
+                 for w in ("coarse", "fine")}
     if job.get("n_coarse"):
         settings.n_coarse, settings.n_fine = int(job["n_coarse"]), int(job["n_fine"])
-    r = Renderer(nets["coarse"], nets["fine"], settings, chunk=spec.chunk)
+    # a checkpoint (the torch baseline) renders plain, as nerf-pytorch does
+    r = make_renderer(spec, nets, settings, grid, skip=path.is_dir() and not job.get("plain", False),
+                      early_stop=job.get("early_stop"))
+    ops = {w: network_ops(a) for w, a in archs.items() if a}
+    ops.setdefault("fine", ops["coarse"])
     H, W, focal = job["H"], job["W"], job["focal"]
     poses = np.array(job["poses"], np.float32)
     r.render_view(H, W, focal, poses[0])  # warm-up (session initialisation, caches)
+    stages = ("rays", "sampling", "network", "compositing")
     times, breakdown, renders = [], [], []
     for rep in range(job["repeat"]):
         for i, pose in enumerate(poses):
             r.timings.reset()
             t = time.perf_counter()
             out = r.render_view(H, W, focal, pose)
-            times.append(time.perf_counter() - t)
-            breakdown.append(r.timings.as_dict())
+            wall = time.perf_counter() - t
+            times.append(wall)
+            b = r.timings.as_dict()
+            # stage times are summed over the worker threads: express them as shares of the frame's wall time
+            busy = sum(b[k] for k in stages)
+            for k in stages:
+                b[k] = b[k] / busy * wall if busy > 0 else 0.0
+            b["ops"] = b["coarse_samples"] * ops["coarse"] + (b["samples"] - b["coarse_samples"]) * ops["fine"]
+            b["gops"] = b["ops"] / b["network"] / 1e9 if b["network"] > 0 else 0.0
+            breakdown.append(b)
             if rep == 0:
                 renders.append(out["rgb"])
     np.save(job["renders"], np.stack(renders).astype(np.float32))
     med = lambda k: float(np.median([b[k] for b in breakdown]))
     return {"frame_ms": [t * 1e3 for t in times], "median_ms": float(np.median(times) * 1e3),
-            "breakdown_ms": {k: med(k) * 1e3 for k in ("rays", "sampling", "network", "compositing")},
-            "samples_per_frame": int(breakdown[0]["samples"]), "rays_per_frame": H * W,
+            "breakdown_ms": {k: med(k) * 1e3 for k in stages},
+            "samples_per_frame": float(np.mean([b["samples"] for b in breakdown[:len(poses)]])),
+            "network_gops": med("gops"), "ops_per_sample": ops, "rays_per_frame": H * W,
+            "skip": r.grid is not None, "early_stop": r.early_stop,
+            "grid_fraction": grid.fraction if grid is not None else None, "workers": r.workers,
             "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": base_rss, "bytes": int(size), "precision": precision,
             "widths": widths, "chunk": spec.chunk, "runtime_kind": spec.kind}
 
@@ -107,13 +134,24 @@ def run_item(item: BenchItem, job: dict, timeout: float = 3600) -> dict:
     with tempfile.TemporaryDirectory(prefix="nerfexport-bench-") as tmp:
         jpath = Path(tmp) / "job.json"
         opath = Path(tmp) / "out.json"
-        jpath.write_text(json.dumps({**job, "path": item.path, "runtime": item.runtime, "out": str(opath)}))
+        jpath.write_text(json.dumps({**job, "path": item.path, "runtime": item.runtime, "plain": item.plain,
+                                     "out": str(opath)}))
         res = subprocess.run([sys.executable, "-m", "nerfexport.bench", str(jpath)], capture_output=True, text=True,
                              timeout=timeout)
         if res.returncode != 0:
             lines = [l for l in (res.stderr or res.stdout).strip().splitlines() if l.strip()]
             raise RuntimeError(lines[-1] if lines else f"worker exited with {res.returncode}")
         return json.loads(opath.read_text())
+
+
+def measure_peak(sizes: tuple[int, ...] = (1024, 2048, 4096), timeout: float = 600) -> dict:
+    """int8 and fp32 GEMM peaks (:func:`nerfexport.peak.gemm_peak`) in a fresh process."""
+    res = subprocess.run([sys.executable, "-m", "nerfexport.peak", ",".join(map(str, sizes))], capture_output=True,
+                         text=True, timeout=timeout)
+    if res.returncode != 0:
+        lines = [l for l in (res.stderr or res.stdout).strip().splitlines() if l.strip()]
+        raise RuntimeError(lines[-1] if lines else f"peak probe exited with {res.returncode}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def machine() -> str:
@@ -130,7 +168,7 @@ def machine() -> str:
 
 def run_bench(items: list[BenchItem], images: np.ndarray, poses: np.ndarray, H: int, W: int, focal: float,
               out_dir: str | Path, repeat: int = 3, reference: int = 0, samples: tuple[int, int] | None = None,
-              progress=None) -> dict:
+              progress=None, peak_sizes: tuple[int, ...] | None = (1024, 2048, 4096)) -> dict:
     """Benchmark ``items`` on the views ``poses`` (ground truth ``images``); ``reference`` indexes
     the teacher configuration that ratios and "vs teacher" scores refer to."""
     from .metrics import psnr, ssim
@@ -138,6 +176,13 @@ def run_bench(items: list[BenchItem], images: np.ndarray, poses: np.ndarray, H: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
+    peak = None
+    if peak_sizes:
+        emit({"event": "peak"})
+        try:
+            peak = measure_peak(tuple(peak_sizes))
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError) as e:
+            emit({"event": "skipped", "label": "GEMM peak", "reason": str(e)})
     for k, item in enumerate(items):
         emit({"event": "item", "index": k, "label": item.label})
         renders = out_dir / f"renders-{k}.npy"
@@ -165,11 +210,15 @@ def run_bench(items: list[BenchItem], images: np.ndarray, poses: np.ndarray, H: 
             r["psnr_delta"] = r["psnr"] - ref["psnr"] if "psnr" in ref else None
         r["rays_per_s"] = r["rays_per_frame"] / (r["median_ms"] / 1e3)
         r["samples_per_s"] = r["samples_per_frame"] / (r["median_ms"] / 1e3)
+        if peak is not None and r["runtime_kind"] == "onnxruntime":
+            p = peak["int8" if r["precision"] == "int8" else "fp32"]["gops"]
+            r["fraction_of_peak"] = r["network_gops"] / p
     if ref is not None:
         for r in ok:
             r["psnr_delta"] = r["psnr"] - ref["psnr"]
     doc = {"machine": machine(), "views": int(len(poses)), "H": H, "W": W, "repeat": repeat,
            "samples": list(samples) if samples else None, "reference": ref["label"] if ref else None,
+           "gemm_peak": peak,
            "created": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}
     (out_dir / "bench.json").write_text(json.dumps(doc, indent=1))
     (out_dir / "bench.md").write_text(markdown(doc))
@@ -184,18 +233,29 @@ def markdown(doc: dict) -> str:
     lines = [f"Machine: {doc['machine']}. {doc['views']} views of {doc['W']}x{doc['H']}"
              + (f", {doc['samples'][0]}+{doc['samples'][1]} samples per ray" if doc.get("samples") else "")
              + f"; median over {doc['repeat']} renders of each view. Speed-ups are against "
-               f"`{doc['reference']}` in the same run.", "",
-             "| configuration | runtime | precision | size [MB] | median ms/frame | speed-up | rays/s | samples/s | "
-             "PSNR | SSIM | PSNR vs teacher | peak RSS [MB] | rays / sampling / network / compositing [ms] |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+               f"`{doc['reference']}` in the same run."]
+    pk = doc.get("gemm_peak")
+    if pk:
+        lines[0] += (f" GEMM peak measured in the same run ({pk['int8']['runtime']}, {pk['int8']['threads']} threads, "
+                     f"best of {'/'.join(str(s) for s in pk['int8']['per_size'])} cubed): int8 "
+                     f"{pk['int8']['gops']:.0f} GOP/s, fp32 {pk['fp32']['gops']:.0f} GOP/s; a network's fraction of "
+                     "peak is against the peak of its own precision.")
+    lines += ["",
+              "| configuration | runtime | precision | skip | size [MB] | median ms/frame | speed-up | rays/s | "
+              "network evals/frame | samples/s | network GOP/s | of peak | PSNR | SSIM | PSNR vs teacher | "
+              "peak RSS [MB] | rays / sampling / network / compositing [ms] |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in doc["rows"]:
         if "error" in r:
-            lines.append(f"| {r['label']} | {r['runtime']} | not run: {r['error']} |||||||||||")
+            lines.append(f"| {r['label']} | {r['runtime']} | not run: {r['error']} |||||||||||||||")
             continue
         b = r["breakdown_ms"]
         vt = "" if r.get("psnr_vs_teacher") is None else f"{r['psnr_vs_teacher']:.2f}"
-        lines.append(f"| {r['label']} | {r['runtime']} | {r['precision']} | {r['bytes'] / 1e6:.2f} | {r['median_ms']:.0f} | "
-                     f"{r.get('speedup_vs_teacher', 1.0):.2f}x | {r['rays_per_s']:,.0f} | {r['samples_per_s']:,.0f} | "
+        skip = "grid + early stop" if r.get("skip") else ("early stop" if r.get("early_stop") else "no")
+        fr = "" if r.get("fraction_of_peak") is None else f"{100 * r['fraction_of_peak']:.0f}%"
+        lines.append(f"| {r['label']} | {r['runtime']} | {r['precision']} | {skip} | {r['bytes'] / 1e6:.2f} | "
+                     f"{r['median_ms']:.0f} | {r.get('speedup_vs_teacher', 1.0):.2f}x | {r['rays_per_s']:,.0f} | "
+                     f"{r['samples_per_frame']:,.0f} | {r['samples_per_s']:,.0f} | {r.get('network_gops', 0):.0f} | {fr} | "
                      f"{r['psnr']:.2f} | {r['ssim']:.3f} | {vt} | {r['peak_rss_mb']:.0f} | "
                      f"{b['rays']:.0f} / {b['sampling']:.0f} / {b['network']:.0f} / {b['compositing']:.0f} |")
     return "\n".join(lines) + "\n"

@@ -38,9 +38,22 @@ class Bundle:
         eng = (self.manifest.get("tensorrt") or {}).get("engines", {}).get(which)
         return None if eng is None else self.root / eng["file"]
 
+    def occupancy(self):
+        """The bundle's :class:`nerfexport.grid.OccupancyBits`, or ``None`` when it has none."""
+        occ = self.manifest.get("occupancy")
+        if not occ:
+            return None
+        from .grid import GridError, OccupancyBits
+        try:
+            return OccupancyBits.load(self.root / occ["file"], int(occ["res"]), occ["aabb"])
+        except (GridError, KeyError, TypeError, ValueError) as e:
+            raise BundleError(f"{self.root}: unusable occupancy grid ({e})") from None
+
     def size_bytes(self) -> int:
-        """Bytes of the ONNX graphs (what a device must store to run the bundle with onnxruntime)."""
-        return sum(int(n["bytes"]) for n in self.manifest["networks"].values() if n)
+        """Bytes of the ONNX graphs and the occupancy grid (what a device must store to run the
+        bundle with onnxruntime)."""
+        occ = self.manifest.get("occupancy") or {}
+        return sum(int(n["bytes"]) for n in self.manifest["networks"].values() if n) + int(occ.get("bytes", 0))
 
 
 def is_bundle(path: str | Path) -> bool:
@@ -78,6 +91,8 @@ def open_bundle(path: str | Path, verify: bool = True) -> Bundle:
     if verify:
         files = [n for n in m["networks"].values() if n]
         files += list(((m.get("tensorrt") or {}).get("engines") or {}).values())
+        if m.get("occupancy"):
+            files.append(m["occupancy"])
         for f in files:
             p = root / f["file"]
             if not p.is_file():

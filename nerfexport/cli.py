@@ -481,6 +481,10 @@ def export(model: Optional[Path] = typer.Argument(None, help="checkpoint (defaul
            max_psnr_drop: Optional[float] = typer.Option(None, help="keep the most sensitive layers in float until "
                                                                    "int8 is within this many dB of fp32"),
            eval_views: int = typer.Option(3, help="held-out views for the --max-psnr-drop check"),
+           grid: bool = typer.Option(True, "--grid/--no-grid", help="bake an occupancy grid for empty-space skipping"),
+           grid_res: int = typer.Option(128, help="occupancy grid cells per side"),
+           grid_alpha: float = typer.Option(0.2, help="a cell is occupied where the density's opacity over one "
+                                                         "coarse sample spacing exceeds this"),
            data: Optional[Path] = typer.Option(None, "--data", help="training data (default: recorded in the checkpoint)"),
            downscale: Optional[int] = typer.Option(None), test_every: Optional[int] = typer.Option(None),
            force: bool = typer.Option(False, "--force", help="replace an output folder that is not a bundle")) -> None:
@@ -506,7 +510,7 @@ def export(model: Optional[Path] = typer.Argument(None, help="checkpoint (defaul
                             per_channel=bool(ex.get("per_channel", True)))
     opts = ExportOptions(precision=precision, int8=settings, calib_rays=calib_rays or int(ex.get("calib_rays", 512)),
                          max_psnr_drop=max_psnr_drop if max_psnr_drop is not None else ex.get("max_psnr_drop"),
-                         eval_views=eval_views, tensorrt=tensorrt)
+                         eval_views=eval_views, tensorrt=tensorrt, grid=grid, grid_res=grid_res, grid_alpha=grid_alpha)
     try:
         opts.validate()
         prepare_output(out, force)
@@ -525,6 +529,16 @@ def export(model: Optional[Path] = typer.Argument(None, help="checkpoint (defaul
                    f"on {calib.n_rays} training rays ({settings.method}, {settings.activation_format})")
         if opts.max_psnr_drop is not None:
             scorer = _bundle_scorer(scene, eval_views)
+    if grid and not net.cfg.ndc:
+        from .grid import scene_box
+        if scene is None and (data is not None or ((meta or {}).get("data") or {}).get("path")):
+            scene = _scene_for(path, meta, data, downscale, test_every, None, net.cfg.ndc)
+        if scene is None:
+            opts.grid = False
+            typer.echo(f"no occupancy grid: {path} does not record its dataset, whose cameras place the grid "
+                       "(pass --data to bake one)")
+        else:
+            opts.grid_box = scene_box(scene.poses[:, :3, 3], net.cfg.near, False)
 
     def progress(e: dict) -> None:
         if e["event"] == "stage":
@@ -542,6 +556,10 @@ def export(model: Optional[Path] = typer.Argument(None, help="checkpoint (defaul
     total = sum(n["bytes"] for n in man["networks"].values() if n)
     typer.echo(f"exported {path} as {precision}: {', '.join(n['file'] for n in man['networks'].values() if n)} "
                f"({total / 1e6:.2f} MB; checkpoint {path.stat().st_size / 1e6:.2f} MB)")
+    occ = man.get("occupancy")
+    if occ:
+        typer.echo(f"occupancy grid: {occ['res']}^3 cells, {100 * occ['fraction']:.1f}% occupied, "
+                   f"{occ['bytes'] / 1e3:.0f} kB")
     q = man.get("quantization_check")
     if q and q.get("psnr_fp32") is not None:
         typer.echo(f"int8 check on {eval_views} held-out views: fp32 {q['psnr_fp32']:.2f} dB, int8 {q['psnr_int8']:.2f} dB; "
@@ -559,7 +577,8 @@ def _render_source(target: Optional[Path]) -> Path:
 
 
 def _open_target(path: Path, runtime: str):
-    """(spec, networks, scene settings, data record, label) for a bundle folder or a checkpoint."""
+    """(spec, networks, scene settings, data record, scene info, occupancy grid or None) for a bundle
+    folder or a checkpoint."""
     from .bundle import open_bundle
     from .render import SceneSettings
     from .runtime import RuntimeSpecError, check_available, load_runtime, make_networks
@@ -576,7 +595,8 @@ def _open_target(path: Path, runtime: str):
             typer.echo("warning: onnxruntime's CUDA provider has no int8 kernels; this int8 bundle runs its "
                        "quantized layers on the CPU or in float (use ort-trt or tensorrt for int8 on a GPU)", err=True)
         nets = make_networks(spec, bundle=b)
-        return spec, nets, SceneSettings.from_manifest(b.manifest), b.manifest.get("data"), b.manifest["scene"]
+        return (spec, nets, SceneSettings.from_manifest(b.manifest), b.manifest.get("data"), b.manifest["scene"],
+                b.occupancy())
     if spec.kind != "torch":
         raise UserError(f"runtime {spec.name} renders a bundle folder (nerfexport export); {path} is not one")
     from .checkpoint import load_checkpoint
@@ -585,7 +605,16 @@ def _open_target(path: Path, runtime: str):
     c = model.cfg
     nets = make_networks(spec, model=model)
     return (spec, nets, SceneSettings(c.near, c.far, c.white_bkgd, c.ndc, c.n_coarse, c.n_fine), meta.get("data"),
-            {"camera": c.camera, "near": c.near, "far": c.far, "ndc": c.ndc})
+            {"camera": c.camera, "near": c.near, "far": c.far, "ndc": c.ndc}, None)
+
+
+def _skip_note(r, grid, skip: bool, path: Path) -> str:
+    if r.grid is not None:
+        return (f"empty-space skipping: {grid.res}^3 grid, {100 * grid.fraction:.1f}% occupied; early termination "
+                f"below transmittance {r.early_stop:g}")
+    if skip and r.early_stop > 0:
+        return f"no occupancy grid in {path}; early termination below transmittance {r.early_stop:g}"
+    return "plain rendering: every sample evaluated"
 
 
 def _views(views: str, data_rec: Optional[dict], data: Optional[Path], scene_info: dict,
@@ -628,7 +657,11 @@ def render(target: Optional[Path] = typer.Argument(None, help="bundle folder (de
            views: str = typer.Option("test", help="test, spiral, or test-view numbers like 0,3"),
            out: Path = typer.Option(Path("renders"), "--out", "-o", help="folder for the PNGs (and spiral.gif)"),
            data: Optional[Path] = typer.Option(None, "--data", help="dataset (default: recorded in the bundle)"),
-           downscale: Optional[int] = typer.Option(None), test_every: Optional[int] = typer.Option(None)) -> None:
+           downscale: Optional[int] = typer.Option(None), test_every: Optional[int] = typer.Option(None),
+           skip: bool = typer.Option(True, "--skip/--no-skip", help="empty-space skipping with the bundle's "
+                                                                    "occupancy grid, and early ray termination"),
+           early_stop: Optional[float] = typer.Option(None, help="stop a ray once its transmittance is below this "
+                                                                 "(default 1e-3 with --skip; 0 never)")) -> None:
     """Render views of a bundle with the lean renderer (numpy + the runtime; no torch) and write PNGs."""
     import shutil
     import tempfile
@@ -637,13 +670,16 @@ def render(target: Optional[Path] = typer.Argument(None, help="bundle folder (de
     from PIL import Image
 
     from .metrics import psnr
-    from .render import Renderer
+    from .render import make_renderer
     path = _render_source(target)
-    spec, nets, settings, data_rec, info = _open_target(path, runtime)
+    spec, nets, settings, data_rec, info, grid = _open_target(path, runtime)
     poses, gt, H, W, focal, spiral = _views(views, data_rec, data, info, downscale, test_every)
     if out.exists() and (not out.is_dir() or any(p.suffix not in (".png", ".gif") for p in out.iterdir())):
         raise UserError(f"{out} exists and holds other files; choose another --out")
-    r = Renderer(nets["coarse"], nets["fine"], settings, chunk=spec.chunk)
+    if early_stop is not None and not 0.0 <= early_stop < 1.0:
+        raise UserError(f"--early-stop is a transmittance in [0, 1), not {early_stop}")
+    r = make_renderer(spec, nets, settings, grid, skip and path.is_dir(), early_stop)  # checkpoints: plain
+    typer.echo(_skip_note(r, grid, skip, path))
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise UserError(f"cannot write {out}: {parent} does not exist")
@@ -682,7 +718,8 @@ def render(target: Optional[Path] = typer.Argument(None, help="bundle folder (de
 
 @app.command()
 @_guard
-def bench(items: Optional[list[str]] = typer.Argument(None, help="PATH@RUNTIME or LABEL=PATH@RUNTIME; the first is "
+def bench(items: Optional[list[str]] = typer.Argument(None, help="PATH@RUNTIME or LABEL=PATH@RUNTIME, with :plain "
+                                                                 "appended to render without skipping; the first is "
                                                                  "the reference (default: model.pt@torch bundle@ort-cpu)"),
           out: Path = typer.Option(Path("bench-out"), "-o", "--out", help="folder for bench.json, bench.md, figures"),
           data: Optional[Path] = typer.Option(None, "--data", help="dataset (default: recorded in the first item)"),
@@ -690,7 +727,9 @@ def bench(items: Optional[list[str]] = typer.Argument(None, help="PATH@RUNTIME o
           views: int = typer.Option(10, help="first N test views"),
           repeat: int = typer.Option(3, help="renders of each view (after one warm-up frame)"),
           samples: Optional[str] = typer.Option(None, help="coarse,fine samples per ray for every item "
-                                                            "(default: each item's own)")) -> None:
+                                                            "(default: each item's own)"),
+          peak: bool = typer.Option(True, "--peak/--no-peak", help="measure the int8 and fp32 GEMM peak first "
+                                                                  "(for the network's fraction of peak)")) -> None:
     """Benchmark bundles and runtimes on the same views: frame time, throughput, quality, size, memory."""
     import numpy as np
 
@@ -731,8 +770,11 @@ def bench(items: Optional[list[str]] = typer.Argument(None, help="PATH@RUNTIME o
             typer.echo(f"    median {e['median_ms']:.0f} ms/frame")
         elif e["event"] == "skipped":
             typer.echo(f"    not run: {e['reason']}")
+        elif e["event"] == "peak":
+            typer.echo("measuring the int8 and fp32 GEMM peak (onnxruntime CPU, all cores)")
 
-    doc = run_bench(parsed, gt, poses, H, W, focal, out, repeat=repeat, samples=smp, progress=progress)
+    doc = run_bench(parsed, gt, poses, H, W, focal, out, repeat=repeat, samples=smp, progress=progress,
+                    peak_sizes=(1024, 2048, 4096) if peak else None)
     typer.echo((out / "bench.md").read_text())
     typer.echo(f"wrote {out}/bench.json, {out}/bench.md, {out}/pareto.png, {out}/grid.png")
     if not any("error" not in r for r in doc["rows"]):
@@ -771,7 +813,8 @@ def demo(out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="folder 
     bundles = {"fp32": out / "bundle-fp32", "int8": out / "bundle-int8"}
     typer.echo(f"[4/{n}] exporting {shrunk} as fp32 -> {bundles['fp32']}/")
     kw = dict(tensorrt=False, recipe=None, calibration=None, calib_rays=None, target=None, max_psnr_drop=None,
-              eval_views=3, data=None, downscale=None, test_every=None, force=True)
+              eval_views=3, grid=True, grid_res=128, grid_alpha=0.2, data=None, downscale=None, test_every=None,
+              force=True)
     export(model=shrunk, out=bundles["fp32"], int8=False, fp16=False, **kw)
     typer.echo(f"[5/{n}] exporting {shrunk} as static int8 -> {bundles['int8']}/")
     export(model=shrunk, out=bundles["int8"], int8=True, fp16=False, **kw)
@@ -781,12 +824,13 @@ def demo(out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="folder 
         import shutil
         shutil.rmtree(renders)
     render(target=bundles["int8"], runtime="ort-cpu", views="test", out=renders, data=None, downscale=None,
-           test_every=None)
+           test_every=None, skip=True, early_stop=None)
     typer.echo(f"[7/{n}] benchmarking the teacher (torch) against the bundles (onnxruntime CPU)")
     bench_dir = out / "bench"
     bench(items=[f"teacher 256 fp32={model}@torch", f"w{width} fp32={bundles['fp32']}@ort-cpu",
-                 f"w{width} int8={bundles['int8']}@ort-cpu"], out=bench_dir, data=None, downscale=None,
-          test_every=None, views=2, repeat=2, samples=None)
+                 f"w{width} int8 plain={bundles['int8']}@ort-cpu:plain", f"w{width} int8={bundles['int8']}@ort-cpu"],
+          out=bench_dir, data=None, downscale=None,
+          test_every=None, views=2, repeat=2, samples=None, peak=True)
     typer.echo(f"done. dataset {data}/, models {model} and {shrunk} (report {shrunk.with_suffix('.json')}), "
                f"bundles {bundles['fp32']}/ and {bundles['int8']}/, renders {renders}/, "
                f"benchmark {bench_dir}/bench.md with figures {bench_dir}/pareto.png and {bench_dir}/grid.png")

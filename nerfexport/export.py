@@ -7,6 +7,7 @@
                         source checkpoint hash, every file's hash
       coarse.onnx       points (N,3), viewdirs (N,3) -> rgb (N,3), density (N,1)
       fine.onnx         (absent for a model without a fine network)
+      occupancy.npy     binary occupancy grid for empty-space skipping (packed bits; see grid.py)
       *.engine          TensorRT engines, with --tensorrt
 
 One precision per bundle (fp32, fp16 or int8), so that a bundle is exactly what a device
@@ -50,6 +51,11 @@ class ExportOptions:
     eval_views: int = 3           # held-out views for the int8 PSNR check (with max_psnr_drop)
     tensorrt: bool = False        # also build TensorRT engines (inside the temporary folder)
     seed: int = 0
+    grid: bool = False            # bake an occupancy grid (the CLI default; needs grid_box unless NDC)
+    grid_res: int = 128
+    grid_alpha: float = 0.2       # a cell is occupied above the density of this opacity per coarse spacing
+    grid_dilation: int = 1
+    grid_box: list | None = None  # the box the grid covers (grid.scene_box); NDC scenes need none
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
@@ -60,6 +66,13 @@ class ExportOptions:
             raise ExportError("--max-psnr-drop must be zero or more")
         if self.precision == "int8":
             self.int8.validate()
+        if self.grid:
+            if not 2 <= self.grid_res <= 512:
+                raise ExportError(f"--grid-res must be between 2 and 512, not {self.grid_res}")
+            if not 0.0 < self.grid_alpha < 1.0:
+                raise ExportError(f"--grid-alpha must be in (0, 1), not {self.grid_alpha}")
+            if self.grid_dilation < 0:
+                raise ExportError("--grid-dilation must be zero or more")
 
 
 def _metadata(model, which: str, precision: str, source_sha: str) -> dict[str, str]:
@@ -116,6 +129,9 @@ def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Pat
             raise ExportError("int8 export needs calibration samples")
         if opts.max_psnr_drop is not None and evaluate is None:
             raise ExportError("--max-psnr-drop needs held-out views to measure the drop")
+    if opts.grid and opts.grid_box is None and not model.cfg.ndc:
+        raise ExportError("the occupancy grid needs the scene box from the training cameras (pass the data, "
+                          "or export without a grid)")
     src_sha = sha256(source) if source is not None else ""
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if str(out.parent) else "."))
@@ -135,7 +151,17 @@ def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Pat
         quant = None
         if opts.precision == "int8":
             quant = _quantize_all(model, tmp, fp32_files, opts, calib, evaluate, emit, src_sha)
+        grid_info = None
+        if opts.grid:
+            from .grid import GRID_FILE, bake, scene_box
+            emit({"event": "stage", "stage": "occupancy grid"})
+            box = opts.grid_box if opts.grid_box is not None else scene_box(None, model.cfg.near, True)
+            g, grid_info = bake(model, box, opts.grid_res, opts.grid_alpha, opts.grid_dilation)
+            g.save(tmp / GRID_FILE)
+            grid_info.update(sha256=sha256(tmp / GRID_FILE), bytes=(tmp / GRID_FILE).stat().st_size)
         manifest = _manifest(model, tmp, opts, source, src_sha, calib, quant)
+        if grid_info is not None:
+            manifest["occupancy"] = grid_info
         if data:
             manifest["data"] = data  # where the training and test views came from (render --views test)
         manifest["export_seconds"] = time.perf_counter() - t0

@@ -11,8 +11,13 @@ interleaved order; the columns of the layers that read the encoding are permuted
 the graph computes the same function as the torch module.
 
 The graph is built with ``onnx.helper`` rather than traced: it needs no exporter package,
-every node has a stable name (``pts.3/MatMul``), which the int8 stage uses to keep chosen
+every node has a stable name (``pts.3/Gemm``), which the int8 stage uses to keep chosen
 layers in float, and it depends only on the weights, not on the torch version.
+
+Each layer is one ``Gemm`` (weight in torch's ``(out, in)`` layout with ``transB=1``, bias
+included) followed by its ``Relu``: the shape onnxruntime's int8 stage turns into one fused
+integer ``QGemm`` per layer (uint8 in, uint8 out, the ReLU folded into the output range), with
+no float round trip between layers.
 """
 
 from __future__ import annotations
@@ -59,8 +64,8 @@ class _Builder:
 
     def linear(self, x: str, w: np.ndarray, b: np.ndarray, name: str, relu: bool) -> str:
         """``x @ w.T + b`` (torch layout ``w (out, in)``), optionally followed by ReLU."""
-        y = self.node("MatMul", [x, self.const(f"{name}.weight", w.T)], f"{name}/MatMul")
-        y = self.node("Add", [y, self.const(f"{name}.bias", b)], f"{name}/Add")
+        y = self.node("Gemm", [x, self.const(f"{name}.weight", w), self.const(f"{name}.bias", b)],
+                      f"{name}/Gemm", transB=1)
         return self.node("Relu", [y], f"{name}/Relu") if relu else y
 
 

@@ -2,9 +2,13 @@
 
 ``quant_pre_process`` (shape inference) then ``quantize_static`` in QDQ format with a
 ``CalibrationDataReader`` that feeds real sample points drawn along training rays the way the
-renderer draws them (see :mod:`nerfexport.calibration`). Only the layers' ``MatMul`` nodes are
-quantized: weights per-channel, symmetric int8; the positional encoding, biases, heads'
-activations and compositing inputs stay in float.
+renderer draws them (see :mod:`nerfexport.calibration`). The layers' ``Gemm`` nodes, their
+``Relu`` and the skip ``Concat`` are quantized: weights per-channel, symmetric int8, biases
+int32. With uint8 activations the quantizer drops each ``Relu`` into the range of the layer's
+output, so onnxruntime runs the trunk as a chain of integer ``QGemm`` kernels (uint8 in and
+out) with no float round trip between layers; this ran 1.5x faster on this machine's CPU than
+quantizing ``MatMul`` with a float ``Add`` and ``Relu`` between layers. The positional
+encoding, the heads' activations and the compositing inputs stay in float.
 
 The activation format depends on the target runtime:
 
@@ -109,21 +113,21 @@ def quantize_int8(fp32_model: str | Path, out_path: str | Path, pts: np.ndarray,
     extra = {"ActivationSymmetric": settings.target == "tensorrt", "WeightSymmetric": True}
     if settings.method == "percentile":
         extra["CalibPercentile"] = settings.percentile
-    exclude = list(ALWAYS_FLOAT) + [f"{name}/MatMul" for name in settings.exclude]
+    exclude = list(ALWAYS_FLOAT) + [f"{name}/{op}" for name in settings.exclude for op in ("Gemm", "Relu")]
     with tempfile.TemporaryDirectory(prefix="nerfexport-q-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_model), str(pre), skip_optimization=True)
         quantize_static(str(pre), str(out_path), _reader(pts, dirs, batch), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=["MatMul"], per_channel=settings.per_channel,
+                        op_types_to_quantize=["Gemm", "Relu", "Concat"], per_channel=settings.per_channel,
                         activation_type=QuantType.QUInt8 if settings.target == "cpu" else QuantType.QInt8,
                         weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=method,
                         extra_options=extra, calibration_providers=["CPUExecutionProvider"])
 
 
 def quantized_layers(model_path: str | Path) -> list[str]:
-    """Names of the layers whose MatMul reads int8 (a DequantizeLinear feeds its weight)."""
+    """Names of the layers whose Gemm reads int8 (a DequantizeLinear feeds its weight)."""
     import onnx
     m = onnx.load(str(model_path))
     dq_outputs = {o for n in m.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     return sorted({n.name.rsplit("/", 1)[0] for n in m.graph.node
-                   if n.op_type == "MatMul" and any(i in dq_outputs for i in n.input[1:])})
+                   if n.op_type == "Gemm" and any(i in dq_outputs for i in n.input[1:])})

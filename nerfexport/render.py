@@ -34,15 +34,20 @@ class Timings:
     sampling: float = 0.0
     network: float = 0.0
     compositing: float = 0.0
-    samples: int = 0           # network evaluations
+    samples: int = 0           # network evaluations (both networks)
+    coarse_samples: int = 0    # of which by the coarse network
 
     def reset(self) -> None:
         self.rays = self.sampling = self.network = self.compositing = 0.0
-        self.samples = 0
+        self.samples = self.coarse_samples = 0
+
+    def add(self, other: "Timings") -> None:
+        for k in ("rays", "sampling", "network", "compositing", "samples", "coarse_samples"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
 
     def as_dict(self) -> dict:
         return {"rays": self.rays, "sampling": self.sampling, "network": self.network,
-                "compositing": self.compositing, "samples": self.samples}
+                "compositing": self.compositing, "samples": self.samples, "coarse_samples": self.coarse_samples}
 
 
 @dataclass
@@ -76,8 +81,11 @@ def sample_pdf(bins: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
     cdf = np.concatenate((np.zeros_like(cdf[:, :1]), cdf[:, :-1], np.ones_like(cdf[:, :1])), -1)  # as volume.py
     R = cdf.shape[0]
     u = np.broadcast_to(np.linspace(0.0, 1.0, n, dtype=np.float32), (R, n))
-    # searchsorted(right=True) row by row, vectorised: count of cdf entries <= u
-    inds = (cdf[:, None, :] <= u[:, :, None]).sum(-1)
+    # searchsorted(right=True) row by row in one call: row i is shifted by 2i (exact in float64,
+    # and every cdf and u lies in [0, 1], so rows cannot mix)
+    B = cdf.shape[-1]
+    off = 2.0 * np.arange(R, dtype=np.float64)[:, None]
+    inds = np.searchsorted((cdf + off).ravel(), (u + off).ravel(), side="right").reshape(R, n) - B * np.arange(R)[:, None]
     below = np.clip(inds - 1, 0, None)
     above = np.clip(inds, None, cdf.shape[-1] - 1)
     cdf_b = np.take_along_axis(cdf, below, 1)
@@ -106,49 +114,122 @@ def composite(rgb: np.ndarray, density: np.ndarray, z: np.ndarray, rays_d: np.nd
 
 class Renderer:
     """Render rays and views of a bundle with two network callables (``fine`` may be ``None``:
-    the coarse network then evaluates the fine samples, as in training)."""
+    the coarse network then evaluates the fine samples, as in training).
 
-    def __init__(self, coarse: Network, fine: Network | None, scene: SceneSettings, chunk: int = 64) -> None:
+    Empty-space skipping and early termination (both off by default here; the CLI turns them
+    on when the bundle has a grid):
+
+    * ``grid``: an :class:`nerfexport.grid.OccupancyBits`. Samples sit exactly where the plain
+      renderer puts them, but only those in occupied cells are sent to the network; the others
+      have zero density. With every cell occupied the output equals the plain renderer's.
+    * ``early_stop``: a transmittance. Each pass marches its sorted samples ``segment`` at a
+      time and stops evaluating a ray once its transmittance falls below ``early_stop``; what it
+      would have added is at most ``early_stop`` of the ray's colour.
+
+    ``workers`` renders that many chunks of rays at once in threads (numpy and onnxruntime
+    release the GIL); pair it with single-threaded network sessions.
+    """
+
+    def __init__(self, coarse: Network, fine: Network | None, scene: SceneSettings, chunk: int = 64,
+                 grid=None, early_stop: float = 0.0, segment: int = 32, workers: int = 1) -> None:
         self.coarse, self.fine, self.s, self.chunk = coarse, fine, scene, int(chunk)
+        self.grid, self.early_stop, self.segment, self.workers = grid, float(early_stop), int(segment), int(workers)
+        if self.segment < 1 or self.chunk < 1 or self.workers < 1:
+            raise ValueError("chunk, segment and workers must be positive")
+        if not 0.0 <= self.early_stop < 1.0:
+            raise ValueError(f"early_stop is a transmittance in [0, 1), not {early_stop}")
         self.timings = Timings()
 
-    def _net(self, net: Network, pts: np.ndarray, v: np.ndarray):
+    def _net(self, net: Network, pts: np.ndarray, v: np.ndarray, tm: Timings):
         R, S, _ = pts.shape
         t = time.perf_counter()
         dirs = np.broadcast_to(v[:, None, :], (R, S, 3)).reshape(-1, 3)
         rgb, dens = net(np.ascontiguousarray(pts.reshape(-1, 3), dtype=np.float32),
                         np.ascontiguousarray(dirs, dtype=np.float32))
-        self.timings.network += time.perf_counter() - t
-        self.timings.samples += R * S
+        tm.network += time.perf_counter() - t
+        tm.samples += R * S
         return np.asarray(rgb, np.float32).reshape(R, S, 3), np.asarray(dens, np.float32).reshape(R, S)
 
-    def render_rays(self, o: np.ndarray, d: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
-        """``o, d, v (R,3)`` -> ``rgb (R,3)``, ``depth (R,)``, ``acc (R,)`` (chunked)."""
-        outs = {"rgb": [], "depth": [], "acc": []}
+    def _net_at(self, net: Network, pts: np.ndarray, v: np.ndarray, ri: np.ndarray, si: np.ndarray,
+                rgb: np.ndarray, dens: np.ndarray, tm: Timings) -> None:
+        """Evaluate the samples ``(ri, si)`` of ``pts (R,S,3)`` into ``rgb (R,S,3)``, ``dens (R,S)``."""
+        if ri.size == 0:
+            return
+        t = time.perf_counter()
+        c, d = net(np.ascontiguousarray(pts[ri, si], dtype=np.float32), np.ascontiguousarray(v[ri], dtype=np.float32))
+        rgb[ri, si] = c
+        dens[ri, si] = np.asarray(d, np.float32).reshape(-1)
+        tm.network += time.perf_counter() - t
+        tm.samples += int(ri.size)
+
+    def _evaluate(self, net: Network, pts: np.ndarray, z: np.ndarray, d: np.ndarray, v: np.ndarray, tm: Timings):
+        """Colour ``(R,S,3)`` and density ``(R,S)`` of the samples ``pts (R,S,3)`` at depths ``z (R,S)``."""
+        if self.grid is None and self.early_stop <= 0.0:
+            return self._net(net, pts, v, tm)
+        R, S = z.shape
+        t = time.perf_counter()
+        occ = self.grid.query(pts) if self.grid is not None else np.ones((R, S), bool)
+        tm.sampling += time.perf_counter() - t
+        rgb = np.zeros((R, S, 3), np.float32)
+        dens = np.zeros((R, S), np.float32)
+        if self.early_stop <= 0.0:
+            self._net_at(net, pts, v, *np.nonzero(occ), rgb, dens, tm)
+            return rgb, dens
+        dists = np.concatenate((z[:, 1:] - z[:, :-1], np.full((R, 1), 1e10, np.float32)), -1)
+        dists = dists * np.linalg.norm(d, axis=-1)[:, None]
+        trans = np.ones(R, np.float32)
+        for a in range(0, S, self.segment):
+            b = min(S, a + self.segment)
+            alive = trans > self.early_stop
+            if not alive.any():
+                break
+            ri, si = np.nonzero(occ[:, a:b] & alive[:, None])
+            self._net_at(net, pts, v, ri, si + a, rgb, dens, tm)
+            t = time.perf_counter()
+            trans *= np.exp(-(dens[:, a:b] * dists[:, a:b]).sum(-1))
+            tm.compositing += time.perf_counter() - t
+        return rgb, dens
+
+    def _render_chunk(self, o: np.ndarray, d: np.ndarray, v: np.ndarray):
+        tm = Timings()
         s = self.s
-        for a in range(0, o.shape[0], self.chunk):
-            oo, dd, vv = o[a:a + self.chunk], d[a:a + self.chunk], v[a:a + self.chunk]
-            R = oo.shape[0]
+        R = o.shape[0]
+        t = time.perf_counter()
+        z = linspace_depths(s.near, s.far, s.n_coarse, R)
+        pts = o[:, None] + d[:, None] * z[..., None]
+        tm.sampling += time.perf_counter() - t
+        rgb, dens = self._evaluate(self.coarse, pts, z, d, v, tm)
+        tm.coarse_samples = tm.samples
+        t = time.perf_counter()
+        res = composite(rgb, dens, z, d, s.white_bkgd)
+        tm.compositing += time.perf_counter() - t
+        if s.n_fine > 0:
             t = time.perf_counter()
-            z = linspace_depths(s.near, s.far, s.n_coarse, R)
-            pts = oo[:, None] + dd[:, None] * z[..., None]
-            self.timings.sampling += time.perf_counter() - t
-            rgb, dens = self._net(self.coarse, pts, vv)
+            z_f = sample_pdf(0.5 * (z[:, 1:] + z[:, :-1]), res[3][:, 1:-1], s.n_fine)
+            z = np.sort(np.concatenate((z, z_f), -1), -1)
+            pts = o[:, None] + d[:, None] * z[..., None]
+            tm.sampling += time.perf_counter() - t
+            rgb, dens = self._evaluate(self.fine or self.coarse, pts, z, d, v, tm)
             t = time.perf_counter()
-            res = composite(rgb, dens, z, dd, s.white_bkgd)
-            self.timings.compositing += time.perf_counter() - t
-            if s.n_fine > 0:
-                t = time.perf_counter()
-                z_f = sample_pdf(0.5 * (z[:, 1:] + z[:, :-1]), res[3][:, 1:-1], s.n_fine)
-                z = np.sort(np.concatenate((z, z_f), -1), -1)
-                pts = oo[:, None] + dd[:, None] * z[..., None]
-                self.timings.sampling += time.perf_counter() - t
-                rgb, dens = self._net(self.fine or self.coarse, pts, vv)
-                t = time.perf_counter()
-                res = composite(rgb, dens, z, dd, s.white_bkgd)
-                self.timings.compositing += time.perf_counter() - t
-            outs["rgb"].append(res[0]), outs["depth"].append(res[1]), outs["acc"].append(res[2])
-        return {k: np.concatenate(x) for k, x in outs.items()}
+            res = composite(rgb, dens, z, d, s.white_bkgd)
+            tm.compositing += time.perf_counter() - t
+        return res[0], res[1], res[2], tm
+
+    def render_rays(self, o: np.ndarray, d: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
+        """``o, d, v (R,3)`` -> ``rgb (R,3)``, ``depth (R,)``, ``acc (R,)`` (chunked; ``workers`` chunks at once).
+
+        With several workers the stage times in :attr:`timings` are summed over the threads."""
+        starts = range(0, o.shape[0], self.chunk)
+        job = lambda a: self._render_chunk(o[a:a + self.chunk], d[a:a + self.chunk], v[a:a + self.chunk])
+        if self.workers > 1 and len(starts) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(self.workers) as ex:
+                parts = list(ex.map(job, starts))
+        else:
+            parts = [job(a) for a in starts]
+        for p in parts:
+            self.timings.add(p[3])
+        return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(("rgb", "depth", "acc"))}
 
     def render_view(self, H: int, W: int, focal: float, c2w: np.ndarray) -> dict[str, np.ndarray]:
         """One view: ``rgb (H,W,3)`` clipped to [0,1], ``depth (H,W)``, ``acc (H,W)``."""
@@ -158,6 +239,18 @@ class Renderer:
         out = self.render_rays(o, d, v)
         return {"rgb": np.clip(out["rgb"], 0.0, 1.0).reshape(H, W, 3), "depth": out["depth"].reshape(H, W),
                 "acc": out["acc"].reshape(H, W)}
+
+DEFAULT_EARLY_STOP = 1e-3   # transmittance; measured on lego (docs/speed.md)
+
+
+def make_renderer(spec, nets: dict, settings: SceneSettings, grid=None, skip: bool = True,
+                  early_stop: float | None = None) -> Renderer:
+    """The renderer a runtime ``spec`` asks for (chunk, workers); with ``skip``, the bundle's
+    occupancy ``grid`` (when it has one) and early termination (``early_stop``, default
+    :data:`DEFAULT_EARLY_STOP`); without, the plain renderer."""
+    stop = (DEFAULT_EARLY_STOP if early_stop is None else early_stop) if skip else 0.0
+    return Renderer(nets["coarse"], nets["fine"], settings, chunk=spec.chunk, grid=grid if skip else None,
+                    early_stop=stop, workers=getattr(spec, "workers", 1))
 
 
 @dataclass

@@ -6,7 +6,8 @@ A runtime file names its ``kind`` and options::
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     threads = 0                              # 0: the runtime's default
     graph_optimization = "all"
-    chunk = 8192                             # rays per network call
+    chunk = 8192                             # rays per chunk (one network call per pass, or per segment)
+    workers = 1                              # chunks rendered at once, in threads (0: one per core)
     [provider_options.CUDAExecutionProvider]
     device_id = 0
 
@@ -33,7 +34,7 @@ else:  # pragma: no cover
 
 KINDS = ("onnxruntime", "tensorrt", "torch")
 KEYS = {"description", "kind", "providers", "provider_options", "threads", "graph_optimization", "chunk",
-        "device", "precision"}
+        "workers", "device", "precision"}
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -54,6 +55,7 @@ class RuntimeSpec:
     threads: int = 0
     graph_optimization: str = "all"
     chunk: int = 1024
+    workers: int = 1
     device: str | int = "auto"
     precision: str = "fp32"
     path: str = ""
@@ -96,6 +98,10 @@ def load_runtime(ref: str | Path) -> RuntimeSpec:
     spec = RuntimeSpec(name=path.stem, path=str(path), **{k: v for k, v in doc.items()})
     if not isinstance(spec.chunk, int) or spec.chunk < 1:
         raise RuntimeSpecError(f"{path}: chunk must be a positive integer")
+    if not isinstance(spec.workers, int) or spec.workers < 0:
+        raise RuntimeSpecError(f"{path}: workers must be 0 (one per core) or a positive integer")
+    if spec.workers == 0:
+        spec.workers = os.cpu_count() or 1
     return spec
 
 

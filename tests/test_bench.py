@@ -13,11 +13,22 @@ def test_items_parse_with_and_without_labels():
 
 
 def test_markdown_reports_skipped_and_measured_rows():
+    peak = {"int8": {"gops": 500.0, "threads": 2, "per_size": {"1024": 450.0, "2048": 500.0}, "runtime": "ort"},
+            "fp32": {"gops": 100.0, "threads": 2, "per_size": {"1024": 90.0, "2048": 100.0}, "runtime": "ort"}}
     doc = {"machine": "test cpu", "views": 2, "H": 4, "W": 4, "repeat": 1, "samples": None, "reference": "t",
+           "gemm_peak": peak,
            "rows": [{"label": "t", "runtime": "torch", "precision": "fp32", "bytes": 2e6, "median_ms": 100.0, "speedup_vs_teacher": 1.0,
-                     "rays_per_s": 160.0, "samples_per_s": 1e4, "psnr": 20.0, "ssim": 0.5, "psnr_vs_teacher": None,
+                     "rays_per_s": 160.0, "samples_per_frame": 1000, "samples_per_s": 1e4, "network_gops": 3.0,
+                     "psnr": 20.0, "ssim": 0.5, "psnr_vs_teacher": None, "skip": False, "early_stop": 0.0,
                      "peak_rss_mb": 300.0, "breakdown_ms": {"rays": 1, "sampling": 2, "network": 90, "compositing": 7}},
+                    {"label": "b", "runtime": "ort-cpu", "precision": "int8", "bytes": 1e6, "median_ms": 10.0,
+                     "speedup_vs_teacher": 10.0, "rays_per_s": 1600.0, "samples_per_frame": 400, "samples_per_s": 4e4,
+                     "network_gops": 250.0, "fraction_of_peak": 0.5, "psnr": 19.9, "ssim": 0.5, "psnr_vs_teacher": 40.0,
+                     "skip": True, "early_stop": 1e-3, "peak_rss_mb": 100.0,
+                     "breakdown_ms": {"rays": 1, "sampling": 2, "network": 5, "compositing": 2}},
                     {"label": "gpu", "runtime": "ort-cuda", "error": "runtime ort-cuda needs a CUDA GPU and none is visible"}]}
     md = markdown(doc)
-    assert "| t | torch | fp32 | 2.00 | 100 | 1.00x |" in md
+    assert "| t | torch | fp32 | no | 2.00 | 100 | 1.00x |" in md
+    assert "| b | ort-cpu | int8 | grid + early stop | 1.00 | 10 | 10.00x | 1,600 | 400 | 40,000 | 250 | 50% |" in md
+    assert "int8 500 GOP/s, fp32 100 GOP/s" in md
     assert "not run: runtime ort-cuda needs a CUDA GPU" in md

@@ -1,0 +1,160 @@
+"""The occupancy grid baked into a bundle: where the exported model has matter.
+
+At export the model's density is evaluated on a ``res^3`` grid of cells over the scene box
+(world space, or NDC space for forward-facing scenes) and thresholded into one bit per cell;
+the renderer then evaluates the networks only at samples that fall in occupied cells (see
+:mod:`nerfexport.render`). The grid is stored in the bundle as ``occupancy.npz`` (the bits
+packed, ``res^3 / 8`` bytes: 256 KiB at ``res = 128``, then deflated; an object's grid is
+mostly runs of equal bytes) and described in the manifest.
+
+Baking is conservative: a cell is occupied when the density at any of its 8 corners exceeds
+the threshold (the corners are shared, so this costs one network evaluation per cell), and
+the occupied set is then dilated by ``dilate`` cells. Points outside the box are empty, as
+they were for the training-time grid.
+
+This module imports no torch at load time (the renderer needs :class:`OccupancyBits`);
+:func:`bake` imports it when called.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+GRID_FILE = "occupancy.npz"
+
+
+class GridError(ValueError):
+    """The occupancy grid or its description is unusable."""
+
+
+@dataclass
+class OccupancyBits:
+    """A binary occupancy grid: ``occupied (res, res, res)`` bool over ``aabb = (xmin, ymin, zmin, xmax, ymax, zmax)``."""
+
+    occupied: np.ndarray
+    aabb: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.occupied = np.ascontiguousarray(self.occupied, dtype=bool)
+        self.aabb = np.asarray(self.aabb, np.float32).reshape(6)
+        r = self.occupied.shape
+        if len(r) != 3 or len(set(r)) != 1 or r[0] < 1:
+            raise GridError(f"an occupancy grid must be a cube of cells, got shape {r}")
+        if not np.all(self.aabb[3:] > self.aabb[:3]):
+            raise GridError(f"occupancy box {self.aabb.tolist()} is empty")
+        self.res = r[0]
+        self._flat = self.occupied.reshape(-1)
+        self._lo = self.aabb[:3]
+        self._scale = (self.res / (self.aabb[3:] - self.aabb[:3])).astype(np.float32)
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of cells occupied."""
+        return float(self._flat.mean())
+
+    def query(self, pts: np.ndarray) -> np.ndarray:
+        """Occupancy ``(...)`` bool of points ``(..., 3)``; outside the box is empty."""
+        u = (pts - self._lo) * self._scale
+        inside = ((u >= 0) & (u < self.res)).all(-1)
+        ijk = np.clip(u, 0, self.res - 1).astype(np.int64)
+        idx = (ijk[..., 0] * self.res + ijk[..., 1]) * self.res + ijk[..., 2]
+        return self._flat[idx] & inside
+
+    def save(self, path: str | Path) -> None:
+        """Packed bits, deflated ``.npz`` (read back with ``allow_pickle=False``)."""
+        with open(path, "wb") as f:
+            np.savez_compressed(f, bits=np.packbits(self._flat))
+
+    @classmethod
+    def load(cls, path: str | Path, res: int, aabb) -> "OccupancyBits":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                packed = z["bits"]
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
+            raise GridError(f"{path} is not an occupancy grid ({e})") from None
+        n = int(res) ** 3
+        if packed.dtype != np.uint8 or packed.ndim != 1 or packed.size != (n + 7) // 8:
+            raise GridError(f"{path} does not hold {res}^3 packed bits")
+        return cls(np.unpackbits(packed)[:n].astype(bool).reshape(res, res, res), np.asarray(aabb, np.float32))
+
+    def describe(self) -> dict:
+        return {"file": GRID_FILE, "res": self.res, "aabb": [float(x) for x in self.aabb],
+                "fraction": self.fraction, "outside": "empty"}
+
+
+def dilate(occ: np.ndarray, cells: int = 1) -> np.ndarray:
+    """Grow the occupied set of ``occ (r,r,r)`` by ``cells`` in every direction: a separable
+    max filter over the ``(2 cells + 1)^3`` neighbourhood."""
+    out = occ.copy()
+    for _ in range(cells):
+        for ax in range(3):
+            g = out.copy()
+            lo = [slice(None)] * 3
+            hi = [slice(None)] * 3
+            lo[ax], hi[ax] = slice(None, -1), slice(1, None)
+            g[tuple(hi)] |= out[tuple(lo)]
+            g[tuple(lo)] |= out[tuple(hi)]
+            out = g
+    return out
+
+
+def scene_box(camera_positions: np.ndarray | None, near: float, ndc: bool) -> list[float]:
+    """The box the grid covers: NDC space for forward-facing scenes; otherwise the cube the
+    training grid used (every point at least ``near`` from every camera of an inward-facing
+    capture: half-size ``max |camera| - near``)."""
+    if ndc:
+        return [-1.05, -1.05, -1.0, 1.05, 1.05, 1.0]
+    if camera_positions is None or len(camera_positions) == 0:
+        raise GridError("the occupancy grid needs the training cameras to place its box (pass --data)")
+    r = max(float(np.linalg.norm(np.asarray(camera_positions), axis=-1).max()) - float(near), 1e-3)
+    return [-r, -r, -r, r, r, r]
+
+
+def density_threshold(alpha: float, near: float, far: float, n_coarse: int) -> float:
+    """The density whose opacity over one coarse sample spacing is ``alpha``."""
+    dt = (far - near) / max(n_coarse - 1, 1)
+    return -math.log(1.0 - alpha) / dt
+
+
+def bake(model, aabb, res: int = 128, alpha: float = 1e-3, dilation: int = 1, chunk: int = 65536) -> tuple[OccupancyBits, dict]:
+    """Evaluate ``model``'s density (the fine network, else the coarse) at the ``(res+1)^3`` cell
+    corners of ``aabb``; a cell is occupied when any corner's density exceeds the density of
+    opacity ``alpha`` over one coarse spacing; then dilate. Returns the grid and its description."""
+    import torch
+
+    if res < 2 or res > 512:
+        raise GridError(f"grid resolution must be between 2 and 512, not {res}")
+    if not 0.0 < alpha < 1.0:
+        raise GridError(f"grid opacity threshold must be in (0, 1), not {alpha}")
+    c = model.cfg
+    net = model.fine if model.fine is not None else model.coarse
+    lo, hi = np.asarray(aabb[:3], np.float32), np.asarray(aabb[3:], np.float32)
+    ax = [np.linspace(lo[i], hi[i], res + 1, dtype=np.float32) for i in range(3)]
+    corners = np.stack(np.meshgrid(*ax, indexing="ij"), -1).reshape(-1, 3)
+    dev = next(net.parameters()).device
+    dirs = torch.zeros((min(chunk, corners.shape[0]), 3), device=dev)
+    dirs[:, 2] = -1.0
+    dens = np.empty(corners.shape[0], np.float32)
+    with torch.inference_mode():
+        for a in range(0, corners.shape[0], chunk):
+            p = torch.from_numpy(corners[a:a + chunk]).to(dev)
+            raw = net(p, dirs[:p.shape[0]])
+            dens[a:a + chunk] = torch.relu(raw[:, 3]).float().cpu().numpy()
+    thr = density_threshold(alpha, c.near, c.far, c.n_coarse)
+    hot = (dens > thr).reshape(res + 1, res + 1, res + 1)
+    occ = np.zeros((res, res, res), bool)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            for dz in (0, 1):
+                occ |= hot[dx:dx + res, dy:dy + res, dz:dz + res]
+    raw_fraction = float(occ.mean())
+    occ = dilate(occ, dilation)
+    grid = OccupancyBits(occ, np.concatenate((lo, hi)))
+    info = {**grid.describe(), "network": "fine" if model.fine is not None else "coarse", "alpha_threshold": alpha,
+            "density_threshold": thr, "dilation": dilation, "fraction_before_dilation": raw_fraction,
+            "space": "ndc" if c.ndc else "world"}
+    return grid, info

@@ -1,0 +1,98 @@
+"""What the network's arithmetic costs, and what this machine's matrix multiply can do.
+
+:func:`network_ops` counts the operations of one network evaluation (2 per multiply-add, the
+Linear layers only). :func:`gemm_peak` measures the int8 and fp32 matrix-multiply peak through
+onnxruntime's CPU provider (the runtime the bundles run on): large square ``MatMulInteger``
+(uint8 x int8, the U8S8 kernels the int8 bundles use) and ``MatMul`` graphs on all cores, the
+best of a few sizes. The benchmark reports each network's achieved operations per second
+against it. Run ``python -m nerfexport.peak`` to print the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def network_ops(arch: dict) -> int:
+    """Operations (2 per multiply-add) of one evaluation of a network with architecture ``arch``
+    (an ``MLPConfig.to_dict()``: widths, skips, feature_width, view_widths, multires, ...)."""
+    in_ch = 3 + 6 * int(arch["multires"])
+    in_views = 3 + 6 * int(arch["multires_views"])
+    macs, prev = 0, in_ch
+    for i, w in enumerate(arch["widths"]):
+        macs += prev * w
+        prev = w + (in_ch if i in arch["skips"] else 0)
+    if arch.get("use_viewdirs", True):
+        macs += prev * 1 + prev * int(arch["feature_width"])
+        prev = int(arch["feature_width"]) + in_views
+        for w in arch["view_widths"]:
+            macs += prev * w
+            prev = w
+        macs += prev * 3
+    else:
+        macs += prev * 4
+    return 2 * macs
+
+
+def _matmul_model(dtype: str, K: int, N: int, seed: int = 0):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(seed)
+    if dtype == "int8":
+        B = numpy_helper.from_array(rng.integers(-127, 128, (K, N)).astype(np.int8), "B")
+        node = helper.make_node("MatMulInteger", ["A", "B"], ["C"])
+        a_t, c_t = TensorProto.UINT8, TensorProto.INT32
+    else:
+        B = numpy_helper.from_array(rng.standard_normal((K, N)).astype(np.float32), "B")
+        node = helper.make_node("MatMul", ["A", "B"], ["C"])
+        a_t, c_t = TensorProto.FLOAT, TensorProto.FLOAT
+    g = helper.make_graph([node], "gemm", [helper.make_tensor_value_info("A", a_t, ["M", K])],
+                          [helper.make_tensor_value_info("C", c_t, ["M", N])], [B])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def gemm_peak(dtype: str = "int8", sizes: tuple[int, ...] = (1024, 2048, 4096), threads: int = 0,
+              repeat: int = 3) -> dict:
+    """Best ``2 M K N / seconds`` (GOP/s) of square ``size^3`` products through onnxruntime's CPU
+    provider with ``threads`` intra-op threads (0: all cores); the median of ``repeat`` runs per size."""
+    import onnxruntime as ort
+    if dtype not in ("int8", "fp32"):
+        raise ValueError(f"dtype must be int8 or fp32, not {dtype!r}")
+    rng = np.random.default_rng(1)
+    best = {"gops": 0.0}
+    per_size = {}
+    for n in sizes:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        sess = ort.InferenceSession(_matmul_model(dtype, n, n), so, providers=["CPUExecutionProvider"])
+        a = (rng.integers(0, 256, (n, n)).astype(np.uint8) if dtype == "int8"
+             else rng.standard_normal((n, n)).astype(np.float32))
+        sess.run(None, {"A": a})
+        ts = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            sess.run(None, {"A": a})
+            ts.append(time.perf_counter() - t)
+        g = 2.0 * n ** 3 / float(np.median(ts)) / 1e9
+        per_size[n] = g
+        if g > best["gops"]:
+            best = {"gops": g, "size": n}
+    return {**best, "dtype": dtype, "threads": threads or (os.cpu_count() or 1), "per_size": per_size,
+            "runtime": "onnxruntime CPUExecutionProvider " + ort.__version__}
+
+
+def _main(argv: list[str]) -> int:
+    sizes = tuple(int(x) for x in argv[0].split(",")) if argv else (1024, 2048, 4096)
+    print(json.dumps({"int8": gemm_peak("int8", sizes), "fp32": gemm_peak("fp32", sizes)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))
