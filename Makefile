@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 LEGO   ?= ../shared/data/lego_400
 
-.PHONY: demo test teacher teacher-docs shrink-docs export-docs bench-docs install clean
+.PHONY: demo test teacher teacher-docs shrink-docs export-docs speed-bundles bench-docs speed-docs install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,15 +58,34 @@ export-docs: cache/lego100-teacher.pt
 	$(VENV)/bin/nerfexport export-study teacher=cache/lego100-teacher.pt w128=$(W128) -o cache/export-study \
 	  --data $(LEGO) --downscale 4 --test-every 20 --views 5 --threads 1 --doc docs/export-table.md
 
-# docs/bench.md: the teacher on torch against the bundles on onnxruntime's CPU provider, on the
-# same held-out views at 64+128 samples (run it on an otherwise idle machine).
-bench-docs:
+# Bundles for docs/bench.md and docs/speed.md: the teacher and the width-128 student (fp32 and
+# int8), each with its baked occupancy grid.
+SPEED ?= cache/speed
+LEGO_ARGS = --data $(LEGO) --downscale 4 --test-every 20
+speed-bundles: cache/lego100-teacher.pt
+	$(VENV)/bin/nerfexport export cache/lego100-teacher.pt -o $(SPEED)/teacher-fp32 $(LEGO_ARGS) --force
+	$(VENV)/bin/nerfexport export $(W128) -o $(SPEED)/w128-fp32 $(LEGO_ARGS) --force
+	$(VENV)/bin/nerfexport export $(W128) --int8 -o $(SPEED)/w128-int8 $(LEGO_ARGS) --force
+
+# docs/bench.md: the teacher on torch against the bundles on onnxruntime's CPU provider, plain
+# (every sample evaluated) and with empty-space skipping + early termination, on the same
+# held-out views at 64+128 samples, with the GEMM peak measured first (about 10 minutes; run it
+# on an otherwise idle machine).
+bench-docs: speed-bundles
 	$(VENV)/bin/nerfexport bench "teacher 256 fp32=cache/lego100-teacher.pt@torch" \
-	  "teacher 256 fp32=cache/export-study/teacher-fp32@ort-cpu" \
-	  "teacher 256 int8=cache/export-study/teacher-int8-minmax@ort-cpu" \
-	  "w128 fp32=cache/export-study/w128-fp32@ort-cpu" \
-	  "w128 int8=cache/export-study/w128-int8-minmax@ort-cpu" \
-	  --data $(LEGO) --downscale 4 --test-every 20 --views 5 --repeat 1 -o docs/bench
+	  "teacher 256 fp32=$(SPEED)/teacher-fp32@ort-cpu:plain" \
+	  "teacher 256 fp32 skip=$(SPEED)/teacher-fp32@ort-cpu" \
+	  "w128 fp32=$(SPEED)/w128-fp32@ort-cpu:plain" \
+	  "w128 fp32 skip=$(SPEED)/w128-fp32@ort-cpu" \
+	  "w128 int8=$(SPEED)/w128-int8@ort-cpu:plain" \
+	  "w128 int8 skip=$(SPEED)/w128-int8@ort-cpu" \
+	  $(LEGO_ARGS) --views 5 --repeat 1 -o docs/bench
+
+# docs/speed.md: network throughput by graph form, threads, workers and batch; the grid
+# threshold and early-termination sweep (about 10 minutes).
+speed-docs: speed-bundles
+	$(PY) docs/scripts/ort_tuning.py $(W128) $(LEGO) > docs/speed-tuning.md
+	$(PY) docs/scripts/grid_sweep.py $(SPEED)/w128-int8 $(LEGO) > docs/speed-grid.md
 
 clean:
 	rm -rf $(VENV) demo-out

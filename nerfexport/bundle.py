@@ -45,7 +45,8 @@ class Bundle:
             return None
         from .grid import GridError, OccupancyBits
         try:
-            return OccupancyBits.load(self.root / occ["file"], int(occ["res"]), occ["aabb"])
+            return OccupancyBits.load(self.root / occ["file"], int(occ["res"]), occ["aabb"],
+                                      occ.get("outside", "empty") == "occupied")
         except (GridError, KeyError, TypeError, ValueError) as e:
             raise BundleError(f"{self.root}: unusable occupancy grid ({e})") from None
 

@@ -690,8 +690,11 @@ def render(target: Optional[Path] = typer.Argument(None, help="bundle folder (de
         with Progress(TextColumn(f"[bold]render ({spec.name})"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TimeElapsedColumn()) as bar:
             task = bar.add_task("render", total=len(poses))
+            walls = []
             for i, pose in enumerate(poses):
+                t0 = time.perf_counter()
                 rgb = r.render_view(H, W, focal, pose)["rgb"]
+                walls.append(time.perf_counter() - t0)
                 img = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
                 Image.fromarray(img).save(tmp / f"{i:03d}.png")
                 frames.append(Image.fromarray(img))
@@ -708,9 +711,10 @@ def render(target: Optional[Path] = typer.Argument(None, help="bundle folder (de
         raise
     t = r.timings
     n = len(poses)
+    busy = t.rays + t.sampling + t.network + t.compositing
     typer.echo(f"rendered {n} view(s) of {W}x{H} with {spec.name} ({settings.n_coarse}+{settings.n_fine} samples): "
-               f"{(t.rays + t.sampling + t.network + t.compositing) / n * 1e3:.0f} ms/frame, network "
-               f"{t.network / n * 1e3:.0f} ms/frame")
+               f"median {float(np.median(walls)) * 1e3:.0f} ms/frame, {t.samples / n:,.0f} network evaluations/frame "
+               f"(network {100 * t.network / busy if busy else 0:.0f}% of the time)")
     if scores:
         typer.echo(f"PSNR against the dataset's test views: {float(np.mean(scores)):.2f} dB")
     typer.echo(f"wrote {out}/" + (" (spiral.gif)" if spiral else ""))

@@ -9,8 +9,9 @@ mostly runs of equal bytes) and described in the manifest.
 
 Baking is conservative: a cell is occupied when the density at any of its 8 corners exceeds
 the threshold (the corners are shared, so this costs one network evaluation per cell), and
-the occupied set is then dilated by ``dilate`` cells. Points outside the box are empty, as
-they were for the training-time grid.
+the occupied set is then dilated by ``dilate`` cells. Points outside the box are empty when
+the model has no density above the threshold on a lattice over three times the box, and
+occupied (always evaluated) otherwise; the manifest says which.
 
 This module imports no torch at load time (the renderer needs :class:`OccupancyBits`);
 :func:`bake` imports it when called.
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 GRID_FILE = "occupancy.npz"
+RELATIVE_FLOOR = 0.01   # the density threshold is at most this fraction of the largest density
 
 
 class GridError(ValueError):
@@ -37,6 +39,7 @@ class OccupancyBits:
 
     occupied: np.ndarray
     aabb: np.ndarray
+    outside: bool = False      # whether points outside the box count as occupied
 
     def __post_init__(self) -> None:
         self.occupied = np.ascontiguousarray(self.occupied, dtype=bool)
@@ -48,8 +51,11 @@ class OccupancyBits:
             raise GridError(f"occupancy box {self.aabb.tolist()} is empty")
         self.res = r[0]
         self._flat = self.occupied.reshape(-1)
-        self._lo = self.aabb[:3]
+        # the query looks up a copy padded with one empty cell on every side, so that points
+        # outside the box need no separate test: u + 1 clipped to [0, res + 1] lands on the border
+        self._padded = np.pad(self.occupied, 1, constant_values=bool(self.outside)).reshape(-1)
         self._scale = (self.res / (self.aabb[3:] - self.aabb[:3])).astype(np.float32)
+        self._shift = (1.0 - self.aabb[:3] * self._scale).astype(np.float32)
 
     @property
     def fraction(self) -> float:
@@ -57,12 +63,12 @@ class OccupancyBits:
         return float(self._flat.mean())
 
     def query(self, pts: np.ndarray) -> np.ndarray:
-        """Occupancy ``(...)`` bool of points ``(..., 3)``; outside the box is empty."""
-        u = (pts - self._lo) * self._scale
-        inside = ((u >= 0) & (u < self.res)).all(-1)
-        ijk = np.clip(u, 0, self.res - 1).astype(np.int64)
-        idx = (ijk[..., 0] * self.res + ijk[..., 1]) * self.res + ijk[..., 2]
-        return self._flat[idx] & inside
+        """Occupancy ``(...)`` bool of points ``(..., 3)``; outside the box: :attr:`outside`."""
+        u = np.asarray(pts, np.float32) * self._scale + self._shift     # cell coordinates + 1
+        np.clip(u, 0.0, self.res + 1, out=u)
+        ijk = u.astype(np.int32)
+        p = self.res + 2
+        return self._padded[(ijk[..., 0] * p + ijk[..., 1]) * p + ijk[..., 2]]
 
     def save(self, path: str | Path) -> None:
         """Packed bits, deflated ``.npz`` (read back with ``allow_pickle=False``)."""
@@ -70,7 +76,7 @@ class OccupancyBits:
             np.savez_compressed(f, bits=np.packbits(self._flat))
 
     @classmethod
-    def load(cls, path: str | Path, res: int, aabb) -> "OccupancyBits":
+    def load(cls, path: str | Path, res: int, aabb, outside: bool = False) -> "OccupancyBits":
         try:
             with np.load(path, allow_pickle=False) as z:
                 packed = z["bits"]
@@ -79,11 +85,12 @@ class OccupancyBits:
         n = int(res) ** 3
         if packed.dtype != np.uint8 or packed.ndim != 1 or packed.size != (n + 7) // 8:
             raise GridError(f"{path} does not hold {res}^3 packed bits")
-        return cls(np.unpackbits(packed)[:n].astype(bool).reshape(res, res, res), np.asarray(aabb, np.float32))
+        return cls(np.unpackbits(packed)[:n].astype(bool).reshape(res, res, res), np.asarray(aabb, np.float32),
+                   bool(outside))
 
     def describe(self) -> dict:
         return {"file": GRID_FILE, "res": self.res, "aabb": [float(x) for x in self.aabb],
-                "fraction": self.fraction, "outside": "empty"}
+                "fraction": self.fraction, "outside": "occupied" if self.outside else "empty"}
 
 
 def dilate(occ: np.ndarray, cells: int = 1) -> np.ndarray:
@@ -120,10 +127,11 @@ def density_threshold(alpha: float, near: float, far: float, n_coarse: int) -> f
     return -math.log(1.0 - alpha) / dt
 
 
-def bake(model, aabb, res: int = 128, alpha: float = 1e-3, dilation: int = 1, chunk: int = 65536) -> tuple[OccupancyBits, dict]:
+def bake(model, aabb, res: int = 128, alpha: float = 0.2, dilation: int = 1, chunk: int = 65536) -> tuple[OccupancyBits, dict]:
     """Evaluate ``model``'s density (the fine network, else the coarse) at the ``(res+1)^3`` cell
     corners of ``aabb``; a cell is occupied when any corner's density exceeds the density of
-    opacity ``alpha`` over one coarse spacing; then dilate. Returns the grid and its description."""
+    opacity ``alpha`` over one coarse spacing (or 1% of the largest density, if that is lower);
+    then dilate. Returns the grid and its description."""
     import torch
 
     if res < 2 or res > 512:
@@ -136,7 +144,7 @@ def bake(model, aabb, res: int = 128, alpha: float = 1e-3, dilation: int = 1, ch
     ax = [np.linspace(lo[i], hi[i], res + 1, dtype=np.float32) for i in range(3)]
     corners = np.stack(np.meshgrid(*ax, indexing="ij"), -1).reshape(-1, 3)
     dev = next(net.parameters()).device
-    dirs = torch.zeros((min(chunk, corners.shape[0]), 3), device=dev)
+    dirs = torch.zeros((chunk, 3), device=dev)
     dirs[:, 2] = -1.0
     dens = np.empty(corners.shape[0], np.float32)
     with torch.inference_mode():
@@ -144,7 +152,9 @@ def bake(model, aabb, res: int = 128, alpha: float = 1e-3, dilation: int = 1, ch
             p = torch.from_numpy(corners[a:a + chunk]).to(dev)
             raw = net(p, dirs[:p.shape[0]])
             dens[a:a + chunk] = torch.relu(raw[:, 3]).float().cpu().numpy()
-    thr = density_threshold(alpha, c.near, c.far, c.n_coarse)
+    # A soft model (little training, or fog everywhere) may never reach the opacity threshold;
+    # the threshold then drops to 1% of the model's largest density, so its matter is kept.
+    thr = min(density_threshold(alpha, c.near, c.far, c.n_coarse), RELATIVE_FLOOR * float(dens.max()))
     hot = (dens > thr).reshape(res + 1, res + 1, res + 1)
     occ = np.zeros((res, res, res), bool)
     for dx in (0, 1):
@@ -153,8 +163,21 @@ def bake(model, aabb, res: int = 128, alpha: float = 1e-3, dilation: int = 1, ch
                 occ |= hot[dx:dx + res, dy:dy + res, dz:dz + res]
     raw_fraction = float(occ.mean())
     occ = dilate(occ, dilation)
-    grid = OccupancyBits(occ, np.concatenate((lo, hi)))
+    # Outside the box: empty only if the model has no density above the threshold there. Checked
+    # on a lattice over three times the box (which holds the cameras of an inward capture).
+    c0, h0 = 0.5 * (lo + hi), 1.5 * (hi - lo)
+    ax = [np.linspace(c0[i] - h0[i], c0[i] + h0[i], 49, dtype=np.float32) for i in range(3)]
+    shell = np.stack(np.meshgrid(*ax, indexing="ij"), -1).reshape(-1, 3)
+    shell = shell[~((shell >= lo) & (shell <= hi)).all(-1)]
+    outside_max = 0.0
+    with torch.inference_mode():
+        for a in range(0, shell.shape[0], chunk):
+            p = torch.from_numpy(shell[a:a + chunk]).to(dev)
+            raw = net(p, dirs[:p.shape[0]])
+            outside_max = max(outside_max, float(torch.relu(raw[:, 3]).max()))
+    grid = OccupancyBits(occ, np.concatenate((lo, hi)), outside=outside_max > thr)
     info = {**grid.describe(), "network": "fine" if model.fine is not None else "coarse", "alpha_threshold": alpha,
-            "density_threshold": thr, "dilation": dilation, "fraction_before_dilation": raw_fraction,
+            "density_threshold": thr, "max_density": float(dens.max()),
+            "max_density_outside": outside_max, "dilation": dilation, "fraction_before_dilation": raw_fraction,
             "space": "ndc" if c.ndc else "world"}
     return grid, info

@@ -28,7 +28,13 @@ import numpy as np
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("cpu", "tensorrt")
-ALWAYS_FLOAT = ("encoding/scaled", "view_encoding/scaled")  # frequency scaling up to 2^9: never int8
+# Never int8: the encodings' frequency scaling (up to 2^9) and the output heads. A quantized head
+# would hand the renderer 256 levels of density (over 0..hundreds) and of the colour logits;
+# the heads are 1-3 outputs wide, so keeping them float costs nothing measurable.
+# The encodings' Concat stays float too: quantizing it would put a QDQ pair on the raw points and
+# directions, and the frequency scaling would read 256 levels of position.
+ALWAYS_FLOAT = ("encoding/scaled", "view_encoding/scaled", "encoding/out", "view_encoding/out",
+                "alpha/Gemm", "rgb/Gemm", "output/Gemm", "density/Relu")
 
 
 class QuantizationError(ValueError):

@@ -165,7 +165,7 @@ class Renderer:
     def _evaluate(self, net: Network, pts: np.ndarray, z: np.ndarray, d: np.ndarray, v: np.ndarray, tm: Timings):
         """Colour ``(R,S,3)`` and density ``(R,S)`` of the samples ``pts (R,S,3)`` at depths ``z (R,S)``."""
         if self.grid is None and self.early_stop <= 0.0:
-            return self._net(net, pts, v, tm)
+            return self._net(net, pts, v, tm) + (None,)
         R, S = z.shape
         t = time.perf_counter()
         occ = self.grid.query(pts) if self.grid is not None else np.ones((R, S), bool)
@@ -174,7 +174,7 @@ class Renderer:
         dens = np.zeros((R, S), np.float32)
         if self.early_stop <= 0.0:
             self._net_at(net, pts, v, *np.nonzero(occ), rgb, dens, tm)
-            return rgb, dens
+            return rgb, dens, occ
         dists = np.concatenate((z[:, 1:] - z[:, :-1], np.full((R, 1), 1e10, np.float32)), -1)
         dists = dists * np.linalg.norm(d, axis=-1)[:, None]
         trans = np.ones(R, np.float32)
@@ -188,7 +188,7 @@ class Renderer:
             t = time.perf_counter()
             trans *= np.exp(-(dens[:, a:b] * dists[:, a:b]).sum(-1))
             tm.compositing += time.perf_counter() - t
-        return rgb, dens
+        return rgb, dens, occ
 
     def _render_chunk(self, o: np.ndarray, d: np.ndarray, v: np.ndarray):
         tm = Timings()
@@ -198,21 +198,38 @@ class Renderer:
         z = linspace_depths(s.near, s.far, s.n_coarse, R)
         pts = o[:, None] + d[:, None] * z[..., None]
         tm.sampling += time.perf_counter() - t
-        rgb, dens = self._evaluate(self.coarse, pts, z, d, v, tm)
+        rgb, dens, occ = self._evaluate(self.coarse, pts, z, d, v, tm)
         tm.coarse_samples = tm.samples
         t = time.perf_counter()
         res = composite(rgb, dens, z, d, s.white_bkgd)
         tm.compositing += time.perf_counter() - t
-        if s.n_fine > 0:
-            t = time.perf_counter()
-            z_f = sample_pdf(0.5 * (z[:, 1:] + z[:, :-1]), res[3][:, 1:-1], s.n_fine)
-            z = np.sort(np.concatenate((z, z_f), -1), -1)
-            pts = o[:, None] + d[:, None] * z[..., None]
-            tm.sampling += time.perf_counter() - t
-            rgb, dens = self._evaluate(self.fine or self.coarse, pts, z, d, v, tm)
-            t = time.perf_counter()
-            res = composite(rgb, dens, z, d, s.white_bkgd)
-            tm.compositing += time.perf_counter() - t
+        if s.n_fine == 0:
+            return res[0], res[1], res[2], tm
+        out = None
+        if self.grid is not None:
+            # a ray whose coarse samples all lie in empty cells crosses no matter: it is background
+            # (the grid is dilated by a cell, so a ray through an occupied cell spends at least two
+            # cells' length, about one coarse spacing, in occupied ones)
+            hit = np.nonzero(occ.any(1))[0]
+            if hit.size < R:
+                out = (np.full((R, 3), 1.0 if s.white_bkgd else 0.0, np.float32), np.zeros(R, np.float32),
+                       np.zeros(R, np.float32))
+                o, d, v, z, res = o[hit], d[hit], v[hit], z[hit], [x[hit] for x in res]
+                if hit.size == 0:
+                    return out + (tm,)
+        t = time.perf_counter()
+        z_f = sample_pdf(0.5 * (z[:, 1:] + z[:, :-1]), res[3][:, 1:-1], s.n_fine)
+        z = np.sort(np.concatenate((z, z_f), -1), -1)
+        pts = o[:, None] + d[:, None] * z[..., None]
+        tm.sampling += time.perf_counter() - t
+        rgb, dens, _ = self._evaluate(self.fine or self.coarse, pts, z, d, v, tm)
+        t = time.perf_counter()
+        res = composite(rgb, dens, z, d, s.white_bkgd)
+        tm.compositing += time.perf_counter() - t
+        if out is not None:
+            for full, part in zip(out, res[:3]):
+                full[hit] = part
+            return out + (tm,)
         return res[0], res[1], res[2], tm
 
     def render_rays(self, o: np.ndarray, d: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:

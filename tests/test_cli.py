@@ -187,9 +187,12 @@ def test_three_line_flow_export_render_bench(trained, tmp_path, monkeypatch):
     assert "using shrunk.pt" in r.output
     man = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert man["precision"] == "int8" and man["calibration"]["format"] == "QDQ U8S8"
+    assert man["occupancy"]["res"] == 128 and "occupancy grid: 128^3 cells" in r.output
     r = run("render", "--runtime", "ort-cpu", "--views", "0")
     assert r.exit_code == 0, r.output
-    assert "using bundle/" in r.output and "PSNR" in r.output
+    assert "using bundle/" in r.output and "PSNR" in r.output and "empty-space skipping" in r.output
+    r = run("render", "--views", "0", "--no-skip", "-o", "plain")
+    assert r.exit_code == 0 and "plain rendering" in r.output, r.output
     assert (tmp_path / "renders" / "000.png").is_file()
     r = run("render", "--views", "spiral", "-o", "spin")
     assert r.exit_code == 0, r.output
@@ -223,6 +226,9 @@ def test_export_render_bad_input(trained, tmp_path, monkeypatch):
     assert_one_line_error(run("render", b, "--runtime", "warp-drive", "--data", scene))
     assert_one_line_error(run("render", b, "--views", "99", "--data", scene, "-o", tmp_path / "r"))
     assert_one_line_error(run("render", b, "--runtime", "tensorrt", "--data", scene, "-o", tmp_path / "r"))
+    assert_one_line_error(run("render", b, "--early-stop", "1.5", "--data", scene, "-o", tmp_path / "r"))
+    assert_one_line_error(run("export", model, "-o", tmp_path / "bg", "--grid-alpha", "0"))
+    assert not (tmp_path / "bg").exists()
     (b / "coarse.onnx").write_bytes((b / "coarse.onnx").read_bytes()[:-10])
     assert_one_line_error(run("render", b, "--data", scene, "-o", tmp_path / "r"))
     assert not (tmp_path / "r").exists()

@@ -3,6 +3,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import tiny_config
@@ -54,12 +55,13 @@ NO_TORCH = textwrap.dedent('''
     import sys
     sys.modules["torch"] = None  # any "import torch" now fails
     from nerfexport.bundle import open_bundle
-    from nerfexport.render import Renderer, SceneSettings
-    from nerfexport.runtime import OrtNetwork
+    from nerfexport.render import SceneSettings, make_renderer
+    from nerfexport.runtime import load_runtime, make_networks
     from nerfexport.rays import pose_spherical
     b = open_bundle(sys.argv[1])
-    r = Renderer(OrtNetwork(b.network_path("coarse")), OrtNetwork(b.network_path("fine")),
-                 SceneSettings.from_manifest(b.manifest))
+    spec = load_runtime("ort-cpu")
+    r = make_renderer(spec, make_networks(spec, bundle=b), SceneSettings.from_manifest(b.manifest), b.occupancy())
+    assert r.grid is not None and r.early_stop > 0 and r.workers >= 1
     out = r.render_view(6, 5, 8.0, pose_spherical(30.0, -30.0, 4.0))
     assert out["rgb"].shape == (6, 5, 3)
     print("rendered without torch")
@@ -68,9 +70,73 @@ NO_TORCH = textwrap.dedent('''
 
 def test_render_path_imports_no_torch(tmp_path):
     torch.manual_seed(0)
-    export_bundle(NeRF(tiny_config(width=8)), tmp_path / "b", ExportOptions())
+    export_bundle(NeRF(tiny_config(width=8)), tmp_path / "b",
+                  ExportOptions(grid=True, grid_res=8, grid_box=[-2, -2, -2, 2, 2, 2]))
     script = tmp_path / "s.py"
     script.write_text(NO_TORCH)
     res = subprocess.run([sys.executable, str(script), str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "rendered without torch" in res.stdout
+
+
+def _field_bundle(tmp_path, blender_dir, bias: float):
+    """A tiny exported model whose density bias sets how opaque its rays are."""
+    scene = load_scene(blender_dir)
+    torch.manual_seed(0)
+    cfg = tiny_config(width=32)
+    cfg.n_coarse, cfg.n_fine = 16, 24
+    model = NeRF(cfg)
+    with torch.no_grad():
+        for net in (model.coarse, model.fine):
+            net.alpha_linear.bias.fill_(bias)
+    export_bundle(model, tmp_path / "b", ExportOptions())
+    b = open_bundle(tmp_path / "b")
+    nets = [OrtNetwork(b.network_path(w)) for w in ("coarse", "fine")]
+    return scene, nets, SceneSettings.from_manifest(b.manifest)
+
+
+def _render(r, scene):
+    pose = scene.subset("test")[1][0]
+    return r.render_view(scene.H, scene.W, scene.focal, pose)
+
+
+def test_skipping_with_every_cell_occupied_equals_the_plain_renderer(blender_dir, tmp_path):
+    from nerfexport.grid import OccupancyBits
+    scene, nets, s = _field_bundle(tmp_path, blender_dir, 0.0)
+    everywhere = OccupancyBits(np.ones((4, 4, 4), bool), [-50, -50, -50, 50, 50, 50])  # holds every sample
+    plain = Renderer(*nets, s, chunk=17)
+    skip = Renderer(*nets, s, chunk=17, grid=everywhere)
+    a, b = _render(plain, scene), _render(skip, scene)
+    for k in ("rgb", "depth", "acc"):
+        assert np.abs(a[k] - b[k]).max() < 1e-6, k
+    assert skip.timings.samples == plain.timings.samples
+    # two workers render the same image
+    c = _render(Renderer(*nets, s, chunk=17, grid=everywhere, workers=2), scene)
+    assert np.abs(a["rgb"] - c["rgb"]).max() < 1e-6
+
+
+def test_empty_grid_renders_background_without_the_network(blender_dir, tmp_path):
+    from nerfexport.grid import OccupancyBits
+    scene, nets, s = _field_bundle(tmp_path, blender_dir, 0.0)
+    nowhere = OccupancyBits(np.zeros((4, 4, 4), bool), [-50, -50, -50, 50, 50, 50])
+    r = Renderer(*nets, s, grid=nowhere, early_stop=1e-3)
+    out = _render(r, scene)
+    assert r.timings.samples == 0
+    assert np.all(out["acc"] == 0) and np.all(out["rgb"] == 1.0)  # white background
+
+
+def test_early_termination_error_is_bounded_by_its_threshold(blender_dir, tmp_path):
+    scene, nets, s = _field_bundle(tmp_path, blender_dir, 10.0)  # dense: rays turn opaque early
+    plain = Renderer(*nets, s)
+    a = _render(plain, scene)
+    for stop in (1e-2, 1e-4):
+        r = Renderer(*nets, s, early_stop=stop, segment=4)
+        b = _render(r, scene)
+        # the coarse pass stops after its first segment; the fine samples sit where the weight is,
+        # in front of the stopping point, so only the fine pass's copies of coarse depths are saved
+        assert r.timings.coarse_samples <= 0.5 * plain.timings.coarse_samples
+        assert r.timings.samples < plain.timings.samples
+        assert np.abs(a["rgb"] - b["rgb"]).max() <= stop + 1e-5
+        assert np.abs(a["acc"] - b["acc"]).max() <= stop + 1e-5
+    with pytest.raises(ValueError):
+        Renderer(*nets, s, early_stop=1.0)

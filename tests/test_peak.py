@@ -1,0 +1,23 @@
+import pytest
+
+from conftest import tiny_config
+from nerfexport.model import MLPConfig
+from nerfexport.peak import gemm_peak, network_ops
+
+
+@pytest.mark.parametrize("cfg", [MLPConfig(), MLPConfig.uniform(width=128),
+                                 MLPConfig(widths=[96, 64, 80, 64, 48], skips=[2], feature_width=40, view_widths=[24]),
+                                 tiny_config(width=16, viewdirs=False).coarse])
+def test_network_ops_counts_two_per_weight(cfg):
+    from nerfexport.model import NeRFMLP
+    net = NeRFMLP(cfg)
+    weights = sum(p.numel() for n, p in net.named_parameters() if n.endswith("weight"))
+    assert network_ops(cfg.to_dict()) == 2 * weights
+
+
+def test_gemm_peak_measures_both_precisions():
+    for dtype in ("int8", "fp32"):
+        p = gemm_peak(dtype, sizes=(64, 128), threads=1, repeat=1)
+        assert p["gops"] > 0 and p["size"] in (64, 128) and set(p["per_size"]) == {64, 128}
+    with pytest.raises(ValueError):
+        gemm_peak("int4", sizes=(64,))
