@@ -538,7 +538,10 @@ def export(model: Optional[Path] = typer.Argument(None, help="checkpoint (defaul
             typer.echo(f"no occupancy grid: {path} does not record its dataset, whose cameras place the grid "
                        "(pass --data to bake one)")
         else:
+            from .grid import ray_points
             opts.grid_box = scene_box(scene.poses[:, :3, 3], net.cfg.near, False)
+            train_poses = scene.subset("train")[1]
+            opts.grid_probe = ray_points(train_poses, scene.H, scene.W, scene.focal, net.cfg.near, net.cfg.far, False)
 
     def progress(e: dict) -> None:
         if e["event"] == "stage":

@@ -56,6 +56,7 @@ class ExportOptions:
     grid_alpha: float = 0.2       # a cell is occupied above the density of this opacity per coarse spacing
     grid_dilation: int = 1
     grid_box: list | None = None  # the box the grid covers (grid.scene_box); NDC scenes need none
+    grid_probe: tuple | None = None  # samples along training rays (grid.ray_points): is outside the box empty?
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
@@ -156,7 +157,7 @@ def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Pat
             from .grid import GRID_FILE, bake, scene_box
             emit({"event": "stage", "stage": "occupancy grid"})
             box = opts.grid_box if opts.grid_box is not None else scene_box(None, model.cfg.near, True)
-            g, grid_info = bake(model, box, opts.grid_res, opts.grid_alpha, opts.grid_dilation)
+            g, grid_info = bake(model, box, opts.grid_res, opts.grid_alpha, opts.grid_dilation, probe=opts.grid_probe)
             g.save(tmp / GRID_FILE)
             grid_info.update(sha256=sha256(tmp / GRID_FILE), bytes=(tmp / GRID_FILE).stat().st_size)
         manifest = _manifest(model, tmp, opts, source, src_sha, calib, quant)

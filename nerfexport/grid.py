@@ -121,17 +121,45 @@ def scene_box(camera_positions: np.ndarray | None, near: float, ndc: bool) -> li
     return [-r, -r, -r, r, r, r]
 
 
+def ray_points(poses: np.ndarray, H: int, W: int, focal: float, near: float, far: float, ndc: bool,
+               n_rays: int = 4096, n_samples: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Samples along random rays of the cameras ``poses (V,4,4)``, at the renderer's coarse depths:
+    ``points (R, n_samples, 3)``, the compositing distances ``(R, n_samples)`` and the rays'
+    unit view directions ``(R, 3)``."""
+    from .rays import view_rays
+    rng = np.random.default_rng(seed)
+    per = max(1, n_rays // len(poses))
+    pts, dist, views = [], [], []
+    t = np.linspace(0.0, 1.0, n_samples, dtype=np.float32)
+    z = (near * (1 - t) + far * t).astype(np.float32)
+    dz = np.append(np.diff(z), np.float32(1e10)).astype(np.float32)
+    for pose in poses:
+        o, d, v = view_rays(H, W, focal, np.asarray(pose, np.float32), ndc)
+        k = rng.choice(o.shape[0], size=min(per, o.shape[0]), replace=False)
+        pts.append(o[k, None] + d[k, None] * z[None, :, None])
+        dist.append(dz[None, :] * np.linalg.norm(d[k], axis=-1)[:, None])
+        views.append(v[k])
+    return (np.concatenate(pts).astype(np.float32), np.concatenate(dist).astype(np.float32),
+            np.concatenate(views).astype(np.float32))
+
+
+OUTSIDE_MSE = 1e-5   # outside the box is empty when emptying it changes training rays' colours by less (mean squared)
+
+
 def density_threshold(alpha: float, near: float, far: float, n_coarse: int) -> float:
     """The density whose opacity over one coarse sample spacing is ``alpha``."""
     dt = (far - near) / max(n_coarse - 1, 1)
     return -math.log(1.0 - alpha) / dt
 
 
-def bake(model, aabb, res: int = 128, alpha: float = 0.2, dilation: int = 1, chunk: int = 65536) -> tuple[OccupancyBits, dict]:
+def bake(model, aabb, res: int = 128, alpha: float = 0.2, dilation: int = 1, chunk: int = 65536,
+         probe: tuple | None = None) -> tuple[OccupancyBits, dict]:
     """Evaluate ``model``'s density (the fine network, else the coarse) at the ``(res+1)^3`` cell
     corners of ``aabb``; a cell is occupied when any corner's density exceeds the density of
-    opacity ``alpha`` over one coarse spacing (or 1% of the largest density, if that is lower);
-    then dilate. Returns the grid and its description."""
+    opacity ``alpha`` over one coarse spacing (or, for a model that never gets that dense, 1% of
+    its largest density); then dilate. ``probe``: ``(points (R,S,3), distances (R,S))`` along
+    training rays (:func:`ray_points`), which decide whether outside the box is empty. Returns
+    the grid and its description."""
     import torch
 
     if res < 2 or res > 512:
@@ -154,7 +182,9 @@ def bake(model, aabb, res: int = 128, alpha: float = 0.2, dilation: int = 1, chu
             dens[a:a + chunk] = torch.relu(raw[:, 3]).float().cpu().numpy()
     # A soft model (little training, or fog everywhere) may never reach the opacity threshold;
     # the threshold then drops to 1% of the model's largest density, so its matter is kept.
-    thr = min(density_threshold(alpha, c.near, c.far, c.n_coarse), RELATIVE_FLOOR * float(dens.max()))
+    thr = density_threshold(alpha, c.near, c.far, c.n_coarse)
+    if not (dens > thr).any():
+        thr = RELATIVE_FLOOR * float(dens.max())
     hot = (dens > thr).reshape(res + 1, res + 1, res + 1)
     occ = np.zeros((res, res, res), bool)
     for dx in (0, 1):
@@ -163,21 +193,52 @@ def bake(model, aabb, res: int = 128, alpha: float = 0.2, dilation: int = 1, chu
                 occ |= hot[dx:dx + res, dy:dy + res, dz:dz + res]
     raw_fraction = float(occ.mean())
     occ = dilate(occ, dilation)
-    # Outside the box: empty only if the model has no density above the threshold there. Checked
-    # on a lattice over three times the box (which holds the cameras of an inward capture).
-    c0, h0 = 0.5 * (lo + hi), 1.5 * (hi - lo)
-    ax = [np.linspace(c0[i] - h0[i], c0[i] + h0[i], 49, dtype=np.float32) for i in range(3)]
-    shell = np.stack(np.meshgrid(*ax, indexing="ij"), -1).reshape(-1, 3)
-    shell = shell[~((shell >= lo) & (shell <= hi)).all(-1)]
-    outside_max = 0.0
-    with torch.inference_mode():
-        for a in range(0, shell.shape[0], chunk):
-            p = torch.from_numpy(shell[a:a + chunk]).to(dev)
-            raw = net(p, dirs[:p.shape[0]])
-            outside_max = max(outside_max, float(torch.relu(raw[:, 3]).max()))
-    grid = OccupancyBits(occ, np.concatenate((lo, hi)), outside=outside_max > thr)
+    # Outside the box. With ``probe`` (samples along training rays): empty when compositing
+    # those rays with the matter outside the box removed (the background showing instead)
+    # changes their colour by less than OUTSIDE_MSE in mean squared error: a 1e-5 increase of
+    # the error costs a 22 dB view under 0.01 dB. Without a probe: empty only if the model has
+    # no density above the threshold on a lattice over three times the box.
+    if probe is not None:
+        ppts, pdist, pview = probe
+        R, S = pdist.shape
+        flat = ppts.reshape(-1, 3)
+        vflat = np.repeat(pview, S, axis=0)
+        pd = np.empty(flat.shape[0], np.float32)
+        pc = np.empty((flat.shape[0], 3), np.float32)
+        with torch.inference_mode():
+            for a in range(0, flat.shape[0], chunk):
+                raw = net(torch.from_numpy(np.ascontiguousarray(flat[a:a + chunk])).to(dev),
+                          torch.from_numpy(np.ascontiguousarray(vflat[a:a + chunk])).to(dev)).float()
+                pd[a:a + chunk] = torch.relu(raw[:, 3]).cpu().numpy()
+                pc[a:a + chunk] = torch.sigmoid(raw[:, :3]).cpu().numpy()
+        out_mask = ~((ppts >= lo) & (ppts <= hi)).all(-1)
+        bg = 1.0 if c.white_bkgd else 0.0
+
+        def colour(dens: np.ndarray) -> np.ndarray:
+            al = 1.0 - np.exp(-dens * pdist)
+            tr = np.cumprod(np.concatenate((np.ones((R, 1), np.float32), 1.0 - al[:, :-1] + 1e-10), 1), 1)
+            w = al * tr
+            return (w[..., None] * pc.reshape(R, S, 3)).sum(1) + bg * (1.0 - w.sum(1))[:, None]
+
+        dens_r = pd.reshape(R, S)
+        outside_weight = float(((colour(dens_r) - colour(np.where(out_mask, 0.0, dens_r))) ** 2).mean())
+        outside_max = float(dens_r[out_mask].max()) if out_mask.any() else 0.0
+        outside = outside_weight >= OUTSIDE_MSE
+    else:
+        c0, h0 = 0.5 * (lo + hi), 1.5 * (hi - lo)
+        ax = [np.linspace(c0[i] - h0[i], c0[i] + h0[i], 49, dtype=np.float32) for i in range(3)]
+        shell = np.stack(np.meshgrid(*ax, indexing="ij"), -1).reshape(-1, 3)
+        shell = shell[~((shell >= lo) & (shell <= hi)).all(-1)]
+        outside_max, outside_weight = 0.0, None
+        with torch.inference_mode():
+            for a in range(0, shell.shape[0], chunk):
+                p = torch.from_numpy(shell[a:a + chunk]).to(dev)
+                outside_max = max(outside_max, float(torch.relu(net(p, dirs[:p.shape[0]])[:, 3]).max()))
+        outside = outside_max > thr
+    grid = OccupancyBits(occ, np.concatenate((lo, hi)), outside=outside)
     info = {**grid.describe(), "network": "fine" if model.fine is not None else "coarse", "alpha_threshold": alpha,
             "density_threshold": thr, "max_density": float(dens.max()),
-            "max_density_outside": outside_max, "dilation": dilation, "fraction_before_dilation": raw_fraction,
+            "max_density_outside": outside_max, "outside_mse": outside_weight,
+            "outside_checked_on": "training-ray samples" if probe is not None else "a lattice over 3x the box", "dilation": dilation, "fraction_before_dilation": raw_fraction,
             "space": "ndc" if c.ndc else "world"}
     return grid, info

@@ -6,7 +6,8 @@ from conftest import tiny_config
 from nerfexport.bundle import BundleError, open_bundle
 from nerfexport.datasets import load_blender
 from nerfexport.export import ExportError, ExportOptions, export_bundle
-from nerfexport.grid import GRID_FILE, GridError, OccupancyBits, bake, density_threshold, dilate, scene_box
+from nerfexport.grid import (GRID_FILE, GridError, OccupancyBits, bake, density_threshold, dilate, ray_points,
+                             scene_box)
 from nerfexport.model import NeRF
 from nerfexport.render import DEFAULT_EARLY_STOP, Renderer, SceneSettings, render_and_score
 from nerfexport.runtime import OrtNetwork
@@ -113,10 +114,12 @@ def test_grid_never_drops_a_surface_seen_in_the_training_views(trained, tmp_path
     0.1 dB on the training views, and skips a real share of the network evaluations."""
     model, scene = trained
     box = scene_box(scene.poses[:, :3, 3], model.cfg.near, False)
-    export_bundle(model, tmp_path / "b", ExportOptions(grid=True, grid_box=box))
+    tr_imgs, tr_poses = scene.subset("train")
+    probe = ray_points(tr_poses, scene.H, scene.W, scene.focal, model.cfg.near, model.cfg.far, False, n_rays=512)
+    export_bundle(model, tmp_path / "b", ExportOptions(grid=True, grid_box=box, grid_probe=probe))
     b = open_bundle(tmp_path / "b")
     grid = b.occupancy()
-    assert 0.0 < grid.fraction < 0.6
+    assert 0.0 < grid.fraction < 0.6 and b.manifest["occupancy"]["outside_mse"] is not None
     nets = [OrtNetwork(b.network_path(w)) for w in ("coarse", "fine")]
     s = SceneSettings.from_manifest(b.manifest)
     imgs, poses = scene.subset("train")

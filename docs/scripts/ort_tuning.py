@@ -22,7 +22,7 @@ from nerfexport import onnx_export, quantize
 from nerfexport.calibration import draw_samples, subsample
 from nerfexport.checkpoint import load_checkpoint
 from nerfexport.datasets import load_scene
-from nerfexport.peak import network_ops
+from nerfexport.peak import _matmul_model, gemm_peak, network_ops
 
 
 def matmul_linear(self, x, w, b, name, relu):
@@ -72,6 +72,24 @@ def throughput(path: Path, pts, dirs, threads: int, workers: int, batch: int, to
     return total / float(np.median(ts))
 
 
+def bare_gemm(K: int, M: int, threads: int, workers: int, total: int = 65536) -> float:
+    """GOP/s of a bare uint8 x int8 MatMulInteger ``(M,K) x (K,K)`` through the same runtime."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    s = ort.InferenceSession(_matmul_model("int8", K, K), so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    a = [rng.integers(0, 256, (M, K)).astype(np.uint8) for _ in range(total // M)]
+    run = lambda x: s.run(None, {"A": x})
+    with ThreadPoolExecutor(workers) as ex:
+        list(ex.map(run, a[:workers]))
+        ts = []
+        for _ in range(5):
+            t = time.perf_counter()
+            list(ex.map(run, a))
+            ts.append(time.perf_counter() - t)
+    return 2.0 * K * K * total / float(np.median(ts)) / 1e9
+
+
 def main(ckpt: str, data: str) -> None:
     model = load_checkpoint(ckpt)
     scene = load_scene(data, downscale=4, white_bkgd=True, test_every=20)
@@ -80,6 +98,17 @@ def main(ckpt: str, data: str) -> None:
     big_p, big_d = np.tile(pts, (2, 1)), np.tile(dirs, (2, 1))
     ops = network_ops(model.fine.cfg.to_dict())
     print(f"{ckpt}: {ops / 1e3:.0f} kOP per evaluation; {ort.get_device()} onnxruntime {ort.__version__}\n")
+    peak = gemm_peak("int8")
+    print(f"int8 GEMM peak (MatMulInteger, 2 threads, best of 1024/2048/4096 cubed): {peak['gops']:.0f} GOP/s\n")
+    print("The ceiling of the network's own shape: a bare uint8 x int8 GEMM, K = N = 128 (and 256 for comparison)\n")
+    print("| K = N | rows per call | threads per call | workers | GOP/s | of peak |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for K in (128, 256):
+        for M in (1024, 4096):
+            for threads, workers in ((2, 1), (1, 2)):
+                g = bare_gemm(K, M, threads, workers)
+                print(f"| {K} | {M} | {threads} | {workers} | {g:.0f} | {100 * g / peak['gops']:.0f}% |", flush=True)
+    print()
     print("| int8 graph | threads per call | workers | samples per call | samples/s | GOP/s |")
     print("|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
