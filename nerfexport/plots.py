@@ -82,9 +82,10 @@ def plot_pareto(doc: dict, out: str | Path) -> None:
             front.append((t, p))
             best = p
     ax.plot([t for t, _ in front], [p for _, p in front], "-", color="0.6", lw=1, label="Pareto front")
-    for t, p, lab in pts:
+    for i, (t, p, lab) in enumerate(pts):
         ax.plot(t, p, "o")
-        ax.annotate(lab, (t, p), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        # alternate above and below, so that neighbours with the same quality stay readable
+        ax.annotate(lab, (t, p), fontsize=6, xytext=(3, 4 if i % 2 == 0 else -9), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel(f"median frame time [ms] (log), {doc['machine']}")
     ax.set_ylabel("PSNR vs ground truth [dB]")
