@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 GRID_FILE = "occupancy.npz"
-RELATIVE_FLOOR = 0.01   # the density threshold is at most this fraction of the largest density
+RELATIVE_FLOOR = 0.05   # the density threshold is at most this fraction of the largest density
 
 
 class GridError(ValueError):
@@ -156,8 +156,8 @@ def bake(model, aabb, res: int = 128, alpha: float = 0.2, dilation: int = 1, chu
          probe: tuple | None = None) -> tuple[OccupancyBits, dict]:
     """Evaluate ``model``'s density (the fine network, else the coarse) at the ``(res+1)^3`` cell
     corners of ``aabb``; a cell is occupied when any corner's density exceeds the density of
-    opacity ``alpha`` over one coarse spacing (or, for a model that never gets that dense, 1% of
-    its largest density); then dilate. ``probe``: ``(points (R,S,3), distances (R,S))`` along
+    opacity ``alpha`` over one coarse spacing, or 5% of the largest density if that is lower;
+    then dilate. ``probe``: ``(points (R,S,3), distances (R,S))`` along
     training rays (:func:`ray_points`), which decide whether outside the box is empty. Returns
     the grid and its description."""
     import torch
@@ -180,11 +180,10 @@ def bake(model, aabb, res: int = 128, alpha: float = 0.2, dilation: int = 1, chu
             p = torch.from_numpy(corners[a:a + chunk]).to(dev)
             raw = net(p, dirs[:p.shape[0]])
             dens[a:a + chunk] = torch.relu(raw[:, 3]).float().cpu().numpy()
-    # A soft model (little training, or fog everywhere) may never reach the opacity threshold;
-    # the threshold then drops to 1% of the model's largest density, so its matter is kept.
-    thr = density_threshold(alpha, c.near, c.far, c.n_coarse)
-    if not (dens > thr).any():
-        thr = RELATIVE_FLOOR * float(dens.max())
+    # A soft model (little training, or fog everywhere) keeps visible matter below the opacity
+    # threshold: the threshold is at most 5% of the model's largest density (the demo's briefly
+    # trained model, largest density 13, lost 0.86 dB with the absolute threshold alone).
+    thr = min(density_threshold(alpha, c.near, c.far, c.n_coarse), RELATIVE_FLOOR * float(dens.max()))
     hot = (dens > thr).reshape(res + 1, res + 1, res + 1)
     occ = np.zeros((res, res, res), bool)
     for dx in (0, 1):

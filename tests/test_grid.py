@@ -63,11 +63,11 @@ def test_bake_thresholds_the_density():
     box = [-1, -1, -1, 1, 1, 1]
     cfg = tiny_config(width=8)
     thr = density_threshold(0.2, cfg.near, cfg.far, cfg.n_coarse)
-    full, info = bake(_constant_density_model(1000 * thr), box, res=8)
+    full, info = bake(_constant_density_model(100 * thr), box, res=8)
     assert full.fraction == 1.0 and info["density_threshold"] == pytest.approx(thr, rel=1e-5)
-    # a soft field never reaches the opacity threshold: 1% of its largest density is used instead
+    # a soft field: the threshold is at most 5% of its largest density
     soft, info = bake(_constant_density_model(0.5 * thr), box, res=8)
-    assert soft.fraction == 1.0 and info["density_threshold"] == pytest.approx(0.005 * thr, rel=1e-4)
+    assert soft.fraction == 1.0 and info["density_threshold"] == pytest.approx(0.025 * thr, rel=1e-4)
     empty, _ = bake(_constant_density_model(0.0), box, res=8)
     assert empty.fraction == 0.0
     with pytest.raises(GridError):
