@@ -122,25 +122,44 @@ def scene_box(camera_positions: np.ndarray | None, near: float, ndc: bool) -> li
 
 
 def ray_points(poses: np.ndarray, H: int, W: int, focal: float, near: float, far: float, ndc: bool,
-               n_rays: int = 4096, n_samples: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               n_rays: int = 4096, n_samples: int = 64, seed: int = 0) -> tuple[np.ndarray, ...]:
     """Samples along random rays of the cameras ``poses (V,4,4)``, at the renderer's coarse depths:
-    ``points (R, n_samples, 3)``, the compositing distances ``(R, n_samples)`` and the rays'
-    unit view directions ``(R, 3)``."""
+    ``points (R, n_samples, 3)``, ``depths (R, n_samples)``, ``directions (R, 3)`` and unit view
+    directions ``(R, 3)``."""
     from .rays import view_rays
+    from .render import linspace_depths
     rng = np.random.default_rng(seed)
     per = max(1, n_rays // len(poses))
-    pts, dist, views = [], [], []
-    t = np.linspace(0.0, 1.0, n_samples, dtype=np.float32)
-    z = (near * (1 - t) + far * t).astype(np.float32)
-    dz = np.append(np.diff(z), np.float32(1e10)).astype(np.float32)
+    ds, vs = [], []
     for pose in poses:
         o, d, v = view_rays(H, W, focal, np.asarray(pose, np.float32), ndc)
         k = rng.choice(o.shape[0], size=min(per, o.shape[0]), replace=False)
-        pts.append(o[k, None] + d[k, None] * z[None, :, None])
-        dist.append(dz[None, :] * np.linalg.norm(d[k], axis=-1)[:, None])
-        views.append(v[k])
-    return (np.concatenate(pts).astype(np.float32), np.concatenate(dist).astype(np.float32),
-            np.concatenate(views).astype(np.float32))
+        ds.append(np.stack((o[k], d[k]), 1))
+        vs.append(v[k])
+    od = np.concatenate(ds).astype(np.float32)
+    z = linspace_depths(near, far, n_samples, od.shape[0])
+    pts = od[:, 0, None] + od[:, 1, None] * z[..., None]
+    return pts.astype(np.float32), z, od[:, 1], np.concatenate(vs).astype(np.float32)
+
+
+def _query(net, pts: np.ndarray, views: np.ndarray | None, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """``net``'s density ``(N,)`` and colour ``(N,3)`` at ``pts (N,3)`` (view direction -z when ``views`` is None)."""
+    import torch
+    dev = next(net.parameters()).device
+    dens = np.empty(pts.shape[0], np.float32)
+    rgb = np.empty((pts.shape[0], 3), np.float32)
+    with torch.inference_mode():
+        for a in range(0, pts.shape[0], chunk):
+            p = torch.from_numpy(np.ascontiguousarray(pts[a:a + chunk])).to(dev)
+            if views is None:
+                v = torch.zeros_like(p)
+                v[:, 2] = -1.0
+            else:
+                v = torch.from_numpy(np.ascontiguousarray(views[a:a + chunk])).to(dev)
+            raw = net(p, v).float()
+            dens[a:a + chunk] = torch.relu(raw[:, 3]).cpu().numpy()
+            rgb[a:a + chunk] = torch.sigmoid(raw[:, :3]).cpu().numpy()
+    return dens, rgb
 
 
 OUTSIDE_MSE = 1e-5   # outside the box is empty when emptying it changes training rays' colours by less (mean squared)
@@ -157,11 +176,8 @@ def bake(model, aabb, res: int = 128, alpha: float = 0.2, dilation: int = 1, chu
     """Evaluate ``model``'s density (the fine network, else the coarse) at the ``(res+1)^3`` cell
     corners of ``aabb``; a cell is occupied when any corner's density exceeds the density of
     opacity ``alpha`` over one coarse spacing, or 5% of the largest density if that is lower;
-    then dilate. ``probe``: ``(points (R,S,3), distances (R,S))`` along
-    training rays (:func:`ray_points`), which decide whether outside the box is empty. Returns
-    the grid and its description."""
-    import torch
-
+    then dilate. ``probe``: the output of :func:`ray_points` for training rays, which decides
+    whether outside the box is empty. Returns the grid and its description."""
     if res < 2 or res > 512:
         raise GridError(f"grid resolution must be between 2 and 512, not {res}")
     if not 0.0 < alpha < 1.0:
@@ -171,15 +187,7 @@ def bake(model, aabb, res: int = 128, alpha: float = 0.2, dilation: int = 1, chu
     lo, hi = np.asarray(aabb[:3], np.float32), np.asarray(aabb[3:], np.float32)
     ax = [np.linspace(lo[i], hi[i], res + 1, dtype=np.float32) for i in range(3)]
     corners = np.stack(np.meshgrid(*ax, indexing="ij"), -1).reshape(-1, 3)
-    dev = next(net.parameters()).device
-    dirs = torch.zeros((chunk, 3), device=dev)
-    dirs[:, 2] = -1.0
-    dens = np.empty(corners.shape[0], np.float32)
-    with torch.inference_mode():
-        for a in range(0, corners.shape[0], chunk):
-            p = torch.from_numpy(corners[a:a + chunk]).to(dev)
-            raw = net(p, dirs[:p.shape[0]])
-            dens[a:a + chunk] = torch.relu(raw[:, 3]).float().cpu().numpy()
+    dens = _query(net, corners, None, chunk)[0]
     # A soft model (little training, or fog everywhere) keeps visible matter below the opacity
     # threshold: the threshold is at most 5% of the model's largest density (the demo's briefly
     # trained model, largest density 13, lost 0.86 dB with the absolute threshold alone).
@@ -198,29 +206,15 @@ def bake(model, aabb, res: int = 128, alpha: float = 0.2, dilation: int = 1, chu
     # the error costs a 22 dB view under 0.01 dB. Without a probe: empty only if the model has
     # no density above the threshold on a lattice over three times the box.
     if probe is not None:
-        ppts, pdist, pview = probe
-        R, S = pdist.shape
-        flat = ppts.reshape(-1, 3)
-        vflat = np.repeat(pview, S, axis=0)
-        pd = np.empty(flat.shape[0], np.float32)
-        pc = np.empty((flat.shape[0], 3), np.float32)
-        with torch.inference_mode():
-            for a in range(0, flat.shape[0], chunk):
-                raw = net(torch.from_numpy(np.ascontiguousarray(flat[a:a + chunk])).to(dev),
-                          torch.from_numpy(np.ascontiguousarray(vflat[a:a + chunk])).to(dev)).float()
-                pd[a:a + chunk] = torch.relu(raw[:, 3]).cpu().numpy()
-                pc[a:a + chunk] = torch.sigmoid(raw[:, :3]).cpu().numpy()
+        from .render import composite
+        ppts, pz, pd_, pview = probe
+        R, S = pz.shape
+        dens_r, pc = _query(net, ppts.reshape(-1, 3), np.repeat(pview, S, axis=0), chunk)
+        dens_r, pc = dens_r.reshape(R, S), pc.reshape(R, S, 3)
         out_mask = ~((ppts >= lo) & (ppts <= hi)).all(-1)
-        bg = 1.0 if c.white_bkgd else 0.0
-
-        def colour(dens: np.ndarray) -> np.ndarray:
-            al = 1.0 - np.exp(-dens * pdist)
-            tr = np.cumprod(np.concatenate((np.ones((R, 1), np.float32), 1.0 - al[:, :-1] + 1e-10), 1), 1)
-            w = al * tr
-            return (w[..., None] * pc.reshape(R, S, 3)).sum(1) + bg * (1.0 - w.sum(1))[:, None]
-
-        dens_r = pd.reshape(R, S)
-        outside_weight = float(((colour(dens_r) - colour(np.where(out_mask, 0.0, dens_r))) ** 2).mean())
+        full = composite(pc, dens_r, pz, pd_, c.white_bkgd)[0]
+        emptied = composite(pc, np.where(out_mask, 0.0, dens_r).astype(np.float32), pz, pd_, c.white_bkgd)[0]
+        outside_weight = float(((full - emptied) ** 2).mean())
         outside_max = float(dens_r[out_mask].max()) if out_mask.any() else 0.0
         outside = outside_weight >= OUTSIDE_MSE
     else:
@@ -228,11 +222,8 @@ def bake(model, aabb, res: int = 128, alpha: float = 0.2, dilation: int = 1, chu
         ax = [np.linspace(c0[i] - h0[i], c0[i] + h0[i], 49, dtype=np.float32) for i in range(3)]
         shell = np.stack(np.meshgrid(*ax, indexing="ij"), -1).reshape(-1, 3)
         shell = shell[~((shell >= lo) & (shell <= hi)).all(-1)]
-        outside_max, outside_weight = 0.0, None
-        with torch.inference_mode():
-            for a in range(0, shell.shape[0], chunk):
-                p = torch.from_numpy(shell[a:a + chunk]).to(dev)
-                outside_max = max(outside_max, float(torch.relu(net(p, dirs[:p.shape[0]])[:, 3]).max()))
+        outside_max = float(_query(net, shell, None, chunk)[0].max()) if shell.size else 0.0
+        outside_weight = None
         outside = outside_max > thr
     grid = OccupancyBits(occ, np.concatenate((lo, hi)), outside=outside)
     info = {**grid.describe(), "network": "fine" if model.fine is not None else "coarse", "alpha_threshold": alpha,

@@ -55,21 +55,25 @@ def build(model, pts, dirs, form: str, out: Path) -> Path:
     return q
 
 
+def timed_map(run, items: list, workers: int, reps: int) -> float:
+    """Median seconds to run ``run`` over ``items`` on ``workers`` threads (after a warm-up)."""
+    with ThreadPoolExecutor(workers) as ex:
+        list(ex.map(run, items[:workers]))
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            list(ex.map(run, items))
+            ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
 def throughput(path: Path, pts, dirs, threads: int, workers: int, batch: int, total: int = 98304) -> float:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     feeds = [{"points": np.ascontiguousarray(pts[a:a + batch]), "viewdirs": np.ascontiguousarray(dirs[a:a + batch])}
              for a in range(0, total, batch)]
-    run = lambda f: s.run(None, f)
-    with ThreadPoolExecutor(workers) as ex:
-        list(ex.map(run, feeds[:workers]))
-        ts = []
-        for _ in range(3):
-            t = time.perf_counter()
-            list(ex.map(run, feeds))
-            ts.append(time.perf_counter() - t)
-    return total / float(np.median(ts))
+    return total / timed_map(lambda f: s.run(None, f), feeds, workers, 3)
 
 
 def bare_gemm(K: int, M: int, threads: int, workers: int, total: int = 65536) -> float:
@@ -79,15 +83,7 @@ def bare_gemm(K: int, M: int, threads: int, workers: int, total: int = 65536) ->
     s = ort.InferenceSession(_matmul_model("int8", K, K), so, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     a = [rng.integers(0, 256, (M, K)).astype(np.uint8) for _ in range(total // M)]
-    run = lambda x: s.run(None, {"A": x})
-    with ThreadPoolExecutor(workers) as ex:
-        list(ex.map(run, a[:workers]))
-        ts = []
-        for _ in range(5):
-            t = time.perf_counter()
-            list(ex.map(run, a))
-            ts.append(time.perf_counter() - t)
-    return 2.0 * K * K * total / float(np.median(ts)) / 1e9
+    return 2.0 * K * K * total / timed_map(lambda x: s.run(None, {"A": x}), a, workers, 5) / 1e9
 
 
 def main(ckpt: str, data: str) -> None:
