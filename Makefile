@@ -33,13 +33,13 @@ cache/lego100-teacher.pt: | $(VENV)/.installed
 	$(VENV)/bin/nerfexport train $(LEGO) --downscale 4 --test-every 20 -o $@ \
 	  --steps 4400 --minutes 20 --batch-rays 256 --n-coarse 16 --n-fine 24 \
 	  --lr 5e-4 --lr-final 5e-5 --eval-every 4 --eval-views 10 --seed 0 2>&1 | tee cache/lego100-teacher.log
-	$(VENV)/bin/nerfexport eval $@ --data $(LEGO) --downscale 4 --test-every 20 --precision bf16 \
+	$(VENV)/bin/nerfexport eval $@ --data $(LEGO) --downscale 4 --test-every 20 --precision auto \
 	  --json cache/lego100-teacher.eval.json | tee -a cache/lego100-teacher.log
 
 # The curve and table of docs/teacher.md from the cached teacher.
 teacher-docs: cache/lego100-teacher.pt
 	$(VENV)/bin/nerfexport curve $< -o docs/teacher-curve.png --final cache/lego100-teacher.eval.json \
-	  --title "lego 100x100, 8x256 coarse+fine, 2-core CPU, bf16"
+	  --title "lego 100x100, 8x256 coarse+fine, 2-core CPU"
 
 # The shrink study of docs/shrink.md: every method at widths 128 and 64, before and after
 # distillation, and both widths trained from scratch for the same total time (about 2 hours

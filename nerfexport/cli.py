@@ -101,7 +101,8 @@ def train(data: Path = typer.Argument(..., help="dataset folder (Blender or LLFF
           lr_final: float = typer.Option(5e-5, help="learning rate at the last step"),
           occupancy: bool = typer.Option(True, "--occupancy/--no-occupancy",
                                          help="grid-guided sampling that skips empty space"),
-          precision: str = typer.Option("auto", help="auto (bf16 on CPU), bf16 or fp32"),
+          precision: str = typer.Option("auto", help="auto (bf16 where the CPU or GPU runs it natively, else fp32), "
+                                                     "bf16 or fp32"),
           eval_every: Optional[float] = typer.Option(None, help="evaluate held-out views every N minutes"),
           eval_views: int = typer.Option(10, help="held-out views per evaluation"),
           seed: int = typer.Option(0),
@@ -116,10 +117,14 @@ def train(data: Path = typer.Argument(..., help="dataset folder (Blender or LLFF
     if precision not in ("auto", "bf16", "fp32"):
         raise UserError(f"precision must be auto, bf16 or fp32, not {precision!r}")
     check_writable(out)
+    from .train import bf16_warning
     try:
-        pick_device(device)
+        dev = pick_device(device)
     except (RuntimeError, ValueError) as e:
         raise UserError(str(e))
+    note = bf16_warning(precision, dev)
+    if note:
+        typer.echo(note, err=True)
     scene = _load_data(data, downscale, white, test_every)
     typer.echo(f"{scene.kind} scene {data}: {len(scene.splits['train'])} train views of {scene.W}x{scene.H}, "
                f"near {scene.near:.3g} far {scene.far:.3g}{' (NDC)' if scene.ndc else ''}")
@@ -166,7 +171,7 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="checkpoint (defa
              test_every: int = typer.Option(1), split: str = typer.Option("test"),
              views: Optional[int] = typer.Option(None, help="first N views of the split"),
              n_coarse: Optional[int] = typer.Option(None), n_fine: Optional[int] = typer.Option(None),
-             precision: str = typer.Option("fp32", help="fp32 or bf16"),
+             precision: str = typer.Option("fp32", help="fp32, bf16, or auto (bf16 where the CPU runs it natively)"),
              json_out: Optional[Path] = typer.Option(None, "--json", help="write the result as JSON")) -> None:
     """PSNR and SSIM of a checkpoint on held-out views (torch, the training-time renderer)."""
     import torch
@@ -177,10 +182,16 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="checkpoint (defa
     scene = _load_data(data, downscale, white, test_every, net.cfg.ndc)
     if split not in scene.splits:
         raise UserError(f"split {split!r} not in dataset (has {sorted(scene.splits)})")
-    if precision not in ("fp32", "bf16"):
-        raise UserError("precision must be fp32 or bf16")
+    if precision not in ("fp32", "bf16", "auto"):
+        raise UserError("precision must be fp32, bf16 or auto")
+    from .train import autocast_dtype, bf16_warning
+    note = bf16_warning(precision)
+    if note:
+        typer.echo(note, err=True)
+    amp = autocast_dtype(precision, torch.device("cpu"))
+    precision = "bf16" if amp is not None else "fp32"
     t = time.perf_counter()
-    res = evaluate(net, scene, split, views, n_coarse, n_fine, amp=torch.bfloat16 if precision == "bf16" else None)
+    res = evaluate(net, scene, split, views, n_coarse, n_fine, amp=amp)
     dt = time.perf_counter() - t
     nc = net.cfg.n_coarse if n_coarse is None else n_coarse
     nf = net.cfg.n_fine if n_fine is None else n_fine
@@ -603,7 +614,11 @@ def _open_target(path: Path, runtime: str):
     if spec.kind != "torch":
         raise UserError(f"runtime {spec.name} renders a bundle folder (nerfexport export); {path} is not one")
     from .checkpoint import load_checkpoint
+    from .train import bf16_warning, pick_device
     check_available(spec)
+    note = bf16_warning(spec.precision, pick_device(str(spec.device)))
+    if note:
+        typer.echo(note, err=True)
     model, meta, _ = load_checkpoint(path, with_train_state=True)
     c = model.cfg
     nets = make_networks(spec, model=model)

@@ -112,6 +112,16 @@ def composite(rgb: np.ndarray, density: np.ndarray, z: np.ndarray, rays_d: np.nd
     return rgb_map, depth, acc, weights
 
 
+def balanced_chunk(rays: int, chunk: int, workers: int = 1) -> int:
+    """Rays per chunk, at most ``chunk``, so that ``rays`` split into a number of chunks that is a
+    multiple of ``workers`` (when there are at least ``workers`` rays) and of equal size, the
+    last one possibly a little shorter."""
+    n = -(-rays // chunk) if rays > 0 else 1
+    if workers > 1 and rays >= workers:
+        n = -(-n // workers) * workers
+    return max(1, -(-rays // n))
+
+
 class Renderer:
     """Render rays and views of a bundle with two network callables (``fine`` may be ``None``:
     the coarse network then evaluates the fine samples, as in training).
@@ -235,9 +245,12 @@ class Renderer:
     def render_rays(self, o: np.ndarray, d: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
         """``o, d, v (R,3)`` -> ``rgb (R,3)``, ``depth (R,)``, ``acc (R,)`` (chunked; ``workers`` chunks at once).
 
-        With several workers the stage times in :attr:`timings` are summed over the threads."""
-        starts = range(0, o.shape[0], self.chunk)
-        job = lambda a: self._render_chunk(o[a:a + self.chunk], d[a:a + self.chunk], v[a:a + self.chunk])
+        With several workers the stage times in :attr:`timings` are summed over the threads.
+        The rays are cut into the fewest chunks of at most ``chunk`` rays whose number is a
+        multiple of ``workers``, all of (nearly) equal size, so no worker idles at the end."""
+        chunk = balanced_chunk(o.shape[0], self.chunk, self.workers)
+        starts = range(0, o.shape[0], chunk)
+        job = lambda a: self._render_chunk(o[a:a + chunk], d[a:a + chunk], v[a:a + chunk])
         if self.workers > 1 and len(starts) > 1:
             from concurrent.futures import ThreadPoolExecutor
             with ThreadPoolExecutor(self.workers) as ex:

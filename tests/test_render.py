@@ -140,3 +140,16 @@ def test_early_termination_error_is_bounded_by_its_threshold(blender_dir, tmp_pa
         assert np.abs(a["acc"] - b["acc"]).max() <= stop + 1e-5
     with pytest.raises(ValueError):
         Renderer(*nets, s, early_stop=1.0)
+
+
+def test_balanced_chunk_splits_evenly_among_workers():
+    from nerfexport.render import balanced_chunk
+    for rays, chunk, workers in [(10000, 1024, 2), (10000, 2048, 2), (4096, 256, 3), (100, 256, 2), (7, 256, 1),
+                                 (1, 64, 4), (12345, 1000, 5)]:
+        c = balanced_chunk(rays, chunk, workers)
+        n = -(-rays // c)
+        assert 1 <= c <= chunk
+        if workers > 1 and rays >= workers:
+            assert n % workers == 0, (rays, chunk, workers, c)
+        # the fewest such chunks: one fewer round per worker would need chunks larger than `chunk`
+        assert -(-rays // max(1, n - (workers if rays >= workers else 1))) > chunk or n <= max(workers, 1)

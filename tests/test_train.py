@@ -100,3 +100,33 @@ def test_llff_ndc_training_runs(llff_dir):
     assert res.steps == 3
     out = render_image(model, scene.H, scene.W, scene.focal, scene.poses[0])
     assert np.isfinite(out["rgb"]).all()
+
+
+def test_auto_precision_takes_bf16_only_where_the_cpu_runs_it_natively(monkeypatch):
+    """On a CPU without native bf16 kernels (AVX2 only) torch's bf16 matmul falls back to a
+    reference GEMM many times slower than fp32, so ``auto`` must pick fp32 there."""
+    import nerfexport.train as tr
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(tr, "cpu_has_native_bf16", lambda: False)
+    assert tr.autocast_dtype("auto", cpu) is None
+    assert tr.autocast_dtype("bf16", cpu) is torch.bfloat16 and tr.autocast_dtype("fp32", cpu) is None
+    assert "no native bf16" in tr.bf16_warning("bf16", cpu) and tr.bf16_warning("fp32", cpu) is None
+    monkeypatch.setattr(tr, "cpu_has_native_bf16", lambda: True)
+    assert tr.autocast_dtype("auto", cpu) is torch.bfloat16
+    assert tr.bf16_warning("bf16", cpu) is None
+
+
+def test_native_bf16_probe_agrees_with_the_cpu_flags():
+    """The probe says yes where the CPU advertises bf16 (AVX-512 BF16 or AMX) and no where it has
+    no AVX-512 at all (oneDNN's bf16 kernels need AVX-512; an AVX2-only CPU gets the fallback)."""
+    import pathlib
+    from nerfexport.train import cpu_has_native_bf16
+    info = pathlib.Path("/proc/cpuinfo")
+    if not info.is_file():
+        import pytest
+        pytest.skip("no /proc/cpuinfo on this system to read the CPU's flags from")
+    flags = set(info.read_text().split())
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        assert cpu_has_native_bf16()
+    if "avx512bw" not in flags:
+        assert not cpu_has_native_bf16()
