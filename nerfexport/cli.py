@@ -91,7 +91,7 @@ def train(data: Path = typer.Argument(..., help="dataset folder (Blender or LLFF
           depth: int = typer.Option(8, help="trunk layers"),
           fine: bool = typer.Option(True, "--fine/--no-fine", help="train a fine network too"),
           steps: int = typer.Option(5000, help="optimizer steps"),
-          minutes: Optional[float] = typer.Option(None, help="stop when training time reaches this"),
+          minutes: Optional[float] = typer.Option(None, help="stop when training time reaches this (the learning rate then decays over the minutes)"),
           batch_rays: int = typer.Option(1024, help="rays per step"),
           n_coarse: int = typer.Option(64, help="coarse samples per ray while training"),
           n_fine: int = typer.Option(64, help="fine samples per ray while training"),

@@ -35,7 +35,8 @@ class TrainConfig:
     steps: int = 5000
     batch_rays: int = 1024
     lr: float = 5e-4
-    lr_final: float = 5e-5           # exponential decay from lr to lr_final over `steps`
+    lr_final: float = 5e-5           # exponential decay from lr to lr_final over `steps` (or over
+                                     # `max_minutes`, when that budget ends first: see train())
     warmup_steps: int = 0            # linear warm-up from lr/50 over these steps
     clip_grad: float | None = None   # clip the global gradient norm
     collapse_guard_steps: int = 1000 # re-initialise a network stuck far worse than "all background"
@@ -356,7 +357,12 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
         if tc.max_minutes is not None and train_seconds >= tc.max_minutes * 60.0:
             break
         t0 = time.perf_counter()
-        lr = tc.lr * math.exp(decay * step / max(1, tc.steps))
+        # The schedule runs over whichever budget ends first, so a run stopped by its time
+        # budget still ends at lr_final instead of being cut off mid-decay.
+        frac = step / max(1, tc.steps)
+        if tc.max_minutes:
+            frac = max(frac, train_seconds / (tc.max_minutes * 60.0))
+        lr = tc.lr * math.exp(decay * min(1.0, frac))
         if step < tc.warmup_steps:
             lr *= 0.02 + 0.98 * step / tc.warmup_steps
         for g in opt.param_groups:

@@ -130,3 +130,15 @@ def test_native_bf16_probe_agrees_with_the_cpu_flags():
         assert cpu_has_native_bf16()
     if "avx512bw" not in flags:
         assert not cpu_has_native_bf16()
+
+
+def test_a_time_budget_decays_the_learning_rate_over_the_minutes(tmp_path):
+    """Stopped by --minutes long before --steps, the run still ends near lr_final."""
+    scene = small_scene(tmp_path)
+    model = new_model(scene, width=32, depth=2, n_coarse=8, n_fine=8, seed=0)
+    lrs = []
+    tc = TrainConfig(steps=10 ** 6, batch_rays=32, n_coarse=8, n_fine=8, lr=1e-3, lr_final=1e-4, max_minutes=0.03,
+                     precrop_iters=0, ckpt_every_steps=0, occupancy=False, precision="fp32")
+    res = train(model, scene, tc, progress=lambda e: e["event"] == "step" and lrs.append(e["lr"]))
+    assert 10 < res.steps < 10 ** 6
+    assert lrs[0] == 1e-3 and 1e-4 <= lrs[-1] < 1.5e-4
