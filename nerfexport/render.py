@@ -160,30 +160,35 @@ class Renderer:
         tm.samples += R * S
         return np.asarray(rgb, np.float32).reshape(R, S, 3), np.asarray(dens, np.float32).reshape(R, S)
 
-    def _net_at(self, net: Network, pts: np.ndarray, v: np.ndarray, ri: np.ndarray, si: np.ndarray,
+    def _net_at(self, net: Network, pts: np.ndarray, v: np.ndarray, flat: np.ndarray,
                 rgb: np.ndarray, dens: np.ndarray, tm: Timings) -> None:
-        """Evaluate the samples ``(ri, si)`` of ``pts (R,S,3)`` into ``rgb (R,S,3)``, ``dens (R,S)``."""
-        if ri.size == 0:
+        """Evaluate the samples ``flat`` (indices into the ``R*S`` samples, row-major) of
+        ``pts (R,S,3)`` into ``rgb (R,S,3)``, ``dens (R,S)``."""
+        if flat.size == 0:
             return
         t = time.perf_counter()
-        c, d = net(np.ascontiguousarray(pts[ri, si], dtype=np.float32), np.ascontiguousarray(v[ri], dtype=np.float32))
-        rgb[ri, si] = c
-        dens[ri, si] = np.asarray(d, np.float32).reshape(-1)
+        S = pts.shape[1]
+        # np.take on flat indices: one contiguous gather, several times faster than pts[ri, si]
+        c, d = net(np.take(pts.reshape(-1, 3), flat, axis=0), np.take(v, flat // S, axis=0))
+        rgb.reshape(-1, 3)[flat] = c
+        dens.reshape(-1)[flat] = np.asarray(d, np.float32).reshape(-1)
         tm.network += time.perf_counter() - t
-        tm.samples += int(ri.size)
+        tm.samples += int(flat.size)
 
     def _evaluate(self, net: Network, pts: np.ndarray, z: np.ndarray, d: np.ndarray, v: np.ndarray, tm: Timings):
         """Colour ``(R,S,3)`` and density ``(R,S)`` of the samples ``pts (R,S,3)`` at depths ``z (R,S)``."""
         if self.grid is None and self.early_stop <= 0.0:
             return self._net(net, pts, v, tm) + (None,)
         R, S = z.shape
+        pts = np.ascontiguousarray(pts, dtype=np.float32)
+        v = np.ascontiguousarray(v, dtype=np.float32)
         t = time.perf_counter()
         occ = self.grid.query(pts) if self.grid is not None else np.ones((R, S), bool)
         tm.sampling += time.perf_counter() - t
         rgb = np.zeros((R, S, 3), np.float32)
         dens = np.zeros((R, S), np.float32)
         if self.early_stop <= 0.0:
-            self._net_at(net, pts, v, *np.nonzero(occ), rgb, dens, tm)
+            self._net_at(net, pts, v, np.flatnonzero(occ), rgb, dens, tm)
             return rgb, dens, occ
         dists = np.concatenate((z[:, 1:] - z[:, :-1], np.full((R, 1), 1e10, np.float32)), -1)
         dists = dists * np.linalg.norm(d, axis=-1)[:, None]
@@ -194,7 +199,7 @@ class Renderer:
             if not alive.any():
                 break
             ri, si = np.nonzero(occ[:, a:b] & alive[:, None])
-            self._net_at(net, pts, v, ri, si + a, rgb, dens, tm)
+            self._net_at(net, pts, v, ri * S + (si + a), rgb, dens, tm)
             t = time.perf_counter()
             trans *= np.exp(-(dens[:, a:b] * dists[:, a:b]).sum(-1))
             tm.compositing += time.perf_counter() - t
@@ -280,7 +285,7 @@ def make_renderer(spec, nets: dict, settings: SceneSettings, grid=None, skip: bo
     :data:`DEFAULT_EARLY_STOP`); without, the plain renderer."""
     stop = (DEFAULT_EARLY_STOP if early_stop is None else early_stop) if skip else 0.0
     return Renderer(nets["coarse"], nets["fine"], settings, chunk=spec.chunk, grid=grid if skip else None,
-                    early_stop=stop, workers=getattr(spec, "workers", 1))
+                    early_stop=stop, workers=getattr(spec, "workers", 1), segment=getattr(spec, "segment", 32))
 
 
 @dataclass

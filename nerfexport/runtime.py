@@ -8,6 +8,7 @@ A runtime file names its ``kind`` and options::
     graph_optimization = "all"
     chunk = 8192                             # rays per chunk (one network call per pass, or per segment)
     workers = 1                              # chunks rendered at once, in threads (0: one per core)
+    segment = 32                             # samples per ray marched at once (early termination)
     [provider_options.CUDAExecutionProvider]
     device_id = 0
 
@@ -34,7 +35,7 @@ else:  # pragma: no cover
 
 KINDS = ("onnxruntime", "tensorrt", "torch")
 KEYS = {"description", "kind", "providers", "provider_options", "threads", "graph_optimization", "chunk",
-        "workers", "device", "precision"}
+        "workers", "segment", "device", "precision"}
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -56,6 +57,7 @@ class RuntimeSpec:
     graph_optimization: str = "all"
     chunk: int = 1024
     workers: int = 1
+    segment: int = 32          # samples per ray marched at once with early termination
     device: str | int = "auto"
     precision: str = "fp32"
     path: str = ""
@@ -98,6 +100,8 @@ def load_runtime(ref: str | Path) -> RuntimeSpec:
     spec = RuntimeSpec(name=path.stem, path=str(path), **{k: v for k, v in doc.items()})
     if not isinstance(spec.chunk, int) or spec.chunk < 1:
         raise RuntimeSpecError(f"{path}: chunk must be a positive integer")
+    if not isinstance(spec.segment, int) or spec.segment < 1:
+        raise RuntimeSpecError(f"{path}: segment must be a positive integer")
     if not isinstance(spec.workers, int) or spec.workers < 0:
         raise RuntimeSpecError(f"{path}: workers must be 0 (one per core) or a positive integer")
     if spec.workers == 0:
