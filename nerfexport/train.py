@@ -434,6 +434,9 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
             save(step)
     if next_eval is not None and (not history or history[-1]["step"] != step):
         run_eval(step)
-    save(step, final=step >= tc.steps)
+    # a run ends when it has made its steps or spent its time budget; an ended run keeps no
+    # optimizer state (given more steps or minutes later, it continues with a fresh optimizer)
+    budget_spent = tc.max_minutes is not None and train_seconds >= tc.max_minutes * 60.0
+    save(step, final=step >= tc.steps or budget_spent)
     model.eval()
     return TrainResult(step, train_seconds, time.perf_counter() - wall0, history)

@@ -139,6 +139,10 @@ def test_a_time_budget_decays_the_learning_rate_over_the_minutes(tmp_path):
     lrs = []
     tc = TrainConfig(steps=10 ** 6, batch_rays=32, n_coarse=8, n_fine=8, lr=1e-3, lr_final=1e-4, max_minutes=0.03,
                      precrop_iters=0, ckpt_every_steps=0, occupancy=False, precision="fp32")
-    res = train(model, scene, tc, progress=lambda e: e["event"] == "step" and lrs.append(e["lr"]))
+    out = tmp_path / "budget.pt"
+    res = train(model, scene, tc, out=out, progress=lambda e: e["event"] == "step" and lrs.append(e["lr"]))
     assert 10 < res.steps < 10 ** 6
     assert lrs[0] == 1e-3 and 1e-4 <= lrs[-1] < 1.5e-4
+    # the spent budget ends the run: the checkpoint keeps no optimizer state (a third of the size)
+    _, _, state = load_checkpoint(out, with_train_state=True)
+    assert "optimizer" not in state
