@@ -168,7 +168,7 @@ class Renderer:
             return
         t = time.perf_counter()
         S = pts.shape[1]
-        # np.take on flat indices: one contiguous gather, several times faster than pts[ri, si]
+        # one gather over flat indices (np.take) rather than 2-D fancy indexing pts[ri, si]
         c, d = net(np.take(pts.reshape(-1, 3), flat, axis=0), np.take(v, flat // S, axis=0))
         rgb.reshape(-1, 3)[flat] = c
         dens.reshape(-1)[flat] = np.asarray(d, np.float32).reshape(-1)
@@ -252,7 +252,8 @@ class Renderer:
 
         With several workers the stage times in :attr:`timings` are summed over the threads.
         The rays are cut into the fewest chunks of at most ``chunk`` rays whose number is a
-        multiple of ``workers``, all of (nearly) equal size, so no worker idles at the end."""
+        multiple of ``workers``, all of (nearly) equal size, so the workers get equal numbers of
+        rays (their work still differs with how much of each chunk the grid skips)."""
         chunk = balanced_chunk(o.shape[0], self.chunk, self.workers)
         starts = range(0, o.shape[0], chunk)
         job = lambda a: self._render_chunk(o[a:a + chunk], d[a:a + chunk], v[a:a + chunk])
