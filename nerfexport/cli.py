@@ -22,6 +22,14 @@ def fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _warn_bf16(precision: str, device="cpu") -> None:
+    """One line on stderr when bf16 is asked for on a CPU without native bf16 kernels."""
+    from .train import bf16_warning
+    note = bf16_warning(precision, device)
+    if note:
+        typer.echo(note, err=True)
+
+
 def _guard(fn):
     """Turn the library's input errors into one clear line and a non-zero exit."""
     import functools
@@ -117,14 +125,11 @@ def train(data: Path = typer.Argument(..., help="dataset folder (Blender or LLFF
     if precision not in ("auto", "bf16", "fp32"):
         raise UserError(f"precision must be auto, bf16 or fp32, not {precision!r}")
     check_writable(out)
-    from .train import bf16_warning
     try:
         dev = pick_device(device)
     except (RuntimeError, ValueError) as e:
         raise UserError(str(e))
-    note = bf16_warning(precision, dev)
-    if note:
-        typer.echo(note, err=True)
+    _warn_bf16(precision, dev)
     scene = _load_data(data, downscale, white, test_every)
     typer.echo(f"{scene.kind} scene {data}: {len(scene.splits['train'])} train views of {scene.W}x{scene.H}, "
                f"near {scene.near:.3g} far {scene.far:.3g}{' (NDC)' if scene.ndc else ''}")
@@ -184,10 +189,8 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="checkpoint (defa
         raise UserError(f"split {split!r} not in dataset (has {sorted(scene.splits)})")
     if precision not in ("fp32", "bf16", "auto"):
         raise UserError("precision must be fp32, bf16 or auto")
-    from .train import autocast_dtype, bf16_warning
-    note = bf16_warning(precision)
-    if note:
-        typer.echo(note, err=True)
+    from .train import autocast_dtype
+    _warn_bf16(precision)
     amp = autocast_dtype(precision, torch.device("cpu"))
     precision = "bf16" if amp is not None else "fp32"
     t = time.perf_counter()
@@ -614,11 +617,9 @@ def _open_target(path: Path, runtime: str):
     if spec.kind != "torch":
         raise UserError(f"runtime {spec.name} renders a bundle folder (nerfexport export); {path} is not one")
     from .checkpoint import load_checkpoint
-    from .train import bf16_warning, pick_device
+    from .train import pick_device
     check_available(spec)
-    note = bf16_warning(spec.precision, pick_device(str(spec.device)))
-    if note:
-        typer.echo(note, err=True)
+    _warn_bf16(spec.precision, pick_device(str(spec.device)))
     model, meta, _ = load_checkpoint(path, with_train_state=True)
     c = model.cfg
     nets = make_networks(spec, model=model)
