@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 LEGO   ?= ../shared/data/lego_400
 
-.PHONY: demo test teacher teacher-docs shrink-docs export-docs speed-bundles bench-docs speed-docs install clean
+.PHONY: demo test teacher teacher-docs shrink-docs shrink-docs-w64 export-docs speed-bundles bench-docs speed-docs install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,14 @@ shrink-docs: cache/lego100-teacher.pt
 	  --widths 128,64 --finetune 128:1500,64:750 --step-seconds 128:0.129,64:0.0614 \
 	  --doc docs/shrink-table.md --figure docs/shrink.png
 
+# The width-64 half of docs/shrink.md as measured on 2026-11-25 (about 30 minutes): every method at
+# 750 distillation steps and the from-scratch baseline, then coreset distilled for 6000 steps.
+shrink-docs-w64: cache/lego100-teacher.pt
+	$(VENV)/bin/nerfexport shrink-study $< -o cache/shrink-study-w64 --data $(LEGO) --downscale 4 --test-every 20 \
+	  --widths 64 --finetune 64:750 --step-seconds 64:0.0614 --doc docs/shrink-table-w64.md --figure docs/shrink-w64.png
+	$(VENV)/bin/nerfexport shrink $< --width 64 --method coreset --finetune 6000 -o cache/w64-coreset-6000.pt \
+	  --data $(LEGO) --downscale 4 --test-every 20 --eval-views 10 --eval-coarse 32 --eval-fine 64
+
 # docs/export.md: fp32 against static int8 (each calibration method) for the teacher and the
 # best width-128 student of the shrink study, rendered through onnxruntime (about 30 minutes).
 W128 ?= cache/shrink-study/magnitude-w128.pt
@@ -69,6 +77,7 @@ SPEED ?= cache/speed
 BENCH_W128 ?= cache/w128.pt
 LEGO_ARGS = --data $(LEGO) --downscale 4 --test-every 20
 speed-bundles: cache/lego100-teacher.pt $(BENCH_W128)
+	mkdir -p $(SPEED)
 	$(VENV)/bin/nerfexport export cache/lego100-teacher.pt -o $(SPEED)/teacher-fp32 $(LEGO_ARGS) --force
 	$(VENV)/bin/nerfexport export $(BENCH_W128) -o $(SPEED)/w128-fp32 $(LEGO_ARGS) --force
 	$(VENV)/bin/nerfexport export $(BENCH_W128) --int8 -o $(SPEED)/w128-int8 $(LEGO_ARGS) --force
