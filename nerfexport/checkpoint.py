@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,16 +60,29 @@ def check_writable(path: str | Path) -> None:
         raise CheckpointError(f"cannot write {path}: permission denied")
 
 
+def _unpickler_reason(e: Exception) -> str:
+    """The short reason in torch's weights-only refusal (``Unsupported global: GLOBAL posix.system``)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for i, ln in enumerate(lines):
+        if "WeightsUnpickler error:" in ln:
+            rest = ln.split("WeightsUnpickler error:", 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            return rest.split(". ")[0][:120] or "not a weights-only file"
+        if "unsupported GLOBAL" in ln:  # "Trying to load unsupported GLOBAL posix.system whose module ..."
+            return ln[ln.index("unsupported GLOBAL"):].split(" whose")[0][:120]
+    return "not a torch weights file"
+
+
 def _raw_load(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist" if not path.exists() else f"{path} is not a file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. torch's note on a pickle protocol it does not expect
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} was refused: it holds objects other than tensors and plain data "
-                              f"(weights-only load: {first[:160]})") from None
+        raise CheckpointError(f"{path} was refused: the weights-only loader found something other than tensors "
+                              f"and plain data ({_unpickler_reason(e)})") from None
     except Exception:  # torch.load raises many kinds on a file that is not a checkpoint
         raise CheckpointError(f"{path} is not a checkpoint (it cannot be read as a torch file)") from None
     if not isinstance(obj, dict):
