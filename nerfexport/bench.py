@@ -52,8 +52,17 @@ class BenchItem:
 
 
 def _peak_rss_mb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024.0
+    """This process's peak resident memory in MB. On Linux from ``VmHWM`` (reset by ``exec``);
+    ``ru_maxrss`` survives ``exec``, so a worker started from a large process (the demo, which
+    trained in-process) would report its parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def worker(job: dict) -> dict:

@@ -32,3 +32,17 @@ def test_markdown_reports_skipped_and_measured_rows():
     assert "| b | ort-cpu | int8 | grid + early stop | 1.00 | 10 | 10.00x | 1,600 | 400 | 40,000 | 250 | 50% |" in md
     assert "int8 500 GOP/s, fp32 100 GOP/s" in md
     assert "not run: runtime ort-cuda needs a CUDA GPU" in md
+
+
+def test_worker_peak_rss_is_its_own(tmp_path):
+    """A bench worker started from a process that holds a lot of memory reports its own peak,
+    not its parent's (``ru_maxrss`` survives ``exec``; the measure must not)."""
+    import subprocess
+    import sys
+    code = ("import numpy as np, subprocess, sys\n"
+            "big = np.ones(400 * 2**20 // 8)\n"
+            "out = subprocess.run([sys.executable, '-c', 'from nerfexport.bench import _peak_rss_mb; "
+            "print(_peak_rss_mb())'], capture_output=True, text=True, check=True).stdout\n"
+            "print(float(out))\n")
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 0 < child < 300
