@@ -54,10 +54,10 @@ shrink-docs: cache/lego100-teacher.pt
 # The width-64 half of docs/shrink.md as measured on 2026-11-25 (about 30 minutes): every method at
 # 750 distillation steps and the from-scratch baseline, then coreset distilled for 6000 steps.
 shrink-docs-w64: cache/lego100-teacher.pt
-	$(VENV)/bin/nerfexport shrink-study $< -o cache/shrink-study-w64 --data $(LEGO) --downscale 4 --test-every 20 \
+	$(VENV)/bin/nerfexport shrink-study $< -o cache/shrink-study-w64 $(LEGO_ARGS) \
 	  --widths 64 --finetune 64:750 --step-seconds 64:0.0614 --doc docs/shrink-table-w64.md --figure docs/shrink-w64.png
 	$(VENV)/bin/nerfexport shrink $< --width 64 --method coreset --finetune 6000 -o cache/w64-coreset-6000.pt \
-	  --data $(LEGO) --downscale 4 --test-every 20 --eval-views 10 --eval-coarse 32 --eval-fine 64
+	  $(LEGO_ARGS) --eval-views 10 --eval-coarse 32 --eval-fine 64
 
 # docs/export.md: fp32 against static int8 (each calibration method) for the teacher and the
 # best width-128 student of the shrink study, rendered through onnxruntime (about 30 minutes).

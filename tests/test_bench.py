@@ -34,7 +34,7 @@ def test_markdown_reports_skipped_and_measured_rows():
     assert "not run: runtime ort-cuda needs a CUDA GPU" in md
 
 
-def test_worker_peak_rss_is_its_own(tmp_path):
+def test_worker_peak_rss_is_its_own():
     """A bench worker started from a process that holds a lot of memory reports its own peak,
     not its parent's (``ru_maxrss`` survives ``exec``; the measure must not)."""
     import subprocess
