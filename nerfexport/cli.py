@@ -109,6 +109,12 @@ def train(data: Path = typer.Argument(..., help="dataset folder (Blender or LLFF
           lr_final: float = typer.Option(5e-5, help="learning rate at the last step"),
           occupancy: bool = typer.Option(True, "--occupancy/--no-occupancy",
                                          help="grid-guided sampling that skips empty space"),
+          grid_every: int = typer.Option(32, help="steps between occupancy-grid updates"),
+          background: str = typer.Option("scene", help="scene (the --white/--black colour) or random: a random "
+                                                       "colour per ray behind RGBA training images"),
+          fill_batch: bool = typer.Option(False, "--fill-batch/--no-fill-batch",
+                                          help="with the grid, draw rays until --batch-rays of them cross "
+                                               "occupied space"),
           precision: str = typer.Option("auto", help="auto (bf16 where the CPU or GPU runs it natively, else fp32), "
                                                      "bf16 or fp32"),
           eval_every: Optional[float] = typer.Option(None, help="evaluate held-out views every N minutes"),
@@ -124,6 +130,10 @@ def train(data: Path = typer.Argument(..., help="dataset folder (Blender or LLFF
         raise UserError("width, depth, steps, batch-rays and n-coarse must be positive")
     if precision not in ("auto", "bf16", "fp32"):
         raise UserError(f"precision must be auto, bf16 or fp32, not {precision!r}")
+    if grid_every < 1:
+        raise UserError("grid-every must be positive")
+    if background not in ("scene", "random"):
+        raise UserError(f"background must be scene or random, not {background!r}")
     check_writable(out)
     try:
         dev = pick_device(device)
@@ -136,7 +146,8 @@ def train(data: Path = typer.Argument(..., help="dataset folder (Blender or LLFF
     model = new_model(scene, width, depth, fine, render_coarse, render_fine)
     tc = TrainConfig(steps=steps, batch_rays=batch_rays, lr=lr, lr_final=lr_final, n_coarse=n_coarse,
                      n_fine=n_fine if fine else 0, precision=precision, seed=seed, max_minutes=minutes,
-                     eval_every_minutes=eval_every, eval_views=eval_views, device=device, occupancy=occupancy)
+                     eval_every_minutes=eval_every, eval_views=eval_views, device=device, occupancy=occupancy,
+                     background=background, fill_batch=fill_batch, grid_every=grid_every)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -146,7 +157,7 @@ def train(data: Path = typer.Argument(..., help="dataset folder (Blender or LLFF
         def progress(e: dict) -> None:
             if e["event"] == "step":
                 bar.update(task, completed=e["step"],
-                           info=f"loss {e['loss']:.4f} psnr {e['psnr']:5.2f} dB")
+                           info=f"loss {e['loss']:.4f} psnr {e['psnr']:5.2f} dB occupied {100 * e['occupied']:.0f}%")
             elif e["event"] == "eval":
                 bar.console.print(f"step {e['step']:6d}  {e['minutes']:6.2f} min  held-out PSNR {e['psnr']:.2f} dB "
                                   f"SSIM {e['ssim']:.3f}")

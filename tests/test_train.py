@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from nerfexport.checkpoint import load_checkpoint
@@ -23,6 +24,27 @@ def test_short_training_run_loss_falls(tmp_path):
     assert np.mean(losses[-20:]) < 0.75 * np.mean(losses[:20])
     after = evaluate(model, scene, "train")
     assert after.psnr > before.psnr + 3.0
+
+
+def test_random_background_and_filled_batches(tmp_path):
+    scene = small_scene(tmp_path)
+    assert scene.alphas is not None
+    model = new_model(scene, width=64, depth=4, n_coarse=16, n_fine=16, seed=0)
+    before = evaluate(model, scene, "train")
+    events = []
+    tc = TrainConfig(steps=300, batch_rays=128, n_coarse=16, n_fine=16, lr=1e-3, lr_final=2e-4,
+                     precrop_iters=0, ckpt_every_steps=0, seed=0, grid_warmup=50, grid_every=16,
+                     background="random", fill_batch=True)
+    train(model, scene, tc, progress=lambda e: e["event"] == "step" and events.append(e))
+    # after the warm-up the grid skips empty rays, and the batch is refilled with rays that cross matter
+    late = events[150:]
+    assert sum(e["skipped"] for e in late) > 0
+    assert np.mean([e["rays"] == 128 for e in late]) > 0.9
+    assert np.mean([e["loss"] for e in events[-20:]]) < 0.75 * np.mean([e["loss"] for e in events[:20]])
+    # evaluated on the scene's own (white) background, it has learned the scene
+    assert evaluate(model, scene, "train").psnr > before.psnr + 3.0
+    with pytest.raises(ValueError, match="background"):
+        train(model, scene, TrainConfig(steps=1, background="green"))
 
 
 def test_checkpoints_resume_after_interruption(tmp_path):
