@@ -110,11 +110,6 @@ def train(data: Path = typer.Argument(..., help="dataset folder (Blender or LLFF
           occupancy: bool = typer.Option(True, "--occupancy/--no-occupancy",
                                          help="grid-guided sampling that skips empty space"),
           grid_every: int = typer.Option(32, help="steps between occupancy-grid updates"),
-          background: str = typer.Option("scene", help="scene (the --white/--black colour) or random: a random "
-                                                       "colour per ray behind RGBA training images"),
-          fill_batch: bool = typer.Option(False, "--fill-batch/--no-fill-batch",
-                                          help="with the grid, draw rays until --batch-rays of them cross "
-                                               "occupied space"),
           precision: str = typer.Option("auto", help="auto (bf16 where the CPU or GPU runs it natively, else fp32), "
                                                      "bf16 or fp32"),
           eval_every: Optional[float] = typer.Option(None, help="evaluate held-out views every N minutes"),
@@ -132,8 +127,6 @@ def train(data: Path = typer.Argument(..., help="dataset folder (Blender or LLFF
         raise UserError(f"precision must be auto, bf16 or fp32, not {precision!r}")
     if grid_every < 1:
         raise UserError("grid-every must be positive")
-    if background not in ("scene", "random"):
-        raise UserError(f"background must be scene or random, not {background!r}")
     check_writable(out)
     try:
         dev = pick_device(device)
@@ -147,7 +140,7 @@ def train(data: Path = typer.Argument(..., help="dataset folder (Blender or LLFF
     tc = TrainConfig(steps=steps, batch_rays=batch_rays, lr=lr, lr_final=lr_final, n_coarse=n_coarse,
                      n_fine=n_fine if fine else 0, precision=precision, seed=seed, max_minutes=minutes,
                      eval_every_minutes=eval_every, eval_views=eval_views, device=device, occupancy=occupancy,
-                     background=background, fill_batch=fill_batch, grid_every=grid_every)
+                     grid_every=grid_every)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),

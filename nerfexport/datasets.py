@@ -34,7 +34,6 @@ class Scene:
     kind: str = "blender"
     source: str = ""
     load_args: dict = field(default_factory=dict)  # how load_scene was called (to load it again)
-    alphas: np.ndarray | None = None     # (N, H, W) float32 opacity of RGBA images (area-averaged), else None
 
     def subset(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         idx = self.splits[split]
@@ -86,7 +85,7 @@ def load_blender(root: str | Path, downscale: int = 1, white_bkgd: bool = True,
     _check_factor(downscale)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
-    images, poses, split_idx, alphas = [], [], {}, []
+    images, poses, split_idx = [], [], {}
     camera_angle_x = None
     for split in splits:
         meta_path = root / f"transforms_{split}.json"
@@ -109,11 +108,8 @@ def load_blender(root: str | Path, downscale: int = 1, white_bkgd: bool = True,
                 path = root / fp
                 if path.suffix == "":
                     path = path.with_suffix(".png")
-                raw = _read_image(path)
-                img = _area_downscale(_composite(raw, white_bkgd), downscale)
+                img = _area_downscale(_composite(_read_image(path), white_bkgd), downscale)
                 images.append(img.astype(np.float32))
-                alphas.append(_area_downscale(raw[..., 3:], downscale)[..., 0].astype(np.float32)
-                              if raw.shape[-1] == 4 else None)
                 poses.append(pose)
         except DatasetError:
             raise
@@ -126,10 +122,8 @@ def load_blender(root: str | Path, downscale: int = 1, white_bkgd: bool = True,
         raise DatasetError(f"{root}: images differ in size {sorted(shapes)}")
     H, W = images[0].shape[:2]
     focal = 0.5 * W / np.tan(0.5 * camera_angle_x)
-    # opacity is known when every image has an alpha channel (random-background training uses it)
-    alpha = np.stack(alphas) if all(a is not None for a in alphas) else None
     return Scene(np.stack(images), np.stack(poses), H, W, float(focal), near, far, white_bkgd, False,
-                 split_idx, "blender", str(root), alphas=alpha)
+                 split_idx, "blender", str(root))
 
 
 # ---------------------------------------------------------------- LLFF (nerf-pytorch load_llff_data)

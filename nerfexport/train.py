@@ -59,9 +59,6 @@ class TrainConfig:
     grid_warmup: int = 256
     grid_floor: float = 0.02
     grid_decay: float = 0.8
-    background: str = "scene"        # scene | random: a random colour per ray behind RGBA training images
-                                     # (Instant-NGP's and nerfacc's augmentation; needs the images' alpha)
-    fill_batch: bool = False         # with the grid: draw rays until batch_rays of them cross occupied cells
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,11 +140,10 @@ def run_network(net, pts: torch.Tensor, viewdirs: torch.Tensor, amp: torch.dtype
 def render_rays(model: NeRF, rays_o: torch.Tensor, rays_d: torch.Tensor, viewdirs: torch.Tensor,
                 n_coarse: int, n_fine: int, perturb: bool, amp: torch.dtype | None,
                 raw_noise_std: float = 0.0, generator: torch.Generator | None = None,
-                z_coarse: torch.Tensor | None = None, bg: torch.Tensor | None = None):
+                z_coarse: torch.Tensor | None = None):
     """Hierarchical volume rendering of ``R`` rays. Returns ``(coarse, fine | None)`` outputs.
 
     ``z_coarse (R, n_coarse)``: coarse depths to use instead of stratified ones.
-    ``bg (R, 3)``: background colour per ray instead of the scene's.
     """
     cfg = model.cfg
     R = rays_o.shape[0]
@@ -159,7 +155,7 @@ def render_rays(model: NeRF, rays_o: torch.Tensor, rays_d: torch.Tensor, viewdir
         z = z_coarse
     pts = rays_o[:, None, :] + rays_d[:, None, :] * z[..., None]
     out_c = composite(run_network(model.coarse, pts, viewdirs, amp), z, rays_d, cfg.white_bkgd,
-                      raw_noise_std, generator, bg)
+                      raw_noise_std, generator)
     if n_fine <= 0:
         return out_c, None
     z_mid = 0.5 * (z[:, 1:] + z[:, :-1])
@@ -167,7 +163,7 @@ def render_rays(model: NeRF, rays_o: torch.Tensor, rays_d: torch.Tensor, viewdir
     z_all, _ = torch.sort(torch.cat((z, z_f.detach()), -1), -1)
     pts = rays_o[:, None, :] + rays_d[:, None, :] * z_all[..., None]
     out_f = composite(run_network(model.render_fine, pts, viewdirs, amp), z_all, rays_d, cfg.white_bkgd,
-                      raw_noise_std, generator, bg)
+                      raw_noise_std, generator)
     return out_c, out_f
 
 
@@ -297,13 +293,7 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
             history = list(state.get("history", []))
             emit({"event": "resume", "step": start_step})
 
-    if tc.background not in ("scene", "random"):
-        raise ValueError(f"background must be scene or random, got {tc.background!r}")
     rays = {k: torch.from_numpy(v).to(device) for k, v in scene_rays(scene, "train").items()}
-    random_bg = tc.background == "random" and scene.alphas is not None
-    if random_bg:
-        rays["a"] = torch.from_numpy(scene.alphas[scene.splits["train"]].reshape(-1, 1)).to(device)
-    scene_bg = 1.0 if model.cfg.white_bkgd else 0.0
     n_img = len(scene.splits["train"])
     HW = scene.H * scene.W
     # Central-crop pixel indices for the first iterations (avoids the all-background minimum).
@@ -377,45 +367,33 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
             lr *= 0.02 + 0.98 * step / tc.warmup_steps
         for g in opt.param_groups:
             g["lr"] = lr
-        gridded = grid is not None and step >= tc.grid_warmup
-        # with fill_batch, draw more rays than the batch so that batch_rays of them reach the network
-        n_draw = tc.batch_rays * (4 if gridded and tc.fill_batch else 1)
-        img_i = torch.randint(0, n_img, (n_draw,), device=device, generator=gen)
+        img_i = torch.randint(0, n_img, (tc.batch_rays,), device=device, generator=gen)
         if use_crop and step < tc.precrop_iters:
-            pix = crop[torch.randint(0, crop.numel(), (n_draw,), device=device, generator=gen)]
+            pix = crop[torch.randint(0, crop.numel(), (tc.batch_rays,), device=device, generator=gen)]
         else:
-            pix = torch.randint(0, HW, (n_draw,), device=device, generator=gen)
+            pix = torch.randint(0, HW, (tc.batch_rays,), device=device, generator=gen)
         idx = img_i * HW + pix
         o, d, v, target = rays["o"][idx], rays["d"][idx], rays["v"][idx], rays["rgb"][idx]
-        bgc = None
-        if random_bg:
-            # the target as if the image had been composited on a random colour instead
-            bgc = torch.rand((n_draw, 3), device=device, generator=gen)
-            target = target + (1.0 - rays["a"][idx]) * (bgc - scene_bg)
         z_coarse, n_skipped, skipped_err = None, 0, 0.0
-        if gridded:
-            if (step - tc.grid_warmup) % tc.grid_every == 0:
-                model.eval()
-                grid.update(grid_density, grid_threshold, all_cells=step == tc.grid_warmup, generator=gen)
-                model.train()
+        gridded = grid is not None and step >= tc.grid_warmup
+        if gridded and (step - tc.grid_warmup) % tc.grid_every == 0:
+            model.eval()
+            grid.update(grid_density, grid_threshold, all_cells=step == tc.grid_warmup, generator=gen)
+            model.train()
+        # a model with no density anywhere (dead density units) would get an empty grid that skips
+        # every ray, and training would stop there: sample plainly until an update finds matter
+        if gridded and bool(grid.occupied.any()):
             z_coarse, active = grid_samples(grid, o, d, model.cfg.near, model.cfg.far, tc.n_coarse,
                                             floor=tc.grid_floor, generator=gen)
-            if n_draw > tc.batch_rays:
-                # keep the draws up to the batch_rays-th active ray (or the first batch_rays draws)
-                act_pos = active.nonzero()[:, 0]
-                cut = int(act_pos[tc.batch_rays - 1]) + 1 if act_pos.numel() >= tc.batch_rays else tc.batch_rays
-                active, o, d, v, target, z_coarse = (t[:cut] for t in (active, o, d, v, target, z_coarse))
-                bgc = bgc[:cut] if bgc is not None else None
             if not bool(active.all()):
                 # rays that cross only empty cells render as background and need no network
+                bg = 1.0 if model.cfg.white_bkgd else 0.0
                 n_skipped = int((~active).sum())
-                bg_skip = bgc[~active] if bgc is not None else scene_bg
-                skipped_err = float(((target[~active] - bg_skip) ** 2).sum())
+                skipped_err = float(((target[~active] - bg) ** 2).sum())
                 o, d, v, target, z_coarse = o[active], d[active], v[active], target[active], z_coarse[active]
-                bgc = bgc[active] if bgc is not None else None
         if o.shape[0] > 0:
             out_c, out_f = render_rays(model, o, d, v, tc.n_coarse, tc.n_fine, True, amp, tc.raw_noise_std, gen,
-                                       z_coarse=z_coarse, bg=bgc)
+                                       z_coarse=z_coarse)
             loss_c = F.mse_loss(out_c.rgb, target)
             loss = loss_c
             if out_f is not None:
@@ -431,7 +409,8 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
             n_act = o.shape[0]
             coarse_mse = float(loss_c.detach())
             if step < tc.collapse_guard_steps:
-                trivial = float(((target - (bgc if bgc is not None else scene_bg)) ** 2).mean()) + 1e-4
+                bg = 1.0 if model.cfg.white_bkgd else 0.0
+                trivial = float(((target - bg) ** 2).mean()) + 1e-4
                 nets = [("coarse", model.coarse, coarse_mse)]
                 if out_f is not None and model.fine is not None:
                     nets.append(("fine", model.fine, float(loss_f.detach())))

@@ -59,11 +59,8 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, det: bool,
 
 
 def composite(raw: torch.Tensor, z: torch.Tensor, rays_d: torch.Tensor, white_bkgd: bool,
-              noise_std: float = 0.0, generator: torch.Generator | None = None,
-              bg: torch.Tensor | None = None) -> RenderOutput:
-    """``raw (R,S,4)`` at depths ``z (R,S)`` -> colour, depth, opacity and per-sample weights.
-
-    ``bg (R,3)``: a background colour per ray, instead of the scene's white or black."""
+              noise_std: float = 0.0, generator: torch.Generator | None = None) -> RenderOutput:
+    """``raw (R,S,4)`` at depths ``z (R,S)`` -> colour, depth, opacity and per-sample weights."""
     dists = z[:, 1:] - z[:, :-1]
     dists = torch.cat((dists, torch.full_like(dists[:, :1], 1e10)), -1) * rays_d.norm(dim=-1, keepdim=True)
     rgb = torch.sigmoid(raw[..., :3])
@@ -76,8 +73,6 @@ def composite(raw: torch.Tensor, z: torch.Tensor, rays_d: torch.Tensor, white_bk
     rgb_map = (weights[..., None] * rgb).sum(-2)
     depth = (weights * z).sum(-1)
     acc = weights.sum(-1)
-    if bg is not None:
-        rgb_map = rgb_map + (1.0 - acc[..., None]) * bg
-    elif white_bkgd:
+    if white_bkgd:
         rgb_map = rgb_map + (1.0 - acc[..., None])
     return RenderOutput(rgb_map, depth, acc, weights)

@@ -29,19 +29,6 @@ def test_blender_downscale_is_area_average_after_compositing(blender_dir):
     assert half.focal == pytest.approx(full.focal / 2)
 
 
-def test_blender_keeps_the_alpha_it_composited(blender_dir):
-    s = load_blender(blender_dir)
-    assert s.alphas.shape == (7, 8, 8)
-    assert s.alphas[0, 4, 4] == 1.0 and s.alphas[0, 7, 7] == 0.0
-    assert s.alphas[0, 0, 0] == pytest.approx(128 / 255)
-    # recompositing on another colour from the stored image and alpha (what random-background
-    # training does) equals compositing the RGBA on that colour; on black: colour * alpha
-    b = load_blender(blender_dir, white_bkgd=False)
-    np.testing.assert_allclose(s.images - (1 - s.alphas[..., None]), b.images, atol=1e-6)
-    half = load_blender(blender_dir, downscale=2)
-    np.testing.assert_allclose(half.alphas[0], s.alphas[0].reshape(4, 2, 4, 2).mean((1, 3)), atol=1e-6)
-
-
 def test_blender_test_every(blender_dir):
     s = load_blender(blender_dir, test_every=2)
     assert len(s.splits["test"]) == 1

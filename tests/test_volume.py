@@ -22,16 +22,6 @@ def test_composite_empty_shows_background():
     assert torch.allclose(composite(raw, z, d, False).rgb, torch.zeros(1, 3))
 
 
-def test_composite_per_ray_background():
-    z = torch.linspace(2, 6, 8)[None].expand(2, 8)
-    raw = torch.full((2, 8, 4), -5.0)
-    raw[1, 3, 3] = 1e4                      # the second ray is opaque (colour sigmoid(-5))
-    bg = torch.tensor([[0.2, 0.5, 0.9], [0.7, 0.1, 0.3]])
-    out = composite(raw, z, torch.tensor([[0.0, 0.0, -1.0]] * 2), True, bg=bg)
-    torch.testing.assert_close(out.rgb[0], bg[0], atol=1e-5, rtol=0)
-    torch.testing.assert_close(out.rgb[1], torch.sigmoid(torch.tensor([-5.0] * 3)), atol=1e-5, rtol=0)
-
-
 def test_composite_uniform_density_matches_beer_lambert():
     sigma, n = 0.3, 50
     z = torch.linspace(0, 1, n)[None]
