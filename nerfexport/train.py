@@ -340,6 +340,9 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
                     d = torch.maximum(d, model.fine.density(pts).float())
             return d
 
+    # the grid changes only at its updates: its occupied fraction is read there, not every step
+    grid_frac = grid.fraction if grid is not None else 1.0
+
     # Collapse guard: a white-background NeRF sometimes falls, in its first few hundred steps,
     # into an opaque state far worse than predicting the background everywhere, and stays there.
     # Track each network's loss relative to that trivial prediction and re-initialise a
@@ -379,10 +382,11 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
         if gridded and (step - tc.grid_warmup) % tc.grid_every == 0:
             model.eval()
             grid.update(grid_density, grid_threshold, all_cells=step == tc.grid_warmup, generator=gen)
+            grid_frac = grid.fraction
             model.train()
         # a model with no density anywhere (dead density units) would get an empty grid that skips
         # every ray, and training would stop there: sample plainly until an update finds matter
-        if gridded and bool(grid.occupied.any()):
+        if gridded and grid_frac > 0.0:
             z_coarse, active = grid_samples(grid, o, d, model.cfg.near, model.cfg.far, tc.n_coarse,
                                             floor=tc.grid_floor, generator=gen)
             if not bool(active.all()):
@@ -429,7 +433,7 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
         train_seconds += time.perf_counter() - t0
         emit({"event": "step", "step": step, "loss": float(loss.detach()),
               "psnr": -10.0 * math.log10(max(batch_mse, 1e-10)), "coarse_mse": coarse_mse, "lr": lr, "minutes": train_seconds / 60.0,
-              "occupied": grid.fraction if grid is not None else 1.0, "skipped": n_skipped,
+              "occupied": grid_frac, "skipped": n_skipped,
               "rays": int(o.shape[0])})
         if next_eval is not None and train_seconds >= next_eval:
             run_eval(step)
