@@ -110,6 +110,9 @@ def train(data: Path = typer.Argument(..., help="dataset folder (Blender or LLFF
           occupancy: bool = typer.Option(True, "--occupancy/--no-occupancy",
                                          help="grid-guided sampling that skips empty space"),
           grid_every: int = typer.Option(32, help="steps between occupancy-grid updates"),
+          grow_from: Optional[int] = typer.Option(None, help="train this width first, then widen every layer to "
+                                                             "--width keeping what the network computes"),
+          grow_at: float = typer.Option(0.5, help="fraction of the budget (steps or minutes) spent before widening"),
           precision: str = typer.Option("auto", help="auto (bf16 where the CPU or GPU runs it natively, else fp32), "
                                                      "bf16 or fp32"),
           eval_every: Optional[float] = typer.Option(None, help="evaluate held-out views every N minutes"),
@@ -127,6 +130,10 @@ def train(data: Path = typer.Argument(..., help="dataset folder (Blender or LLFF
         raise UserError(f"precision must be auto, bf16 or fp32, not {precision!r}")
     if grid_every < 1:
         raise UserError("grid-every must be positive")
+    if grow_from is not None and not (1 <= grow_from <= width):
+        raise UserError(f"grow-from must be between 1 and --width ({width}), not {grow_from}")
+    if not (0.0 <= grow_at <= 1.0):
+        raise UserError(f"grow-at is a fraction of the budget in [0, 1], not {grow_at}")
     check_writable(out)
     try:
         dev = pick_device(device)
@@ -140,7 +147,7 @@ def train(data: Path = typer.Argument(..., help="dataset folder (Blender or LLFF
     tc = TrainConfig(steps=steps, batch_rays=batch_rays, lr=lr, lr_final=lr_final, n_coarse=n_coarse,
                      n_fine=n_fine if fine else 0, precision=precision, seed=seed, max_minutes=minutes,
                      eval_every_minutes=eval_every, eval_views=eval_views, device=device, occupancy=occupancy,
-                     grid_every=grid_every)
+                     grid_every=grid_every, grow_from=grow_from, grow_at=grow_at)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -160,6 +167,8 @@ def train(data: Path = typer.Argument(..., help="dataset folder (Blender or LLFF
             elif e["event"] == "complete":
                 bar.console.print(f"{out} already holds a finished run of {e['step']} steps (--restart to train anew)")
                 bar.update(task, completed=e["step"])
+            elif e["event"] == "grow":
+                bar.console.print(f"step {e['step']}: widened every layer to {e['width']}")
             elif e["event"] == "reinit":
                 bar.console.print(f"step {e['step']}: the {e['network']} network collapsed; re-initialised it")
 

@@ -275,3 +275,71 @@ def prune_model(model: NeRF, selections: dict[str, dict[str, Selection]],
         out.fine.load_state_dict(new["fine"].state_dict())
     out.eval()
     return out
+
+
+@torch.no_grad()
+def widen_mlp(net: NeRFMLP, cfg: MLPConfig, generator: torch.Generator | None = None
+              ) -> tuple[NeRFMLP, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Surgery's inverse: a wider :class:`NeRFMLP` with config ``cfg`` that computes exactly what
+    ``net`` computes.
+
+    Every hidden layer gains neurons with fresh random incoming weights (the default Linear
+    initialisation) whose outgoing weights are zero, so the old neurons' outputs and the network's
+    output are unchanged, while the new neurons' outgoing weights get gradients at once (their
+    activations are not zero) and, unlike copies of old neurons, no two of them start alike.
+    Returns the wider network and, for each Linear, the ``(rows, cols)`` index tensors where the
+    old weight sits in the new one (``new.weight[rows][:, cols] == old.weight``), so that an
+    optimizer's state can follow the weights.
+    """
+    old_cfg = net.cfg
+    if (len(cfg.widths) != len(old_cfg.widths) or cfg.skips != old_cfg.skips
+            or len(cfg.view_widths) != len(old_cfg.view_widths) or cfg.use_viewdirs != old_cfg.use_viewdirs
+            or cfg.multires != old_cfg.multires or cfg.multires_views != old_cfg.multires_views):
+        raise ValueError("widening keeps the depth, skips, view branch and encodings; only widths may change")
+    old_l, new_l = layers(old_cfg), layers(cfg)
+    for o, n in zip(old_l, new_l):
+        if n.width < o.width:
+            raise ValueError(f"layer {o.name} has {o.width} neurons; cannot widen it to {n.width}")
+    if generator is not None:
+        state = torch.random.get_rng_state()
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    new = NeRFMLP(cfg)
+    if generator is not None:
+        torch.random.set_rng_state(state)
+    old_mods = dict(_named_linears(net))
+    rows = {n: torch.arange(m.weight.shape[0]) for n, m in old_mods.items()}
+    cols = {n: torch.arange(m.weight.shape[1]) for n, m in old_mods.items()}
+    for o, n in zip(old_l, new_l):
+        grow = n.width - o.width
+        for cons, off in o.consumers:
+            c = cols[cons]
+            cols[cons] = torch.where(c >= off + o.width, c + grow, c)
+    maps = {}
+    for name, m in _named_linears(new):
+        old = old_mods[name]
+        r, c = rows[name], cols[name]
+        m.weight[r] = 0.0                       # old neurons read nothing from new ones
+        m.weight[r[:, None], c[None, :]] = old.weight
+        m.bias[r] = old.bias
+        maps[name] = (r, c)
+    new.train(net.training)
+    return new, maps
+
+
+def widen_model(model: NeRF, cfg: NeRFConfig, generator: torch.Generator | None = None
+                ) -> tuple[NeRF, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """:func:`widen_mlp` on both networks of ``model`` to the architectures of ``cfg``; the maps
+    are keyed by parameter name without ``.weight`` (``"coarse.pts_linears.0"``)."""
+    out = NeRF(cfg)
+    maps = {}
+    for which in ("coarse", "fine"):
+        net, target = getattr(model, which), getattr(cfg, which)
+        if net is None or target is None:
+            if (net is None) != (target is None):
+                raise ValueError("widening keeps the networks: both or neither need a fine one")
+            continue
+        wide, m = widen_mlp(net, target, generator)
+        getattr(out, which).load_state_dict(wide.state_dict())
+        maps.update({f"{which}.{k}": v for k, v in m.items()})
+    out.train(model.training)
+    return out, maps

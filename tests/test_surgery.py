@@ -3,7 +3,8 @@ import torch
 
 from conftest import tiny_config
 from nerfexport.model import MLPConfig, NeRF, NeRFMLP, count_parameters
-from nerfexport.surgery import Selection, activation_stats, layers, prune_mlp, prune_model, target_widths
+from nerfexport.surgery import (Selection, activation_stats, layers, prune_mlp, prune_model, target_widths,
+                                widen_mlp, widen_model)
 
 
 def _net(seed=0, **kw):
@@ -135,3 +136,49 @@ def test_selection_rejects_bad_indices():
         prune_mlp(net, {"pts.0": Selection(torch.tensor([0, 99]))})
     with pytest.raises(ValueError):
         prune_mlp(net, {"nope": Selection(torch.tensor([0]))})
+
+
+def test_widening_keeps_what_the_network_computes():
+    net = _net(seed=4)
+    with torch.no_grad():
+        for p in net.parameters():  # weights large enough that every layer matters
+            p.normal_(0.0, 0.3)
+    pts, d = _inputs()
+    wider = MLPConfig(widths=[24, 40, 24, 48, 24, 32], skips=[2], feature_width=36, view_widths=[20])
+    wide, maps = widen_mlp(net, wider, torch.Generator().manual_seed(0))
+    assert wide.cfg == wider
+    for name, m in wide.named_modules():
+        if isinstance(m, torch.nn.Linear):
+            old = dict(net.named_modules())[name]
+            r, c = maps[name]
+            assert torch.equal(m.weight[r[:, None], c[None, :]], old.weight)
+            # the new neurons are random, not copies, and old neurons read nothing from them
+            if m.weight.shape[0] > old.weight.shape[0]:
+                assert m.weight[old.weight.shape[0]:].abs().sum() > 0
+    with torch.no_grad():
+        ref, out = net(pts, d), wide(pts, d)
+    assert ref.abs().max() > 1.0
+    assert torch.allclose(out, ref, atol=1e-5)
+    # the new neurons' (zero) outgoing weights get gradients at once, so they start to count
+    wide.train()
+    wide(pts, d).square().sum().backward()
+    assert wide.pts_linears[2].weight.grad[:, 24:].abs().sum() > 0
+
+
+def test_widening_refuses_narrower_or_reshaped_networks():
+    net = _net()
+    with pytest.raises(ValueError, match="cannot widen"):
+        widen_mlp(net, MLPConfig(widths=[16] * 6, skips=[2], feature_width=24, view_widths=[12]))
+    with pytest.raises(ValueError, match="only widths"):
+        widen_mlp(net, MLPConfig(widths=[32] * 6, skips=[3], feature_width=32, view_widths=[16]))
+
+
+def test_widening_a_whole_model():
+    cfg = tiny_config()
+    model = NeRF(cfg).eval()
+    big = tiny_config(width=64)
+    wide, maps = widen_model(model, big)
+    pts, d = _inputs(64)
+    assert wide.cfg == big and "fine.rgb_linear" in maps
+    with torch.no_grad():
+        assert torch.allclose(wide.fine(pts, d), model.fine(pts, d), atol=1e-5)

@@ -163,3 +163,38 @@ def test_a_time_budget_decays_the_learning_rate_over_the_minutes(tmp_path):
     # the spent budget ends the run: the checkpoint keeps no optimizer state (a third of the size)
     _, _, state = load_checkpoint(out, with_train_state=True)
     assert "optimizer" not in state
+
+
+def test_a_grown_run_ends_at_full_width_and_resumes_across_the_growth(tmp_path):
+    from nerfexport.train import narrow_config
+    scene = small_scene(tmp_path)
+    out = tmp_path / "model.pt"
+    tc = TrainConfig(steps=40, batch_rays=64, n_coarse=8, n_fine=8, ckpt_every_steps=10, seed=5,
+                     precision="fp32", grid_warmup=10, grid_every=5, grow_from=8, grow_at=0.5)
+    events = []
+    model = new_model(scene, width=16, depth=3, n_coarse=8, n_fine=8, seed=5)
+    train(model, scene, tc, progress=events.append)
+    grows = [e for e in events if e["event"] == "grow"]
+    assert len(grows) == 1 and grows[0]["step"] == 20 and grows[0]["width"] == 16
+    assert model.cfg.coarse.widths == [16] * 3 and model.fine.pts_linears[0].weight.shape == (16, 63)
+
+    # interrupted before the growth: the checkpoint holds the narrow network and the run resumes
+    class Stop(Exception):
+        pass
+
+    def interrupt(e):
+        if e["event"] == "checkpoint" and e["step"] == 10:
+            raise Stop
+    fresh = new_model(scene, width=16, depth=3, n_coarse=8, n_fine=8, seed=5)
+    try:
+        train(fresh, scene, tc, out, progress=interrupt)
+    except Stop:
+        pass
+    narrow, _, state = load_checkpoint(out, with_train_state=True)
+    assert narrow.cfg == narrow_config(fresh.cfg, 8) and state["step"] == 10
+    resumed = new_model(scene, width=16, depth=3, n_coarse=8, n_fine=8, seed=5)
+    train(resumed, scene, tc, out)
+    for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5)
+    final, _, _ = load_checkpoint(out)
+    assert final.cfg == model.cfg
