@@ -33,7 +33,6 @@ cache/lego100-teacher.pt: | $(VENV)/.installed
 	mkdir -p cache
 	$(VENV)/bin/nerfexport train $(LEGO) --downscale 4 --test-every 20 -o $@ \
 	  --steps 100000 --minutes 20 --batch-rays 128 --grid-every 64 --n-coarse 16 --n-fine 24 \
-	  --grow-from 128 --grow-at 0.5 \
 	  --lr 5e-4 --lr-final 5e-5 --eval-every 4 --eval-views 10 --seed 0 2>&1 | tee cache/lego100-teacher.log
 	$(VENV)/bin/nerfexport eval $@ --data $(LEGO) --downscale 4 --test-every 20 --precision auto \
 	  --json cache/lego100-teacher.eval.json | tee -a cache/lego100-teacher.log

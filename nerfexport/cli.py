@@ -840,7 +840,7 @@ def demo(out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="folder 
     typer.echo(f"[2/{n}] training {model} ({steps} steps)")
     train(data=data, out=model, downscale=1, white=True, test_every=1, width=256, depth=8, fine=True, steps=steps,
           minutes=None, batch_rays=256, n_coarse=16, n_fine=24, render_coarse=64, render_fine=128, lr=5e-4,
-          lr_final=5e-5, occupancy=True, grid_every=32, precision="auto", eval_every=None, eval_views=8, seed=0, device="auto",
+          lr_final=5e-5, occupancy=True, grid_every=32, grow_from=None, grow_at=0.5, precision="auto", eval_every=None, eval_views=8, seed=0, device="auto",
           resume=True)
     typer.echo(f"[3/{n}] shrinking to width {width} with {finetune} distillation steps -> {shrunk}")
     shrink(model=model, out=shrunk, width=width, ratio=None, view_width=None, method="coreset", recipe=None,

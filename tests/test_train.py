@@ -196,5 +196,5 @@ def test_a_grown_run_ends_at_full_width_and_resumes_across_the_growth(tmp_path):
     train(resumed, scene, tc, out)
     for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5)
-    final, _, _ = load_checkpoint(out)
+    final = load_checkpoint(out)
     assert final.cfg == model.cfg
