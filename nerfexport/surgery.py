@@ -300,12 +300,10 @@ def widen_mlp(net: NeRFMLP, cfg: MLPConfig, generator: torch.Generator | None = 
     for o, n in zip(old_l, new_l):
         if n.width < o.width:
             raise ValueError(f"layer {o.name} has {o.width} neurons; cannot widen it to {n.width}")
-    if generator is not None:
-        state = torch.random.get_rng_state()
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-    new = NeRFMLP(cfg)
-    if generator is not None:
-        torch.random.set_rng_state(state)
+    with torch.random.fork_rng(devices=[]):   # the new neurons' draws leave the global RNG alone
+        if generator is not None:
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        new = NeRFMLP(cfg)
     old_mods = dict(_named_linears(net))
     rows = {n: torch.arange(m.weight.shape[0]) for n, m in old_mods.items()}
     cols = {n: torch.arange(m.weight.shape[1]) for n, m in old_mods.items()}

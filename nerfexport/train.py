@@ -316,7 +316,7 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
             cur, grown = NeRF(narrow).to(device).train(), False
     start_step, train_seconds, history, state_grid = 0, 0.0, [], None
 
-    loaded = state = None
+    state = None
     if out is not None and resume and Path(out).is_file():
         loaded, _meta, state = ckpt.load_checkpoint(out, with_train_state=True)
         if state is not None and loaded.cfg == model.cfg:
