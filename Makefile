@@ -26,7 +26,7 @@ test: $(VENV)/.installed
 
 # The lego teacher (256 wide, 8 layers, coarse + fine) at 100x100, trained once and cached in
 # cache/; an interrupted run resumes. Later stages take cache/lego100-teacher.pt. The 20 minutes of
-# training end the run (the step count is only a ceiling; about 18,000 steps on the 2-core CPU): both
+# training end the run (the step count is only a ceiling; about 30,000 steps on the 2-core Zen 5, 18,000 on the earlier AVX-512 CPU): both
 # networks train at width 128 for 15 minutes and are then widened to 256 (docs/teacher.md).
 teacher: cache/lego100-teacher.pt
 
