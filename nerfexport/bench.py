@@ -102,7 +102,10 @@ def worker(job: dict) -> dict:
     # a checkpoint (the torch baseline) renders plain, as nerf-pytorch does
     r = make_renderer(spec, nets, settings, grid, skip=path.is_dir() and not job.get("plain", False),
                       early_stop=job.get("early_stop"))
-    ops = {w: network_ops(a) for w, a in archs.items() if a}
+    # a network that computes only the density (the coarse one before a fine one, on onnxruntime)
+    # is counted at the operations it runs
+    ops = {w: network_ops(a, colour="rgb" in getattr(nets.get(w), "outputs", ("rgb",)))
+           for w, a in archs.items() if a}
     ops.setdefault("fine", ops["coarse"])
     H, W, focal = job["H"], job["W"], job["focal"]
     poses = np.array(job["poses"], np.float32)

@@ -18,16 +18,20 @@ import time
 import numpy as np
 
 
-def network_ops(arch: dict) -> int:
+def network_ops(arch: dict, colour: bool = True) -> int:
     """Operations (2 per multiply-add) of one evaluation of a network with architecture ``arch``
-    (an ``MLPConfig.to_dict()``: widths, skips, feature_width, view_widths, multires, ...)."""
+    (an ``MLPConfig.to_dict()``: widths, skips, feature_width, view_widths, multires, ...).
+    ``colour=False``: the density alone (trunk and density head), what a coarse network that
+    only places the fine samples computes."""
     in_ch = 3 + 6 * int(arch["multires"])
     in_views = 3 + 6 * int(arch["multires_views"])
     macs, prev = 0, in_ch
     for i, w in enumerate(arch["widths"]):
         macs += prev * w
         prev = w + (in_ch if i in arch["skips"] else 0)
-    if arch.get("use_viewdirs", True):
+    if not colour and arch.get("use_viewdirs", True):
+        macs += prev * 1        # the density head alone (without view directions one layer gives both)
+    elif arch.get("use_viewdirs", True):
         macs += prev * 1 + prev * int(arch["feature_width"])
         prev = int(arch["feature_width"]) + in_views
         for w in arch["view_widths"]:

@@ -8,7 +8,8 @@ fine network on all ``n_coarse + n_fine`` sorted depths, and alpha compositing w
 
 A *network* is any callable ``(points (N,3) float32, viewdirs (N,3) float32) ->
 (rgb (N,3), density (N,1))`` with the activations applied (a bundle's ONNX graphs through a
-runtime). Rays are processed in chunks so memory stays bounded for any image size; the time
+runtime). A coarse network followed by a fine one may return ``rgb`` as ``None``: only its
+density is composited (into the weights that place the fine samples). Rays are processed in chunks so memory stays bounded for any image size; the time
 spent in each stage (ray generation, sampling, network, compositing) is accumulated in
 :class:`Timings`.
 """
@@ -158,7 +159,8 @@ class Renderer:
                         np.ascontiguousarray(dirs, dtype=np.float32))
         tm.network += time.perf_counter() - t
         tm.samples += R * S
-        return np.asarray(rgb, np.float32).reshape(R, S, 3), np.asarray(dens, np.float32).reshape(R, S)
+        rgb = np.zeros((R, S, 3), np.float32) if rgb is None else np.asarray(rgb, np.float32).reshape(R, S, 3)
+        return rgb, np.asarray(dens, np.float32).reshape(R, S)
 
     def _net_at(self, net: Network, pts: np.ndarray, v: np.ndarray, flat: np.ndarray,
                 rgb: np.ndarray, dens: np.ndarray, tm: Timings) -> None:
@@ -170,7 +172,8 @@ class Renderer:
         S = pts.shape[1]
         # one gather over flat indices (np.take) rather than 2-D fancy indexing pts[ri, si]
         c, d = net(np.take(pts.reshape(-1, 3), flat, axis=0), np.take(v, flat // S, axis=0))
-        rgb.reshape(-1, 3)[flat] = c
+        if c is not None:   # a density-only coarse network leaves the colour at zero
+            rgb.reshape(-1, 3)[flat] = c
         dens.reshape(-1)[flat] = np.asarray(d, np.float32).reshape(-1)
         tm.network += time.perf_counter() - t
         tm.samples += int(flat.size)

@@ -9,6 +9,7 @@ A runtime file names its ``kind`` and options::
     chunk = 8192                             # rays per chunk (one network call per pass, or per segment)
     workers = 1                              # chunks rendered at once, in threads (0: one per core)
     segment = 32                             # samples per ray marched at once (early termination)
+    encoding = "graph"                       # graph | host: who computes the encodings' sines and cosines
     [provider_options.CUDAExecutionProvider]
     device_id = 0
 
@@ -35,7 +36,8 @@ else:  # pragma: no cover
 
 KINDS = ("onnxruntime", "tensorrt", "torch")
 KEYS = {"description", "kind", "providers", "provider_options", "threads", "graph_optimization", "chunk",
-        "workers", "segment", "device", "precision"}
+        "workers", "segment", "device", "precision", "encoding"}
+ENCODINGS = ("graph", "host")
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -60,6 +62,7 @@ class RuntimeSpec:
     segment: int = 32          # samples per ray marched at once with early termination
     device: str | int = "auto"
     precision: str = "fp32"
+    encoding: str = "graph"    # onnxruntime: "host" computes the encodings' Sin/Cos in numpy (see OrtNetwork)
     path: str = ""
 
     @property
@@ -104,6 +107,8 @@ def load_runtime(ref: str | Path) -> RuntimeSpec:
         raise RuntimeSpecError(f"{path}: segment must be a positive integer")
     if not isinstance(spec.workers, int) or spec.workers < 0:
         raise RuntimeSpecError(f"{path}: workers must be 0 (one per core) or a positive integer")
+    if spec.encoding not in ENCODINGS:
+        raise RuntimeSpecError(f"{path}: encoding must be one of {', '.join(ENCODINGS)}")
     if spec.workers == 0:
         spec.workers = os.cpu_count() or 1
     return spec
@@ -153,11 +158,86 @@ def check_available(spec: RuntimeSpec) -> None:
             raise RuntimeUnavailable("runtime torch was asked for CUDA but torch sees no CUDA device")
 
 
+ENCODING_PREFIXES = {"encoding": "points", "view_encoding": "viewdirs"}   # node-name prefix -> raw graph input
+
+
+def _prune_outputs(model, outputs: tuple[str, ...]) -> None:
+    """Keep only the graph ``outputs`` of an ONNX ``model`` and the nodes and weights they need
+    (in place). The graph inputs stay, so callers feed the same names."""
+    g = model.graph
+    missing = set(outputs) - {o.name for o in g.output}
+    if missing:
+        raise RuntimeSpecError(f"the graph has no output(s) {', '.join(sorted(missing))}")
+    keep = [o for o in g.output if o.name in outputs]
+    del g.output[:]
+    g.output.extend(keep)
+    needed, kept = set(outputs), []
+    for n in reversed(list(g.node)):
+        if any(o in needed for o in n.output):
+            kept.append(n)
+            needed.update(i for i in n.input if i)
+    del g.node[:]
+    g.node.extend(reversed(kept))
+    inits = [t for t in g.initializer if t.name in needed]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+
+
+def _cut_encodings(model) -> list[tuple[str, np.ndarray, str, str, np.dtype]]:
+    """Cut the positional encodings' ``MatMul`` (frequency scaling), ``Sin`` and ``Cos`` out of a
+    bundle graph (in place; :mod:`nerfexport.onnx_export` names them ``{prefix}/scaled``,
+    ``{prefix}/sin``, ``{prefix}/cos``): their outputs become graph inputs. Returns, per
+    encoding still in the graph, ``(raw input, scales (L,), sin input, cos input, dtype)`` for
+    the caller to compute ``sin`` and ``cos`` of ``raw @ F``, ``F = [scales[0] I, scales[1] I, ...]``."""
+    from onnx import helper, numpy_helper
+    g = model.graph
+    nodes = {n.name: n for n in g.node}
+    inits = {t.name: t for t in g.initializer}
+    cuts = []
+    for prefix, raw in ENCODING_PREFIXES.items():
+        mm, sn, cn = (nodes.get(f"{prefix}/{k}") for k in ("scaled", "sin", "cos"))
+        if mm is None and sn is None and cn is None:
+            continue   # no such encoding (no view directions, or pruned away)
+        if (mm is None or sn is None or cn is None or mm.op_type != "MatMul" or mm.input[1] not in inits
+                or list(sn.input) != [mm.output[0]] or list(cn.input) != [mm.output[0]]):
+            raise RuntimeSpecError(f"the graph's {prefix} is not the form nerfexport exports; "
+                                   "use encoding = \"graph\"")
+        if sum(mm.output[0] in n.input for n in g.node) != 2:
+            raise RuntimeSpecError(f"the graph's {prefix}/scaled feeds more than Sin and Cos; use encoding = \"graph\"")
+        freqs = numpy_helper.to_array(inits[mm.input[1]])
+        for n in (mm, sn, cn):
+            g.node.remove(n)
+        if not any(mm.input[1] in n.input for n in g.node):
+            g.initializer.remove(inits[mm.input[1]])
+        elem = helper.np_dtype_to_tensor_dtype(freqs.dtype)
+        for name in (sn.output[0], cn.output[0]):
+            g.input.append(helper.make_tensor_value_info(name, elem, ["N", freqs.shape[1]]))
+        dtype, freqs = freqs.dtype, freqs.astype(np.float32)
+        # F = [2^0 I, 2^1 I, ...] as exported: column 3k + d is 2^k x_d, one multiply by a power
+        # of two (exact); numpy's matmul would call BLAS, whose own threads fight the workers'
+        scales = freqs[0, 0::3]
+        if freqs.shape[0] != 3 or not np.array_equal(freqs, np.kron(scales[None, :], np.eye(3, dtype=np.float32))):
+            raise RuntimeSpecError(f"the graph's {prefix} frequencies are not nerfexport's; use encoding = \"graph\"")
+        cuts.append((raw, scales, sn.output[0], cn.output[0], dtype))
+    return cuts
+
+
 class OrtNetwork:
-    """An ONNX network in an onnxruntime session: ``(points (N,3), viewdirs (N,3)) -> (rgb, density)``."""
+    """An ONNX network in an onnxruntime session: ``(points (N,3), viewdirs (N,3)) -> (rgb, density)``.
+
+    ``encoding="host"`` cuts the positional encodings' ``Sin``/``Cos`` out of the graph and
+    computes them here in numpy (``sin(x @ F)``, ``cos(x @ F)``, ``F`` read from the graph):
+    onnxruntime's CPU ``Sin``/``Cos`` are scalar (about 2 ns an element), numpy's are vectorised
+    (about 0.4 ns on AVX-512). The bundle is unchanged; only the session's copy of the graph is.
+
+    ``outputs=("density",)`` keeps only the density and the nodes it needs (the colour branch
+    and the view-direction encoding go): a coarse network whose colour the renderer never reads
+    (a bundle with a fine network). The call then returns ``(None, density)``.
+    """
 
     def __init__(self, path: str | Path, providers: list | None = None, threads: int | None = None,
-                 opt_level: str = "all", provider_options: dict | None = None) -> None:
+                 opt_level: str = "all", provider_options: dict | None = None, encoding: str = "graph",
+                 outputs: tuple[str, ...] = ("rgb", "density")) -> None:
         import onnxruntime as ort
         so = ort.SessionOptions()
         if threads:
@@ -168,6 +248,8 @@ class OrtNetwork:
                   "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
         if opt_level not in levels:
             raise RuntimeSpecError(f"graph_optimization must be one of {', '.join(levels)}")
+        if encoding not in ENCODINGS:
+            raise RuntimeSpecError(f"encoding must be one of {', '.join(ENCODINGS)}")
         so.graph_optimization_level = levels[opt_level]
         providers = providers or ["CPUExecutionProvider"]
         opts = []
@@ -177,16 +259,37 @@ class OrtNetwork:
                 o["trt_engine_cache_path"] = os.path.expanduser(o["trt_engine_cache_path"])
                 os.makedirs(o["trt_engine_cache_path"], exist_ok=True)
             opts.append({k: ("True" if v else "False") if isinstance(v, bool) else str(v) for k, v in o.items()})
-        self.session = ort.InferenceSession(str(path), so, providers=providers, provider_options=opts)
+        self.outputs = tuple(outputs)
+        self.host_encodings: list = []
+        source: str | bytes = str(path)
+        if encoding == "host" or set(self.outputs) != {"rgb", "density"}:
+            import onnx
+            model = onnx.load(str(path))
+            if set(self.outputs) != {"rgb", "density"}:
+                _prune_outputs(model, self.outputs)
+            if encoding == "host":
+                self.host_encodings = _cut_encodings(model)
+            source = model.SerializeToString()
+        self.session = ort.InferenceSession(source, so, providers=providers, provider_options=opts)
+        self.inputs = {i.name for i in self.session.get_inputs()}
         self.path = Path(path)
 
     @property
     def providers(self) -> list[str]:
         return self.session.get_providers()
 
-    def __call__(self, points: np.ndarray, viewdirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rgb, dens = self.session.run(["rgb", "density"], {"points": points, "viewdirs": viewdirs})
-        return rgb, dens
+    def __call__(self, points: np.ndarray, viewdirs: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        raw = {"points": points, "viewdirs": viewdirs}
+        feeds = {k: v for k, v in raw.items() if k in self.inputs}
+        for name, scales, sin_name, cos_name, dtype in self.host_encodings:
+            x = raw[name]
+            xf = (x[:, None, :] * scales[None, :, None]).reshape(x.shape[0], -1)   # (N, 3L), exact
+            feeds[sin_name] = np.sin(xf).astype(dtype, copy=False)
+            feeds[cos_name] = np.cos(xf).astype(dtype, copy=False)
+        out = self.session.run(list(self.outputs), feeds)
+        if "rgb" not in self.outputs:
+            return None, out[0]
+        return out[0], out[1]
 
 
 class TensorRTNetwork:
@@ -299,5 +402,10 @@ def make_networks(spec: RuntimeSpec, bundle=None, model=None) -> dict:
                 raise RuntimeUnavailable(f"bundle {bundle.root} has no TensorRT engines (export it with --tensorrt)")
             out[w] = TensorRTNetwork(eng, int(spec.device) if str(spec.device).isdigit() else 0)
         return out
+    # with a fine network the renderer reads only the coarse network's density (its colour is never
+    # composited), so the coarse session computes the density alone
+    has_fine = bundle.network_path("fine") is not None
     return {w: OrtNetwork(bundle.network_path(w), spec.providers, spec.threads, spec.graph_optimization,
-                          spec.provider_options) if bundle.network_path(w) else None for w in ("coarse", "fine")}
+                          spec.provider_options, encoding=spec.encoding,
+                          outputs=("density",) if w == "coarse" and has_fine else ("rgb", "density"))
+            if bundle.network_path(w) else None for w in ("coarse", "fine")}

@@ -15,6 +15,18 @@ def test_network_ops_counts_two_per_weight(cfg):
     assert network_ops(cfg.to_dict()) == 2 * weights
 
 
+def test_network_ops_of_the_density_alone():
+    from nerfexport.model import NeRFMLP
+    cfg = MLPConfig.uniform(width=64)
+    net = NeRFMLP(cfg)
+    weights = sum(p.numel() for n, p in net.named_parameters()
+                  if n.endswith("weight") and n.startswith(("pts_linears", "alpha_linear")))
+    assert network_ops(cfg.to_dict(), colour=False) == 2 * weights < network_ops(cfg.to_dict())
+    # without view directions one output layer gives density and colour: nothing to drop
+    flat = tiny_config(width=16, viewdirs=False).coarse.to_dict()
+    assert network_ops(flat, colour=False) == network_ops(flat)
+
+
 def test_gemm_peak_measures_both_precisions():
     for dtype in ("int8", "fp32"):
         p = gemm_peak(dtype, sizes=(64, 128), threads=1, repeat=1, min_seconds=0.0)

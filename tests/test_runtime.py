@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pytest
 
 from nerfexport.runtime import RuntimeSpecError, load_runtime, shipped_runtimes
@@ -22,6 +23,7 @@ def test_shipped_runtimes_load_and_cpu_runs_one_worker_per_core():
     ('kind = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\nspeed = "max"\n', "unknown key"),
     ('kind = "magic"\n', "kind"),
     ('kind = "onnxruntime"\n', "providers"),
+    ('kind = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\nencoding = "gpu"\n', "encoding"),
 ])
 def test_bad_runtime_files_are_refused_in_one_line(tmp_path, body, message):
     p = tmp_path / "mine.toml"
@@ -42,3 +44,86 @@ def test_a_runtime_file_sets_the_renderers_marching_segment(tmp_path):
     spec = load_runtime(p)
     r = make_renderer(spec, {"coarse": None, "fine": None}, SceneSettings(2.0, 6.0, True, False, 64, 128))
     assert (r.chunk, r.segment) == (512, 64)
+
+
+def _bundle(tmp_path, precision="fp32", viewdirs=True, fine=True):
+    import torch
+    from conftest import tiny_config
+    from nerfexport.bundle import open_bundle
+    from nerfexport.export import ExportOptions, export_bundle
+    from nerfexport.model import NeRF
+    torch.manual_seed(0)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    export_bundle(NeRF(tiny_config(width=32, viewdirs=viewdirs, fine=fine)), tmp_path / "b",
+                  ExportOptions(precision=precision))
+    return open_bundle(tmp_path / "b")
+
+
+def _points(n=3000):
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-4, 4, (n, 3)).astype(np.float32)      # scene coordinates: up to 2^9 x 4 inside Sin
+    d = rng.standard_normal((n, 3)).astype(np.float32)
+    return pts, d / np.linalg.norm(d, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("precision,viewdirs,tol", [("fp32", True, 1e-5), ("fp32", False, 1e-5), ("fp16", True, 1e-2)])
+def test_host_encoding_and_density_only_sessions_compute_what_the_graph_does(tmp_path, precision, viewdirs, tol):
+    from nerfexport.runtime import OrtNetwork
+    b = _bundle(tmp_path, precision, viewdirs)
+    p = b.network_path("fine")
+    pts, d = _points()
+    rgb, dens = OrtNetwork(p)(pts, d)
+    host = OrtNetwork(p, encoding="host")
+    # Sin and Cos left the graph: both encodings (one without view directions) are fed by the host
+    assert {e[0] for e in host.host_encodings} == ({"points", "viewdirs"} if viewdirs else {"points"})
+    h_rgb, h_dens = host(pts, d)
+    assert np.abs(h_rgb - rgb).max() < tol and np.abs(h_dens - dens).max() < tol * max(1.0, float(np.abs(dens).max()))
+    only = OrtNetwork(p, encoding="host", outputs=("density",))
+    o_rgb, o_dens = only(pts, d)
+    assert o_rgb is None and np.abs(o_dens - dens).max() < tol * max(1.0, float(np.abs(dens).max()))
+    # the density needs no view directions: their encoding is not computed at all
+    assert [e[0] for e in only.host_encodings] == ["points"]
+
+
+def test_density_only_graph_drops_the_colour_branch(tmp_path):
+    import onnx
+    from nerfexport.runtime import _cut_encodings, _prune_outputs
+    b = _bundle(tmp_path)
+    m = onnx.load(str(b.network_path("coarse")))
+    before = {n.name for n in m.graph.node}
+    _prune_outputs(m, ("density",))
+    after = {n.name for n in m.graph.node}
+    assert after < before
+    assert not any(n.startswith(("views.", "rgb", "view_encoding", "feature")) for n in after)
+    assert any(n.startswith("alpha") for n in after)
+    cuts = _cut_encodings(m)
+    assert [c[0] for c in cuts] == ["points"] and not any(n.op_type in ("Sin", "Cos") for n in m.graph.node)
+    onnx.checker.check_model(m)
+    with pytest.raises(RuntimeSpecError, match="no output"):
+        _prune_outputs(onnx.load(str(b.network_path("coarse"))), ("colour",))
+
+
+def test_a_graph_not_in_the_exported_form_is_refused_for_host_encoding(tmp_path):
+    import onnx
+    from nerfexport.runtime import OrtNetwork
+    b = _bundle(tmp_path)
+    m = onnx.load(str(b.network_path("fine")))
+    for n in m.graph.node:
+        if n.name == "encoding/sin":
+            n.op_type = "Cos"
+            n.input[0] = "points"    # Sin no longer reads the scaled points
+    p = tmp_path / "odd.onnx"
+    onnx.save(m, str(p))
+    with pytest.raises(RuntimeSpecError, match="encoding"):
+        OrtNetwork(p, encoding="host")
+
+
+def test_make_networks_gives_ort_cpu_a_density_only_coarse_network(tmp_path):
+    from nerfexport.runtime import make_networks
+    spec = load_runtime("ort-cpu")
+    assert spec.encoding == "graph"
+    nets = make_networks(spec, bundle=_bundle(tmp_path / "a"))
+    assert nets["coarse"].outputs == ("density",) and nets["fine"].outputs == ("rgb", "density")
+    # without a fine network the coarse one colours the fine samples too: it keeps its colour
+    nets = make_networks(spec, bundle=_bundle(tmp_path / "b", fine=False))
+    assert nets["fine"] is None and nets["coarse"].outputs == ("rgb", "density")
