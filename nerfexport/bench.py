@@ -79,7 +79,7 @@ def worker(job: dict) -> dict:
     if path.is_dir():
         from .bundle import open_bundle
         b = open_bundle(path)
-        nets = make_networks(spec, bundle=b)
+        nets = make_networks(spec, bundle=b, n_fine=int(job["n_fine"]) if job.get("n_coarse") else None)
         settings = SceneSettings.from_manifest(b.manifest)
         size = b.size_bytes()
         precision = b.precision

@@ -149,6 +149,9 @@ class Renderer:
             raise ValueError("chunk, segment and workers must be positive")
         if not 0.0 <= self.early_stop < 1.0:
             raise ValueError(f"early_stop is a transmittance in [0, 1), not {early_stop}")
+        if "rgb" not in getattr(coarse, "outputs", ("rgb",)) and (fine is None or scene.n_fine <= 0):
+            raise ValueError("the coarse network computes its density alone, but without fine samples its "
+                             "colour is the image; make the networks for these sample counts")
         self.timings = Timings()
 
     def _net(self, net: Network, pts: np.ndarray, v: np.ndarray, tm: Timings):

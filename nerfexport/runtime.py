@@ -205,6 +205,14 @@ def _cut_encodings(model) -> list[tuple[str, np.ndarray, str, str, np.dtype]]:
         if sum(mm.output[0] in n.input for n in g.node) != 2:
             raise RuntimeSpecError(f"the graph's {prefix}/scaled feeds more than Sin and Cos; use encoding = \"graph\"")
         freqs = numpy_helper.to_array(inits[mm.input[1]])
+        if mm.input[0] != raw:
+            # an fp16 graph scales its input cast to fp16; onnxruntime's CPU provider runs these fp16
+            # nodes in float and drops the narrowing cast (measured: feeding sin/cos of the unrounded
+            # input matches its outputs to 6e-7, of the fp16-rounded input only to 1.3e-3), so the
+            # host does not round either
+            cast = next((n for n in g.node if mm.input[0] in n.output), None)
+            if cast is None or cast.op_type != "Cast" or list(cast.input) != [raw]:
+                raise RuntimeSpecError(f"the graph's {prefix} does not read {raw}; use encoding = \"graph\"")
         for n in (mm, sn, cn):
             g.node.remove(n)
         if not any(mm.input[1] in n.input for n in g.node):
@@ -250,6 +258,8 @@ class OrtNetwork:
             raise RuntimeSpecError(f"graph_optimization must be one of {', '.join(levels)}")
         if encoding not in ENCODINGS:
             raise RuntimeSpecError(f"encoding must be one of {', '.join(ENCODINGS)}")
+        if tuple(outputs) not in (("rgb", "density"), ("density",)):
+            raise RuntimeSpecError(f"outputs must be ('rgb', 'density') or ('density',), not {tuple(outputs)}")
         so.graph_optimization_level = levels[opt_level]
         providers = providers or ["CPUExecutionProvider"]
         opts = []
@@ -262,10 +272,10 @@ class OrtNetwork:
         self.outputs = tuple(outputs)
         self.host_encodings: list = []
         source: str | bytes = str(path)
-        if encoding == "host" or set(self.outputs) != {"rgb", "density"}:
+        if encoding == "host" or self.outputs == ("density",):
             import onnx
             model = onnx.load(str(path))
-            if set(self.outputs) != {"rgb", "density"}:
+            if self.outputs == ("density",):
                 _prune_outputs(model, self.outputs)
             if encoding == "host":
                 self.host_encodings = _cut_encodings(model)
@@ -380,9 +390,11 @@ class TorchNetwork:
         return out[0].cpu().numpy(), out[1].cpu().numpy()
 
 
-def make_networks(spec: RuntimeSpec, bundle=None, model=None) -> dict:
+def make_networks(spec: RuntimeSpec, bundle=None, model=None, n_fine: int | None = None) -> dict:
     """``{"coarse": net, "fine": net | None}`` for a bundle (onnxruntime, tensorrt) or a loaded
-    checkpoint model (torch)."""
+    checkpoint model (torch). ``n_fine``: the fine samples per ray the renderer will take (the
+    bundle's own when ``None``); with a fine network and ``n_fine > 0`` an onnxruntime coarse
+    network computes its density alone."""
     check_available(spec)
     if spec.kind == "torch":
         if model is None:
@@ -404,8 +416,10 @@ def make_networks(spec: RuntimeSpec, bundle=None, model=None) -> dict:
         return out
     # with a fine network the renderer reads only the coarse network's density (its colour is never
     # composited), so the coarse session computes the density alone
-    has_fine = bundle.network_path("fine") is not None
+    if n_fine is None:
+        n_fine = int(bundle.manifest["scene"]["n_fine"])
+    density_only = bundle.network_path("fine") is not None and n_fine > 0
     return {w: OrtNetwork(bundle.network_path(w), spec.providers, spec.threads, spec.graph_optimization,
                           spec.provider_options, encoding=spec.encoding,
-                          outputs=("density",) if w == "coarse" and has_fine else ("rgb", "density"))
+                          outputs=("density",) if w == "coarse" and density_only else ("rgb", "density"))
             if bundle.network_path(w) else None for w in ("coarse", "fine")}
