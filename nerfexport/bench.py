@@ -68,7 +68,7 @@ def _peak_rss_mb() -> float:
 def worker(job: dict) -> dict:
     """Render ``job["poses"]`` with one configuration; returns timings and the path of the renders."""
     from .peak import network_ops
-    from .render import SceneSettings, make_renderer
+    from .render import SceneSettings, computes_colour, make_renderer
     from .runtime import load_runtime, make_networks
     spec = load_runtime(job["runtime"])
     if "chunk" in job and job["chunk"]:
@@ -104,7 +104,7 @@ def worker(job: dict) -> dict:
                       early_stop=job.get("early_stop"))
     # a network that computes only the density (the coarse one before a fine one, on onnxruntime)
     # is counted at the operations it runs
-    ops = {w: network_ops(a, colour="rgb" in getattr(nets.get(w), "outputs", ("rgb",)))
+    ops = {w: network_ops(a, colour=computes_colour(nets.get(w)))
            for w, a in archs.items() if a}
     ops.setdefault("fine", ops["coarse"])
     H, W, focal = job["H"], job["W"], job["focal"]

@@ -8,10 +8,11 @@ fine network on all ``n_coarse + n_fine`` sorted depths, and alpha compositing w
 
 A *network* is any callable ``(points (N,3) float32, viewdirs (N,3) float32) ->
 (rgb (N,3), density (N,1))`` with the activations applied (a bundle's ONNX graphs through a
-runtime). A coarse network followed by a fine one may return ``rgb`` as ``None``: only its
-density is composited (into the weights that place the fine samples). Rays are processed in chunks so memory stays bounded for any image size; the time
-spent in each stage (ray generation, sampling, network, compositing) is accumulated in
-:class:`Timings`.
+runtime). A coarse network followed by a fine one may return ``rgb`` as ``None``
+(:func:`computes_colour` is false for it): only its density is composited, into the weights
+that place the fine samples. Rays are processed in chunks so memory stays bounded for any image
+size; the time spent in each stage (ray generation, sampling, network, compositing) is
+accumulated in :class:`Timings`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ import numpy as np
 from .rays import view_rays
 
 Network = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def computes_colour(net) -> bool:
+    """Whether ``net`` returns a colour (a network may declare ``outputs`` without ``"rgb"``)."""
+    return "rgb" in getattr(net, "outputs", ("rgb",))
 
 
 @dataclass
@@ -149,7 +155,7 @@ class Renderer:
             raise ValueError("chunk, segment and workers must be positive")
         if not 0.0 <= self.early_stop < 1.0:
             raise ValueError(f"early_stop is a transmittance in [0, 1), not {early_stop}")
-        if "rgb" not in getattr(coarse, "outputs", ("rgb",)) and (fine is None or scene.n_fine <= 0):
+        if not computes_colour(coarse) and (fine is None or scene.n_fine <= 0):
             raise ValueError("the coarse network computes its density alone, but without fine samples its "
                              "colour is the image; make the networks for these sample counts")
         self.timings = Timings()
