@@ -8,7 +8,7 @@ LEGO   ?= ../shared/data/lego_400
 
 .PHONY: demo test teacher teacher-docs shrink-docs shrink-docs-w64 export-docs speed-bundles bench-docs speed-docs install clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py csrc/nerf_mlp.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The local CPU wheel of torch where the machine has one; never the multi-GB CUDA build.

@@ -10,6 +10,7 @@ A runtime file names its ``kind`` and options::
     workers = 1                              # chunks rendered at once, in threads (0: one per core)
     segment = 32                             # samples per ray marched at once (early termination)
     encoding = "graph"                       # graph | host: who computes the encodings' sines and cosines
+    kernel = "auto"                          # graph | fused | auto: an int8 network as one fused kernel
     [provider_options.CUDAExecutionProvider]
     device_id = 0
 
@@ -36,8 +37,9 @@ else:  # pragma: no cover
 
 KINDS = ("onnxruntime", "tensorrt", "torch")
 KEYS = {"description", "kind", "providers", "provider_options", "threads", "graph_optimization", "chunk",
-        "workers", "segment", "device", "precision", "encoding"}
+        "workers", "segment", "device", "precision", "encoding", "kernel"}
 ENCODINGS = ("graph", "host")
+KERNELS = ("graph", "fused", "auto")
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -63,6 +65,7 @@ class RuntimeSpec:
     device: str | int = "auto"
     precision: str = "fp32"
     encoding: str = "graph"    # onnxruntime: "host" computes the encodings' Sin/Cos in numpy (see OrtNetwork)
+    kernel: str = "graph"      # onnxruntime on the CPU: "fused"/"auto" run an int8 network as one kernel (fused.py)
     path: str = ""
 
     @property
@@ -109,6 +112,10 @@ def load_runtime(ref: str | Path) -> RuntimeSpec:
         raise RuntimeSpecError(f"{path}: workers must be 0 (one per core) or a positive integer")
     if spec.encoding not in ENCODINGS:
         raise RuntimeSpecError(f"{path}: encoding must be one of {', '.join(ENCODINGS)}")
+    if spec.kernel not in KERNELS:
+        raise RuntimeSpecError(f"{path}: kernel must be one of {', '.join(KERNELS)}")
+    if spec.kernel != "graph" and (spec.kind != "onnxruntime" or spec.providers[:1] != ["CPUExecutionProvider"]):
+        raise RuntimeSpecError(f"{path}: kernel = \"{spec.kernel}\" needs onnxruntime with the CPUExecutionProvider first")
     if spec.workers == 0:
         spec.workers = os.cpu_count() or 1
     return spec
@@ -241,11 +248,16 @@ class OrtNetwork:
     ``outputs=("density",)`` keeps only the density and the nodes it needs (the colour branch
     and the view-direction encoding go): a coarse network whose colour the renderer never reads
     (a bundle with a fine network). The call then returns ``(None, density)``.
+
+    ``kernel="fused"`` runs an int8 network as one node of nerfexport's fused kernel
+    (:mod:`nerfexport.fused`; same outputs as the graph to float rounding); ``"auto"`` does so
+    where it can and otherwise runs the graph, saying why in ``kernel_note``. ``kernel`` is what
+    runs: ``"fused"`` or ``"graph"``.
     """
 
     def __init__(self, path: str | Path, providers: list | None = None, threads: int | None = None,
                  opt_level: str = "all", provider_options: dict | None = None, encoding: str = "graph",
-                 outputs: tuple[str, ...] = ("rgb", "density")) -> None:
+                 outputs: tuple[str, ...] = ("rgb", "density"), kernel: str = "graph") -> None:
         import onnxruntime as ort
         so = ort.SessionOptions()
         if threads:
@@ -269,10 +281,19 @@ class OrtNetwork:
                 o["trt_engine_cache_path"] = os.path.expanduser(o["trt_engine_cache_path"])
                 os.makedirs(o["trt_engine_cache_path"], exist_ok=True)
             opts.append({k: ("True" if v else "False") if isinstance(v, bool) else str(v) for k, v in o.items()})
+        if kernel not in KERNELS:
+            raise RuntimeSpecError(f"kernel must be one of {', '.join(KERNELS)}")
         self.outputs = tuple(outputs)
         self.host_encodings: list = []
+        self.kernel, self.kernel_note = "graph", ""
         source: str | bytes = str(path)
-        if encoding == "host" or self.outputs == ("density",):
+        fused_model = self._fused(path, providers, kernel) if kernel != "graph" else None
+        if fused_model is not None:
+            from .fused import library_path
+            so.register_custom_ops_library(str(library_path()))
+            source = fused_model.SerializeToString()
+            self.kernel = "fused"
+        elif encoding == "host" or self.outputs == ("density",):
             import onnx
             model = onnx.load(str(path))
             if self.outputs == ("density",):
@@ -283,6 +304,26 @@ class OrtNetwork:
         self.session = ort.InferenceSession(source, so, providers=providers, provider_options=opts)
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.path = Path(path)
+
+    def _fused(self, path, providers, kernel: str):
+        """The one-node fused graph for ``kernel`` "fused" or "auto", or ``None`` (then
+        ``kernel_note`` says why) where "auto" cannot use it; "fused" raises instead."""
+        import onnx
+        from .fused import NotFusable, fuse, unavailable
+        why = None
+        if list(providers)[:1] != ["CPUExecutionProvider"]:
+            why = "the fused int8 kernel runs on the CPUExecutionProvider only"
+        else:
+            why = unavailable()
+        if why is None:
+            try:
+                return fuse(onnx.load(str(path)), density_only=self.outputs == ("density",))
+            except NotFusable as e:
+                why = f"{Path(path).name}: {e}"
+        if kernel == "fused":
+            raise RuntimeUnavailable(why)
+        self.kernel_note = why
+        return None
 
     @property
     def providers(self) -> list[str]:
@@ -420,6 +461,6 @@ def make_networks(spec: RuntimeSpec, bundle=None, model=None, n_fine: int | None
         n_fine = int(bundle.manifest["scene"]["n_fine"])
     density_only = bundle.network_path("fine") is not None and n_fine > 0
     return {w: OrtNetwork(bundle.network_path(w), spec.providers, spec.threads, spec.graph_optimization,
-                          spec.provider_options, encoding=spec.encoding,
+                          spec.provider_options, encoding=spec.encoding, kernel=spec.kernel,
                           outputs=("density",) if w == "coarse" and density_only else ("rgb", "density"))
             if bundle.network_path(w) else None for w in ("coarse", "fine")}

@@ -81,7 +81,7 @@ def test_ort_cpu_sessions_render_an_int8_bundle_as_its_whole_graphs_do(trained):
     model, scene, d = trained
     out = d / "int8-host"
     export_bundle(model, out, ExportOptions(precision="int8"), calib=draw_samples(model, scene, n_rays=128))
-    spec = dataclasses.replace(load_runtime("ort-cpu"), encoding="host")
+    spec = dataclasses.replace(load_runtime("ort-cpu"), encoding="host", kernel="graph")
     nets = make_networks(spec, bundle=open_bundle(out))
     assert nets["coarse"].outputs == ("density",) and nets["fine"].host_encodings
     s = SceneSettings.from_manifest(open_bundle(out).manifest)
