@@ -431,6 +431,18 @@ class TorchNetwork:
         return out[0].cpu().numpy(), out[1].cpu().numpy()
 
 
+def kernel_summary(nets: dict) -> str | None:
+    """One line on what runs a bundle's onnxruntime networks (the fused int8 kernel or the
+    graph, and why not the fused one), or ``None`` for other runtimes."""
+    ort_nets = {w: n for w, n in nets.items() if isinstance(n, OrtNetwork)}
+    if not ort_nets:
+        return None
+    if all(n.kernel == "fused" for n in ort_nets.values()):
+        return "network kernel: nerfexport's fused int8 kernel (" + ", ".join(ort_nets) + ")"
+    notes = sorted({n.kernel_note for n in ort_nets.values() if n.kernel_note})
+    return "network kernel: onnxruntime's graph" + (f" (fused kernel not used: {'; '.join(notes)})" if notes else "")
+
+
 def make_networks(spec: RuntimeSpec, bundle=None, model=None, n_fine: int | None = None) -> dict:
     """``{"coarse": net, "fine": net | None}`` for a bundle (onnxruntime, tensorrt) or a loaded
     checkpoint model (torch). ``n_fine``: the fine samples per ray the renderer will take (the
