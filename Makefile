@@ -88,7 +88,8 @@ speed-bundles: cache/lego100-teacher.pt $(BENCH_W128)
 # docs/bench.md: the teacher on torch against the bundles on onnxruntime's CPU provider, plain
 # (every sample evaluated) and with empty-space skipping + early termination, on the same
 # held-out views at 64+128 samples, with the GEMM peak measured first (about 10 minutes; run it
-# on an otherwise idle machine).
+# on an otherwise idle machine). ort-cpu runs the int8 bundle as nerfexport's fused kernel where
+# the CPU has AVX-512 VNNI; the ort-cpu-graph rows run it on onnxruntime's own kernels.
 bench-docs: speed-bundles
 	$(VENV)/bin/nerfexport bench "teacher 256 fp32=cache/lego100-teacher.pt@torch" \
 	  "teacher 256 fp32=$(SPEED)/teacher-fp32@ort-cpu:plain" \
@@ -97,6 +98,8 @@ bench-docs: speed-bundles
 	  "w128 fp32 skip=$(SPEED)/w128-fp32@ort-cpu" \
 	  "w128 int8=$(SPEED)/w128-int8@ort-cpu:plain" \
 	  "w128 int8 skip=$(SPEED)/w128-int8@ort-cpu" \
+	  "w128 int8 graph=$(SPEED)/w128-int8@ort-cpu-graph:plain" \
+	  "w128 int8 graph skip=$(SPEED)/w128-int8@ort-cpu-graph" \
 	  $(LEGO_ARGS) --views 5 --repeat 1 -o docs/bench
 
 # docs/speed.md: network throughput by graph form, threads, workers and batch; the grid
