@@ -19,6 +19,7 @@ callers' training code: only numpy and onnx.
 from __future__ import annotations
 
 import platform
+import re
 from importlib import util as _importlib_util
 from pathlib import Path
 
@@ -84,19 +85,32 @@ def pack(model, density_only: bool = False) -> bytes:
     """The parameters of an int8 bundle graph (an ``onnx.ModelProto`` as
     :func:`nerfexport.quantize.quantize_int8` writes it for the CPU) in the layout
     ``nerf_mlp.c`` reads. Raises :class:`NotFusable` for any other graph."""
+    try:
+        return _pack(model, density_only)
+    except KeyError as e:   # a tensor the form above has and this graph lacks
+        raise NotFusable(f"the graph has no {e.args[0]} (not the int8 form nerfexport exports)") from None
+
+
+def _pack(model, density_only: bool) -> bytes:
     from onnx import numpy_helper
     g = model.graph
     t = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     nodes = {o: n for n in g.node for o in n.output}
-    n_trunk = 0
-    while f"pts.{n_trunk}.weight_quantized" in t:
-        n_trunk += 1
-    if n_trunk == 0:
+    gemms = {n.name.rsplit("/", 1)[0] for n in g.node if n.op_type == "Gemm"}
+    if not any(k.endswith(".weight_quantized") for k in t):
         raise NotFusable("the graph has no int8 layers (an fp32 or fp16 bundle)")
-    names = [f"pts.{i}" for i in range(n_trunk)] + ([] if density_only else ["feature", "views.0"])
+    n_trunk = sum(1 for k in gemms if re.fullmatch(r"pts\.\d+", k))
+    names = [f"pts.{i}" for i in range(n_trunk)]
+    if "alpha" not in gemms or "feature" not in gemms:
+        raise NotFusable("a view-independent network (no density head and feature layer); the fused kernel "
+                         "runs networks with view directions")
+    if not density_only:
+        if "views.1" in gemms:
+            raise NotFusable("more than one view-direction layer; the fused kernel takes one")
+        names += ["feature", "views.0"]
     for name in names:
         if name + ".weight_quantized" not in t:
-            raise NotFusable(f"layer {name} is not int8 (a view-independent network or a float layer)")
+            raise NotFusable(f"layer {name} is float (kept float at export); the fused kernel runs all-int8 networks")
     # the encodings, as onnx_export writes them, quantized as one uint8 tensor each
     _check_node(nodes, "encoding/out", "Concat", ["points", "encoding/sin", "encoding/cos"])
     _check_node(nodes, "encoding/scaled", "MatMul", ["points", "encoding/freqs"])

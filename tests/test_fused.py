@@ -11,6 +11,7 @@ from nerfexport.bundle import open_bundle
 from nerfexport.calibration import draw_samples
 from nerfexport.export import ExportOptions, export_bundle
 from nerfexport.model import MLPConfig, NeRF, NeRFConfig
+from nerfexport.quantize import Int8Settings
 from nerfexport.render import Renderer, SceneSettings
 from nerfexport.runtime import OrtNetwork, RuntimeSpecError, RuntimeUnavailable, load_runtime, make_networks
 from nerfexport.synthetic import make_scene
@@ -20,9 +21,10 @@ WHY = fused.unavailable()
 needs_kernel = pytest.mark.skipif(WHY is not None, reason=f"fused kernel cannot run here: {WHY}")
 
 
-def _model(width: int, view_width: int, skips=(1,)) -> NeRF:
+def _model(width: int, view_width: int, skips=(1,), views: int = 1, viewdirs: bool = True) -> NeRF:
     torch.manual_seed(0)
-    mlp = lambda: MLPConfig(widths=[width] * 4, skips=list(skips), feature_width=width, view_widths=[view_width])
+    mlp = lambda: MLPConfig(widths=[width] * 4, skips=list(skips), feature_width=width,
+                            view_widths=[view_width] * views, use_viewdirs=viewdirs)
     return NeRF(NeRFConfig(coarse=mlp(), fine=mlp(), n_coarse=16, n_fine=16))
 
 
@@ -113,6 +115,17 @@ def test_fused_refuses_what_it_cannot_compute(bundles, tmp_path):
     export_bundle(model, d, ExportOptions(precision="int8"), calib=draw_samples(model, s, n_rays=32))
     with pytest.raises(fused.NotFusable, match="multiples of 16"):
         fused.pack(onnx.load(str(open_bundle(d).network_path("fine"))))
+    # a layer kept float at export, a view-independent network, two view-direction layers
+    for name, model, opts in (("float-pts2", _model(64, 32), Int8Settings(exclude=("pts.2",))),
+                              ("noview", _model(64, 32, viewdirs=False), Int8Settings()),
+                              ("views2", _model(64, 32, views=2), Int8Settings())):
+        export_bundle(model, tmp_path / name, ExportOptions(precision="int8", int8=opts),
+                      calib=draw_samples(model, s, n_rays=32))
+        for w in ("coarse", "fine"):
+            g = onnx.load(str(open_bundle(tmp_path / name).network_path(w)))
+            with pytest.raises(fused.NotFusable, match={"float-pts2": "pts.2 is float", "noview": "view-independent",
+                                                        "views2": "more than one view"}[name]):
+                fused.pack(g)
     # a runtime file must name a known kernel, and the fused one only on the CPU provider
     bad = tmp_path / "bad.toml"
     bad.write_text('kind = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\nkernel = "fast"\n')
