@@ -21,6 +21,7 @@
  */
 #include <immintrin.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,9 @@ typedef struct {
 
 #define R 64   /* rows per block */
 
+/* 4 activations as one int32 (a plain load; memcpy keeps it within C's aliasing rules) */
+static inline int32_t load4(const uint8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
+
 static inline __m512i q_u8(__m512i acc, const int32_t *corr, const float *mult, int z)
 {
     __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(acc, _mm512_loadu_si512(corr)));
@@ -81,10 +85,10 @@ static void gemm(const uint8_t *A, int lda, const Layer *L, uint8_t *out, int ld
             const int8_t *w = L->W + (size_t)n0 * 4;
             for (int k = 0; k < K4; k++, w += N * 4) {
                 const __m512i b = _mm512_loadu_si512(w);
-                c0 = _mm512_dpbusd_epi32(c0, _mm512_set1_epi32(*(const int32_t *)(a0 + 4 * k)), b);
-                c1 = _mm512_dpbusd_epi32(c1, _mm512_set1_epi32(*(const int32_t *)(a1 + 4 * k)), b);
-                c2 = _mm512_dpbusd_epi32(c2, _mm512_set1_epi32(*(const int32_t *)(a2 + 4 * k)), b);
-                c3 = _mm512_dpbusd_epi32(c3, _mm512_set1_epi32(*(const int32_t *)(a3 + 4 * k)), b);
+                c0 = _mm512_dpbusd_epi32(c0, _mm512_set1_epi32(load4(a0 + 4 * k)), b);
+                c1 = _mm512_dpbusd_epi32(c1, _mm512_set1_epi32(load4(a1 + 4 * k)), b);
+                c2 = _mm512_dpbusd_epi32(c2, _mm512_set1_epi32(load4(a2 + 4 * k)), b);
+                c3 = _mm512_dpbusd_epi32(c3, _mm512_set1_epi32(load4(a3 + 4 * k)), b);
             }
             const __m512i c[4] = {c0, c1, c2, c3};
             for (int r = 0; r < 4; r++)
@@ -103,16 +107,16 @@ static void gemm(const uint8_t *A, int lda, const Layer *L, uint8_t *out, int ld
                    make 20 loads per 16 multiply-adds, more than the load ports take (measured) */
                 __asm__("" : "+v"(b0), "+v"(b1), "+v"(b2), "+v"(b3));
                 __m512i x;
-                x = _mm512_set1_epi32(*(const int32_t *)(a0 + 4 * k));
+                x = _mm512_set1_epi32(load4(a0 + 4 * k));
                 c00 = _mm512_dpbusd_epi32(c00, x, b0); c01 = _mm512_dpbusd_epi32(c01, x, b1);
                 c02 = _mm512_dpbusd_epi32(c02, x, b2); c03 = _mm512_dpbusd_epi32(c03, x, b3);
-                x = _mm512_set1_epi32(*(const int32_t *)(a1 + 4 * k));
+                x = _mm512_set1_epi32(load4(a1 + 4 * k));
                 c10 = _mm512_dpbusd_epi32(c10, x, b0); c11 = _mm512_dpbusd_epi32(c11, x, b1);
                 c12 = _mm512_dpbusd_epi32(c12, x, b2); c13 = _mm512_dpbusd_epi32(c13, x, b3);
-                x = _mm512_set1_epi32(*(const int32_t *)(a2 + 4 * k));
+                x = _mm512_set1_epi32(load4(a2 + 4 * k));
                 c20 = _mm512_dpbusd_epi32(c20, x, b0); c21 = _mm512_dpbusd_epi32(c21, x, b1);
                 c22 = _mm512_dpbusd_epi32(c22, x, b2); c23 = _mm512_dpbusd_epi32(c23, x, b3);
-                x = _mm512_set1_epi32(*(const int32_t *)(a3 + 4 * k));
+                x = _mm512_set1_epi32(load4(a3 + 4 * k));
                 c30 = _mm512_dpbusd_epi32(c30, x, b0); c31 = _mm512_dpbusd_epi32(c31, x, b1);
                 c32 = _mm512_dpbusd_epi32(c32, x, b2); c33 = _mm512_dpbusd_epi32(c33, x, b3);
             }
@@ -310,7 +314,8 @@ int nerfexport_nerf_mlp(const uint8_t *params, int64_t size, const float *points
                         float *density, float *rgb)
 {
     Net net;
-    if (parse(params, size, rgb != NULL, &net)) return 1;
+    if (parse(params, size, rgb != NULL, &net) || (rgb && !dirs)) return 1;
+    if (n <= 0 || !points || !density) return n == 0 ? 0 : 1;   /* n = 0: a params check alone */
     return nerf_mlp(&net, points, dirs, n, density, rgb) ? 2 : 0;
 }
 
@@ -377,31 +382,32 @@ typedef struct {
 /* a status-returning call whose status is dropped; 1 when it failed */
 static int failed(OrtStatus *s) { if (!s) return 0; FN(ReleaseStatus, ReleaseStatus_t)(s); return 1; }
 
-/* input i as a tensor of type `type`: its data, its dimensions (at most 2) */
-static const void *input(OrtKernelContext *ctx, size_t i, int type, int64_t dims[2], size_t *nd)
+/* input i as a tensor of type `type`: 0 and its data (NULL when empty) and dimensions (at most 2) */
+static int input(OrtKernelContext *ctx, size_t i, int type, int64_t dims[2], size_t *nd, const void **data)
 {
     const OrtValue *v = NULL;
     OrtTypeShape *ts = NULL;
-    void *data = NULL;
     int et = 0;
-    if (failed(FN(KernelContext_GetInput, KernelContext_GetInput_t)(ctx, i, &v)) || !v) return NULL;
-    if (failed(FN(GetTensorTypeAndShape, GetTensorTypeAndShape_t)(v, &ts))) return NULL;
+    *data = NULL;
+    if (failed(FN(KernelContext_GetInput, KernelContext_GetInput_t)(ctx, i, &v)) || !v) return 1;
+    if (failed(FN(GetTensorTypeAndShape, GetTensorTypeAndShape_t)(v, &ts))) return 1;
     int bad = failed(FN(GetTensorElementType, GetTensorElementType_t)(ts, &et))
               || failed(FN(GetDimensionsCount, GetDimensionsCount_t)(ts, nd)) || *nd < 1 || *nd > 2
               || failed(FN(GetDimensions, GetDimensions_t)(ts, dims, *nd)) || et != type;
     FN(ReleaseTensorTypeAndShapeInfo, ReleaseTensorTypeAndShapeInfo_t)(ts);
-    if (bad || failed(FN(GetTensorMutableData, GetTensorMutableData_t)((OrtValue *)v, &data))) return NULL;
-    return data;
+    if (bad || failed(FN(GetTensorMutableData, GetTensorMutableData_t)((OrtValue *)v, (void **)data))) return 1;
+    return 0;
 }
 
-static float *output(OrtKernelContext *ctx, size_t i, int64_t n, int64_t width)
+/* output i, (n, width) float: 0 and its data (NULL when n is 0) */
+static int output(OrtKernelContext *ctx, size_t i, int64_t n, int64_t width, float **data)
 {
     const int64_t dims[2] = {n, width};
     OrtValue *v = NULL;
-    void *data = NULL;
-    if (failed(FN(KernelContext_GetOutput, KernelContext_GetOutput_t)(ctx, i, dims, 2, &v)) || !v) return NULL;
-    if (failed(FN(GetTensorMutableData, GetTensorMutableData_t)(v, &data))) return NULL;
-    return data;
+    *data = NULL;
+    if (failed(FN(KernelContext_GetOutput, KernelContext_GetOutput_t)(ctx, i, dims, 2, &v)) || !v) return 1;
+    if (failed(FN(GetTensorMutableData, GetTensorMutableData_t)(v, (void **)data))) return 1;
+    return n > 0 && !*data;
 }
 
 typedef struct { int colour; } Kernel;
@@ -413,20 +419,21 @@ static const char *run(const Kernel *kernel, OrtKernelContext *ctx)
     const int colour = kernel->colour;
     int64_t dp[2] = {0, 0}, dd[2] = {0, 0}, dq[2] = {0, 0};
     size_t np_ = 0, nd = 0, nq = 0;
-    const float *points = input(ctx, 0, T_FLOAT, dp, &np_);
-    const float *dirs = colour ? input(ctx, 1, T_FLOAT, dd, &nd) : NULL;
-    const uint8_t *params = input(ctx, colour ? 2 : 1, T_UINT8, dq, &nq);
-    if (!points || np_ != 2 || dp[1] != 3) return "nerfexport fused network: points must be (N, 3) float32";
-    if (colour && (!dirs || nd != 2 || dd[1] != 3 || dd[0] != dp[0]))
+    const void *points = NULL, *dirs = NULL, *params = NULL;
+    if (input(ctx, 0, T_FLOAT, dp, &np_, &points) || np_ != 2 || dp[1] != 3)
+        return "nerfexport fused network: points must be (N, 3) float32";
+    if (colour && (input(ctx, 1, T_FLOAT, dd, &nd, &dirs) || nd != 2 || dd[1] != 3 || dd[0] != dp[0]))
         return "nerfexport fused network: viewdirs must be (N, 3) float32, as many as the points";
     Net net;
-    if (!params || nq != 1 || parse(params, dq[0], colour, &net))
+    if (input(ctx, colour ? 2 : 1, T_UINT8, dq, &nq, &params) || nq != 1 || !params || parse(params, dq[0], colour, &net))
         return "nerfexport fused network: the params tensor is malformed (not written by nerfexport.fused.pack)";
     const int64_t n = dp[0];
-    float *rgb = colour ? output(ctx, 0, n, 3) : NULL;
-    float *density = output(ctx, colour ? 1 : 0, n, 1);
-    if (!density || (colour && !rgb)) return "nerfexport fused network: could not allocate the outputs";
-    if (n > 0 && nerf_mlp(&net, points, dirs, n, density, rgb)) return "nerfexport fused network: out of memory";
+    float *rgb = NULL, *density = NULL;
+    if ((colour && output(ctx, 0, n, 3, &rgb)) || output(ctx, colour ? 1 : 0, n, 1, &density))
+        return "nerfexport fused network: could not allocate the outputs";
+    if (n == 0) return NULL;   /* empty in, empty out, as the graph does */
+    if (!points || (colour && !dirs)) return "nerfexport fused network: an input has no data";
+    if (nerf_mlp(&net, points, dirs, n, density, rgb)) return "nerfexport fused network: out of memory";
     return NULL;
 }
 
@@ -436,11 +443,7 @@ static OrtStatus *compute_v2(void *kernel, OrtKernelContext *ctx)
     return err ? FN(CreateStatus, CreateStatus_t)(2 /* ORT_INVALID_ARGUMENT */, err) : NULL;
 }
 
-static void compute(void *kernel, OrtKernelContext *ctx) { (void)run((const Kernel *)kernel, ctx); }
-
 static Kernel k_colour = {1}, k_density = {0};
-static void *create_mlp(const void *op, const void *a, const void *info) { (void)op; (void)a; (void)info; return &k_colour; }
-static void *create_density(const void *op, const void *a, const void *info) { (void)op; (void)a; (void)info; return &k_density; }
 static OrtStatus *create_mlp_v2(const void *op, const void *a, const void *info, void **k)
 { (void)op; (void)a; (void)info; *k = &k_colour; return NULL; }
 static OrtStatus *create_density_v2(const void *op, const void *a, const void *info, void **k)
@@ -460,23 +463,39 @@ static int default_memory(const void *op, size_t i) { (void)op; (void)i; return 
 static int arity(const void *op) { (void)op; return 1; }
 static int homogeneous(const void *op) { (void)op; return 1; }
 
-static CustomOp op_mlp = {API_VERSION, create_mlp, name_mlp, provider, in_type_mlp, three, out_type, two,
-                          compute, destroy, required, required, default_memory, arity, homogeneous, arity,
+/* only the V2 entry points (errors come back as statuses): CreateKernel and KernelCompute stay NULL,
+   which onnxruntime 1.16 needs to call the V2 ones and later versions accept */
+static CustomOp op_mlp = {API_VERSION, NULL, name_mlp, provider, in_type_mlp, three, out_type, two,
+                          NULL, destroy, required, required, default_memory, arity, homogeneous, arity,
                           homogeneous, create_mlp_v2, compute_v2, {0}};
-static CustomOp op_density = {API_VERSION, create_density, name_density, provider, in_type_density, two, out_type,
-                              one, compute, destroy, required, required, default_memory, arity, homogeneous, arity,
+static CustomOp op_density = {API_VERSION, NULL, name_density, provider, in_type_density, two, out_type,
+                              one, NULL, destroy, required, required, default_memory, arity, homogeneous, arity,
                               homogeneous, create_density_v2, compute_v2, {0}};
 
-/* what SessionOptions.register_custom_ops_library calls */
+/* what SessionOptions.register_custom_ops_library calls. The domain is made once and added to every
+   session's options (onnxruntime does not take ownership of it; it lives as long as the process). */
+static pthread_mutex_t domain_lock = PTHREAD_MUTEX_INITIALIZER;
+static OrtDomain *domain;
+
 __attribute__((visibility("default")))
 OrtStatus *RegisterCustomOps(OrtSessionOptions *options, const OrtApiBase *base)
 {
-    api = base->GetApi(API_VERSION);
-    if (!api) return NULL;   /* an onnxruntime older than 1.16; it then reports the ops as missing */
-    OrtDomain *domain = NULL;
-    OrtStatus *s = FN(CreateCustomOpDomain, CreateCustomOpDomain_t)("nerfexport", &domain);
-    if (!s) s = FN(CustomOpDomain_Add, CustomOpDomain_Add_t)(domain, &op_mlp);
-    if (!s) s = FN(CustomOpDomain_Add, CustomOpDomain_Add_t)(domain, &op_density);
+    const void *const *table = base->GetApi(API_VERSION);
+    if (!table) {   /* an onnxruntime older than API version 16: say so through version 1's CreateStatus */
+        const void *const *v1 = base->GetApi(1);
+        return v1 ? ((CreateStatus_t)v1[API_CreateStatus])(1, "nerfexport's fused kernel needs onnxruntime 1.16 or later") : NULL;
+    }
+    OrtStatus *s = NULL;
+    pthread_mutex_lock(&domain_lock);
+    api = table;
+    if (!domain) {
+        OrtDomain *d = NULL;
+        s = FN(CreateCustomOpDomain, CreateCustomOpDomain_t)("nerfexport", &d);
+        if (!s) s = FN(CustomOpDomain_Add, CustomOpDomain_Add_t)(d, &op_mlp);
+        if (!s) s = FN(CustomOpDomain_Add, CustomOpDomain_Add_t)(d, &op_density);
+        if (!s) domain = d;   /* on failure the half-made domain is left (not reused): a few bytes, once */
+    }
     if (!s) s = FN(AddCustomOpDomain, AddCustomOpDomain_t)(options, domain);
+    pthread_mutex_unlock(&domain_lock);
     return s;
 }

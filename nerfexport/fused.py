@@ -138,6 +138,13 @@ def _pack(model, density_only: bool) -> bytes:
         s_cat, z_cat = _qparams(t, "views.concat")
     if F.shape[0] != 3 or Fv.shape[0] != 3:
         raise NotFusable("the encodings' frequencies are not (3, L)")
+    if F.shape[1] > 32 or Fv.shape[1] > 32:
+        raise NotFusable("more than 10 encoding frequencies (multires); the fused kernel takes up to 10")
+    if n_trunk > 30 or n_trunk < 1:
+        raise NotFusable(f"{n_trunk} trunk layers; the fused kernel takes 1 to 30")
+    if skip >= n_trunk - 1:
+        raise NotFusable("a skip connection after the last trunk layer")
+    ne, nve = 3 + 2 * F.shape[1], 3 + 2 * Fv.shape[1]   # the encodings: [x, sin(x F), cos(x F)]
 
     layers = []
     s_in, z_in = s_enc, z_enc
@@ -149,7 +156,15 @@ def _pack(model, density_only: bool) -> bytes:
         if zw is None or zw.any():
             raise NotFusable(f"{name}'s weights are not symmetric")
         N, K = W.shape
-        sw = np.broadcast_to(t[name + ".weight_scale"].astype(np.float32).reshape(-1), (N,))
+        # the input width each layer must have: the encoding, the skip concat, the trunk, the views concat
+        k_in = (ne if i == 0 else ne + layers[skip][1] if i == skip + 1 and skip >= 0
+                else layers[-1][1] + nve if name == "views.0" else layers[-1][1])
+        if K != k_in:
+            raise NotFusable(f"{name} reads {K} inputs where the fused kernel computes {k_in}")
+        ws = t[name + ".weight_scale"].astype(np.float32).reshape(-1)
+        if ws.size not in (1, N):
+            raise NotFusable(f"{name}'s weight scales are neither per-tensor nor per-channel")
+        sw = np.broadcast_to(ws, (N,))
         b = t.get(name + ".bias_quantized")
         if b is None or b.dtype != np.int32 or b.shape != (N,) or t[name + ".bias_quantized_zero_point"].any():
             raise NotFusable(f"{name}'s bias is not int32")
@@ -195,8 +210,8 @@ def _pack(model, density_only: bool) -> bytes:
         s_v = _qparams(t, "views.0/Relu")[0]
         w_rgb, b_rgb = t["rgb.weight"].astype(np.float32), t["rgb.bias"].astype(np.float32).reshape(-1)
         nv = w_rgb.shape[1]
-        if w_rgb.shape[0] != 3 or b_rgb.shape != (3,):
-            raise NotFusable("the rgb head is not 3 wide")
+        if w_rgb.shape[0] != 3 or b_rgb.shape != (3,) or nv != layers[-1][1]:
+            raise NotFusable("the rgb head is not 3 wide on the view layer")
     if w_alpha.shape != (layers[n_trunk - 1][1],):
         raise NotFusable("the density head does not read the last trunk layer")
 
@@ -233,12 +248,26 @@ def _pack(model, density_only: bool) -> bytes:
     return bytes(out)
 
 
+def _kernel_accepts(params: np.ndarray, colour: bool) -> bool:
+    """The built kernel's own check of a params tensor (its parser, on no rows)."""
+    import ctypes
+    fn = ctypes.CDLL(str(library_path())).nerfexport_nerf_mlp
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                   ctypes.c_void_p, ctypes.c_void_p]
+    one = np.zeros(3, np.float32)
+    p = np.ascontiguousarray(params)
+    rgb = one.ctypes.data if colour else None
+    return fn(p.ctypes.data, p.size, one.ctypes.data, one.ctypes.data, 0, one.ctypes.data, rgb) == 0
+
+
 def fuse(model, density_only: bool = False):
     """A one-node copy of an int8 bundle graph: ``NerfMLP(points, viewdirs, params) -> rgb,
     density`` or, with ``density_only``, ``NerfDensity(points, params) -> density``."""
     import onnx
     from onnx import TensorProto, helper
     params = np.frombuffer(pack(model, density_only), np.uint8)
+    if unavailable() is None and not _kernel_accepts(params, colour=not density_only):
+        raise NotFusable("the packed parameters are not ones the built kernel reads (a nerfexport bug)")
     init = onnx.numpy_helper.from_array(params, "nerfexport/params")
     f = TensorProto.FLOAT
     if density_only:

@@ -290,18 +290,26 @@ class OrtNetwork:
         fused_model = self._fused(path, providers, kernel) if kernel != "graph" else None
         if fused_model is not None:
             from .fused import library_path
-            so.register_custom_ops_library(str(library_path()))
-            source = fused_model.SerializeToString()
-            self.kernel = "fused"
-        elif encoding == "host" or self.outputs == ("density",):
-            import onnx
-            model = onnx.load(str(path))
-            if self.outputs == ("density",):
-                _prune_outputs(model, self.outputs)
-            if encoding == "host":
-                self.host_encodings = _cut_encodings(model)
-            source = model.SerializeToString()
-        self.session = ort.InferenceSession(source, so, providers=providers, provider_options=opts)
+            try:
+                so.register_custom_ops_library(str(library_path()))
+                self.session = ort.InferenceSession(fused_model.SerializeToString(), so, providers=providers,
+                                                    provider_options=opts)
+                self.kernel = "fused"
+            except Exception as e:   # the library or its op did not load: "auto" runs the graph instead
+                why = f"the fused int8 kernel did not load ({str(e).strip().splitlines()[0] if str(e).strip() else e!r})"
+                if kernel == "fused":
+                    raise RuntimeUnavailable(why) from None
+                self.kernel_note = why
+        if self.kernel != "fused":
+            if encoding == "host" or self.outputs == ("density",):
+                import onnx
+                model = onnx.load(str(path))
+                if self.outputs == ("density",):
+                    _prune_outputs(model, self.outputs)
+                if encoding == "host":
+                    self.host_encodings = _cut_encodings(model)
+                source = model.SerializeToString()
+            self.session = ort.InferenceSession(source, so, providers=providers, provider_options=opts)
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.path = Path(path)
 
@@ -310,7 +318,6 @@ class OrtNetwork:
         ``kernel_note`` says why) where "auto" cannot use it; "fused" raises instead."""
         import onnx
         from .fused import NotFusable, fuse, unavailable
-        why = None
         if list(providers)[:1] != ["CPUExecutionProvider"]:
             why = "the fused int8 kernel runs on the CPUExecutionProvider only"
         else:
@@ -320,6 +327,8 @@ class OrtNetwork:
                 return fuse(onnx.load(str(path)), density_only=self.outputs == ("density",))
             except NotFusable as e:
                 why = f"{Path(path).name}: {e}"
+            except Exception as e:   # anything else about this graph: "auto" runs it on onnxruntime's kernels
+                why = f"{Path(path).name}: could not fuse it ({type(e).__name__}: {e})"
         if kernel == "fused":
             raise RuntimeUnavailable(why)
         self.kernel_note = why

@@ -21,10 +21,11 @@ WHY = fused.unavailable()
 needs_kernel = pytest.mark.skipif(WHY is not None, reason=f"fused kernel cannot run here: {WHY}")
 
 
-def _model(width: int, view_width: int, skips=(1,), views: int = 1, viewdirs: bool = True) -> NeRF:
+def _model(width: int, view_width: int, skips=(1,), views: int = 1, viewdirs: bool = True,
+           multires: int = 10) -> NeRF:
     torch.manual_seed(0)
     mlp = lambda: MLPConfig(widths=[width] * 4, skips=list(skips), feature_width=width,
-                            view_widths=[view_width] * views, use_viewdirs=viewdirs)
+                            view_widths=[view_width] * views, use_viewdirs=viewdirs, multires=multires)
     return NeRF(NeRFConfig(coarse=mlp(), fine=mlp(), n_coarse=16, n_fine=16))
 
 
@@ -71,6 +72,9 @@ def test_fused_equals_the_graph(bundles, name, which):
         assert np.abs(d_f - d_g).max() <= 0.02 * scale
         assert np.abs(rgb_f - rgb_g).max() <= 0.02
         assert np.mean(np.abs(d_f - d_g) <= 1e-4 * scale) > 0.99
+    # an empty call gives empty outputs, as the graph does
+    rgb0, d0 = fast(*_inputs(0))
+    assert rgb0.shape == (0, 3) and d0.shape == (0, 1)
     # the density alone (a coarse network before a fine one) equals the full network's density
     dens = OrtNetwork(path, threads=1, kernel="fused", outputs=("density",))
     rgb, d = dens(pts, dirs)
@@ -118,13 +122,15 @@ def test_fused_refuses_what_it_cannot_compute(bundles, tmp_path):
     # a layer kept float at export, a view-independent network, two view-direction layers
     for name, model, opts in (("float-pts2", _model(64, 32), Int8Settings(exclude=("pts.2",))),
                               ("noview", _model(64, 32, viewdirs=False), Int8Settings()),
-                              ("views2", _model(64, 32, views=2), Int8Settings())):
+                              ("views2", _model(64, 32, views=2), Int8Settings()),
+                              ("multires11", _model(64, 32, multires=11), Int8Settings())):
         export_bundle(model, tmp_path / name, ExportOptions(precision="int8", int8=opts),
                       calib=draw_samples(model, s, n_rays=32))
         for w in ("coarse", "fine"):
             g = onnx.load(str(open_bundle(tmp_path / name).network_path(w)))
             with pytest.raises(fused.NotFusable, match={"float-pts2": "pts.2 is float", "noview": "view-independent",
-                                                        "views2": "more than one view"}[name]):
+                                                        "views2": "more than one view",
+                                                        "multires11": "more than 10 encoding frequencies"}[name]):
                 fused.pack(g)
     # a runtime file must name a known kernel, and the fused one only on the CPU provider
     bad = tmp_path / "bad.toml"
