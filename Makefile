@@ -63,9 +63,10 @@ shrink-docs-w64: cache/lego100-teacher.pt
 	  $(LEGO_ARGS) --eval-views 10 --eval-coarse 32 --eval-fine 64
 
 # docs/export.md: fp32 against static int8 (each calibration method) for the teacher and the
-# best width-128 student of the shrink study, rendered through onnxruntime (about 30 minutes).
-W128 ?= cache/shrink-study/magnitude-w128.pt
-export-docs: cache/lego100-teacher.pt
+# width-128 student of docs/bench.md, rendered through onnxruntime (about 10 minutes on the Zen 5
+# machine).
+W128 ?= cache/w128.pt
+export-docs: cache/lego100-teacher.pt $(W128)
 	$(VENV)/bin/nerfexport export-study teacher=cache/lego100-teacher.pt w128=$(W128) -o cache/export-study \
 	  --data $(LEGO) --downscale 4 --test-every 20 --views 5 --threads 1 --doc docs/export-table.md
 
