@@ -46,7 +46,8 @@ typedef struct {
     float r_enc_skip; int z_skip; /* encoding requantized into the skip concat: round((q - z_enc) r) + z_skip */
     float r_venc_cat; int z_cat;  /* view encoding requantized into the views concat */
     int n_trunk, skip;            /* trunk layers; the layer whose output is concatenated with the encoding (-1: none) */
-    Layer L[32];                  /* n_trunk trunk layers, then feature, then views.0 */
+    int n_layers;                 /* n_trunk + 2 with the colour layers, n_trunk for the density alone */
+    Layer L[32];                  /* n_trunk trunk layers, then feature and views.0 (zeroed when absent) */
     const float *w_alpha; float b_alpha; float s_h;            /* density head on the last trunk output (zp 0) */
     const float *w_rgb; const float *b_rgb; float s_v; int nv; /* rgb head (3, nv) on views.0 (zp 0) */
 } Net;
@@ -194,7 +195,7 @@ static int nerf_mlp(const Net *net, const float *points, const float *dirs, int6
     const int enc_p = round4(ne), venc_p = round4(nve);
     const Layer *Lf = net->L + net->n_trunk, *Lv = Lf + 1;
     int wmax = 0;
-    for (int l = 0; l < net->n_trunk + 2; l++) wmax = net->L[l].N > wmax ? net->L[l].N : wmax;
+    for (int l = 0; l < net->n_layers; l++) wmax = net->L[l].N > wmax ? net->L[l].N : wmax;
     const int Nh = net->L[net->n_trunk - 1].N;
     const int ldS = net->skip >= 0 ? round4(ne + net->L[net->skip].N) : 4;
     const int ldV = round4(Lf->N + nve), ldH = wmax;
@@ -269,14 +270,18 @@ static int parse(const uint8_t *p, int64_t size, int with_colour, Net *net)
     const float *f = (const float *)(p + 4 * H_INTS);
     if (size < 4 * (H_INTS + F_FLOATS) || h[H_MAGIC] != MAGIC) return 1;
     const int nl = h[H_NLAYERS];
-    if (nl < 3 || nl > 32 || size < 4 * (H_INTS + F_FLOATS + L_INTS * nl)) return 1;
+    if (nl < 1 || nl > 32 || size < 4 * (H_INTS + F_FLOATS + L_INTS * nl)) return 1;
     memset(net, 0, sizeof *net);
     net->n_trunk = h[H_NTRUNK]; net->skip = h[H_SKIP]; net->nf = h[H_NF]; net->nfv = h[H_NFV]; net->nv = h[H_NV];
     net->z_enc = h[H_ZENC]; net->z_venc = h[H_ZVENC]; net->z_skip = h[H_ZSKIP]; net->z_cat = h[H_ZCAT];
     net->s_enc = f[F_SENC]; net->s_venc = f[F_SVENC]; net->r_enc_skip = f[F_RENCSKIP]; net->r_venc_cat = f[F_RVENCCAT];
     net->b_alpha = f[F_BALPHA]; net->s_h = f[F_SH]; net->s_v = f[F_SV];
-    if (net->n_trunk != nl - 2 || net->n_trunk < 1 || net->skip < -1 || net->skip >= net->n_trunk - 1
-        || net->nf < 0 || net->nf > 32 || net->nfv < 0 || net->nfv > 32 || net->nv < 1) return 1;
+    /* the colour layers (feature, views.0) follow the trunk; a density-only tensor may leave them out */
+    const int colour_layers = nl == net->n_trunk + 2;
+    net->n_layers = nl;
+    if (!(colour_layers || (!with_colour && nl == net->n_trunk)) || net->n_trunk < 1 || net->skip < -1
+        || net->skip >= net->n_trunk - 1 || net->nf < 0 || net->nf > 32 || net->nfv < 0 || net->nfv > 32
+        || (colour_layers && net->nv < 1)) return 1;
 #define ARRAY(off, bytes) ((off) >= 0 && (int64_t)(off) + (int64_t)(bytes) <= size ? p + (off) : NULL)
     const int32_t *lr = (const int32_t *)(p + 4 * (H_INTS + F_FLOATS));
     const int ne = 3 + 2 * net->nf, nve = 3 + 2 * net->nfv;
@@ -302,7 +307,7 @@ static int parse(const uint8_t *p, int64_t size, int with_colour, Net *net)
     net->w_rgb = (const float *)ARRAY(h[H_OFF_WRGB], 12 * (int64_t)net->nv);
     net->b_rgb = (const float *)ARRAY(h[H_OFF_BRGB], 12);
     if (!net->F || !net->w_alpha || (with_colour && (!net->Fv || !net->w_rgb || !net->b_rgb))) return 1;
-    if (net->nv != net->L[nl - 1].N) return 1;
+    if (colour_layers && net->nv != net->L[nl - 1].N) return 1;
 #undef ARRAY
     return 0;
 }

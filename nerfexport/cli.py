@@ -713,8 +713,9 @@ def render(target: Optional[Path] = typer.Argument(None, help="bundle folder (de
     r = make_renderer(spec, nets, settings, grid, skip and path.is_dir(), early_stop)  # checkpoints: plain
     typer.echo(_skip_note(r, grid, skip, path))
     from .runtime import kernel_summary
-    if spec.kernel != "graph" and kernel_summary(nets):
-        typer.echo(kernel_summary(nets))
+    kernels = kernel_summary(nets) if spec.kernel != "graph" else None
+    if kernels:
+        typer.echo(kernels)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise UserError(f"cannot write {out}: {parent} does not exist")

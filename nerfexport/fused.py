@@ -199,13 +199,8 @@ def _pack(model, density_only: bool) -> bytes:
     s_h = _qparams(t, f"pts.{n_trunk - 1}/Relu")[0]
     w_alpha = t["alpha.weight"].astype(np.float32).reshape(-1)
     b_alpha = float(t["alpha.bias"].reshape(-1)[0])
-    if density_only:
-        # a placeholder feature and view layer: the kernel never runs them without colour
-        w_rgb, b_rgb, s_v, nv = np.zeros((3, 64), np.float32), np.zeros(3, np.float32), 1.0, 64
-        h = layers[-1][1]
-        for kp, n in ((h, 64), ((64 + 3 + 3) // 4 * 4, 64)):
-            layers.append((kp, n, np.zeros((kp // 4, n, 4), np.int8), np.zeros(n, np.int32),
-                           np.zeros(n, np.float32), 0, 0, 0.0))
+    if density_only:   # the trunk alone: no feature and view layers, no colour head
+        w_rgb, b_rgb, s_v, nv = np.zeros((3, 0), np.float32), np.zeros(3, np.float32), 1.0, 0
     else:
         s_v = _qparams(t, "views.0/Relu")[0]
         w_rgb, b_rgb = t["rgb.weight"].astype(np.float32), t["rgb.bias"].astype(np.float32).reshape(-1)
