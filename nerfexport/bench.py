@@ -39,16 +39,54 @@ class BenchItem:
 
     @classmethod
     def parse(cls, text: str) -> "BenchItem":
-        """``PATH@RUNTIME``, ``LABEL=PATH@RUNTIME``, either with ``:plain`` appended."""
+        """``PATH@RUNTIME``, ``LABEL=PATH@RUNTIME``, either with ``:plain`` appended. Raises
+        :class:`BenchError` for an item that names no path or no runtime or an unknown suffix."""
         label = ""
         if "=" in text.split("@")[0]:
             label, text = text.split("=", 1)
         if "@" not in text:
-            raise ValueError(f"bench item {text!r} must be PATH@RUNTIME (e.g. bundle@ort-cpu)")
+            raise BenchError(f"bench item {text!r} must be PATH@RUNTIME (e.g. bundle@ort-cpu)")
         path, runtime = text.rsplit("@", 1)
         plain = runtime.endswith(":plain")
         runtime = runtime[: -len(":plain")] if plain else runtime
+        if not path or not runtime:
+            raise BenchError(f"bench item {text!r} names no {'path' if not path else 'runtime'} (PATH@RUNTIME)")
+        if ":" in runtime and not Path(runtime).is_file():
+            raise BenchError(f"bench item {text!r}: unknown suffix :{runtime.rsplit(':', 1)[1]} (the only one is :plain)")
         return cls(path, runtime, label or f"{Path(path).name}@{runtime}" + (" plain" if plain else ""), plain)
+
+
+class BenchError(ValueError):
+    """A bench item or option is unusable; nothing has been measured or written."""
+
+
+def check_items(items: list[BenchItem]) -> dict | None:
+    """Check every item before anything is measured: the path exists, the runtime file loads,
+    the runtime's kind fits the path (torch renders a checkpoint, the others a bundle folder),
+    and the bundle or checkpoint opens. Returns the first item's recorded dataset (or ``None``).
+    Raises :class:`BenchError`, :class:`nerfexport.bundle.BundleError`,
+    :class:`nerfexport.runtime.RuntimeSpecError` or the checkpoint's error, naming the item."""
+    from .bundle import open_bundle
+    from .runtime import load_runtime
+    data = None
+    for k, it in enumerate(items):
+        p = Path(it.path)
+        if not p.exists():
+            raise BenchError(f"bench item {it.label!r}: {it.path} does not exist")
+        spec = load_runtime(it.runtime)
+        if p.is_dir():
+            if spec.kind == "torch":
+                raise BenchError(f"bench item {it.label!r}: the torch runtime renders a checkpoint, not a bundle folder")
+            rec = open_bundle(p).manifest.get("data")
+        else:
+            if spec.kind != "torch":
+                raise BenchError(f"bench item {it.label!r}: runtime {spec.name} renders a bundle folder, "
+                                 f"and {it.path} is not one")
+            from .checkpoint import load_checkpoint
+            rec = load_checkpoint(p, with_train_state=True)[1].get("data")
+        if k == 0:
+            data = rec
+    return data
 
 
 def _peak_rss_mb() -> float:
@@ -183,11 +221,36 @@ def run_bench(items: list[BenchItem], images: np.ndarray, poses: np.ndarray, H: 
               out_dir: str | Path, repeat: int = 3, reference: int = 0, samples: tuple[int, int] | None = None,
               progress=None, peak_sizes: tuple[int, ...] | None = (1024, 2048, 4096)) -> dict:
     """Benchmark ``items`` on the views ``poses`` (ground truth ``images``); ``reference`` indexes
-    the teacher configuration that ratios and "vs teacher" scores refer to."""
-    from .metrics import psnr, ssim
+    the teacher configuration that ratios and "vs teacher" scores refer to. Check the items with
+    :func:`check_items` first. Everything is written in a temporary folder and moved into
+    ``out_dir`` at the end; when no configuration could run, :class:`BenchError` is raised and
+    nothing is written. ``doc["files"]`` lists what was written."""
+    from .fileio import temp_dir_for
     emit = progress or (lambda e: None)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BenchError(f"output {out_dir} exists and is not a folder")
+    work = temp_dir_for(out_dir)   # everything is written here, then moved into out_dir
+    try:
+        doc = _run(items, images, poses, H, W, focal, work, repeat, reference, samples, emit, peak_sizes)
+        out_dir.mkdir(exist_ok=True)
+        written = []
+        for f in sorted(work.iterdir()):
+            os.replace(f, out_dir / f.name)
+            written.append(str(out_dir / f.name))
+        for r in doc["rows"]:
+            if "renders" in r:
+                r["renders"] = str(out_dir / Path(r["renders"]).name)
+        doc["files"] = [w for w in written if not w.endswith(".npy")]
+        (out_dir / "bench.json").write_text(json.dumps(doc, indent=1))
+    finally:
+        import shutil
+        shutil.rmtree(work, ignore_errors=True)
+    return doc
+
+
+def _run(items, images, poses, H, W, focal, out_dir: Path, repeat, reference, samples, emit, peak_sizes) -> dict:
+    from .metrics import psnr, ssim
     rows = []
     peak = None
     if peak_sizes:
@@ -233,12 +296,14 @@ def run_bench(items: list[BenchItem], images: np.ndarray, poses: np.ndarray, H: 
            "samples": list(samples) if samples else None, "reference": ref["label"] if ref else None,
            "gemm_peak": peak,
            "created": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}
+    if not ok:
+        raise BenchError("no configuration could run on this machine: "
+                         + "; ".join(f"{r['label']}: {r['error']}" for r in rows))
     (out_dir / "bench.json").write_text(json.dumps(doc, indent=1))
     (out_dir / "bench.md").write_text(markdown(doc))
-    if ok:
-        from .plots import plot_bench_grid, plot_pareto
-        plot_pareto(doc, out_dir / "pareto.png")
-        plot_bench_grid(doc, images[0], out_dir / "grid.png")
+    from .plots import plot_bench_grid, plot_pareto
+    plot_pareto(doc, out_dir / "pareto.png")
+    plot_bench_grid(doc, images[0], out_dir / "grid.png")
     return doc
 
 

@@ -3,18 +3,59 @@
 from __future__ import annotations
 
 import json
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Ship a NeRF to a device: train, shrink, export, render and benchmark.")
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (a bad option value, a missing argument) as one ``error:`` line and exit 2,
+    instead of click's usage block or rich's panel."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        except Exception as e:
+            if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+                raise
+            if type(e).__name__ == "NoArgsIsHelpError":   # bare `nerfexport`: the help text
+                typer.echo(e.format_message())
+            else:
+                typer.echo(f"error: {e.format_message()}", err=True)
+            code = e.exit_code
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted", err=True)
+            code = 130
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, help="Ship a NeRF to a device: train, shrink, export, render and benchmark.")
 
 
 class UserError(Exception):
     """Bad input: reported as one line, exit code 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread so that every ``finally`` and clean-up runs
+    (temporary folders are removed) as for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated(signum)
 
 
 def fail(msg: str, code: int = 2) -> None:
@@ -43,15 +84,23 @@ def _guard(fn):
         from .recipe import RecipeError
         from .runtime import RuntimeSpecError, RuntimeUnavailable
         from .tensorrt import TensorRTUnavailable
+        from .grid import GridError
         try:
             return fn(*a, **kw)
-        except (UserError, CheckpointError, DatasetError, RecipeError, BundleError, QuantizationError,
+        except (UserError, CheckpointError, DatasetError, RecipeError, BundleError, QuantizationError, GridError,
                 TensorRTUnavailable, RuntimeUnavailable, RuntimeSpecError, FileExistsError) as e:
-            fail(str(e))
+            fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
         except OSError as e:
             fail(f"{e.filename or ''}: {e.strerror or e}".lstrip(": "))
+        except Terminated as e:
+            fail(f"terminated by {signal.Signals(e.signum).name}; nothing was left half-written", 128 + e.signum)
         except KeyboardInterrupt:
-            fail("interrupted", 130)
+            fail("interrupted; nothing was left half-written", 130)
+        except Exception as e:   # onnxruntime's own errors (a graph it cannot load): one line, not a traceback
+            if not type(e).__module__.startswith("onnxruntime"):
+                raise
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            fail(f"onnxruntime: {msg[:300]}")
     return wrapper
 
 
@@ -195,13 +244,21 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="checkpoint (defa
     import torch
     from .checkpoint import load_checkpoint
     from .train import evaluate
+    if views is not None and views < 1:
+        raise UserError(f"--views is a number of views, at least 1 (not {views})")
+    if precision not in ("fp32", "bf16", "auto"):
+        raise UserError("precision must be fp32, bf16 or auto")
+    for name, n in (("--n-coarse", n_coarse), ("--n-fine", n_fine)):
+        if n is not None and n < (1 if name == "--n-coarse" else 0):
+            raise UserError(f"{name} must be at least {1 if name == '--n-coarse' else 0}, not {n}")
+    if json_out is not None:
+        from .checkpoint import check_writable
+        check_writable(json_out)
     path = _model_path(model)
     net = load_checkpoint(path)
     scene = _load_data(data, downscale, white, test_every, net.cfg.ndc)
     if split not in scene.splits:
         raise UserError(f"split {split!r} not in dataset (has {sorted(scene.splits)})")
-    if precision not in ("fp32", "bf16", "auto"):
-        raise UserError("precision must be fp32, bf16 or auto")
     from .train import autocast_dtype
     _warn_bf16(precision)
     amp = autocast_dtype(precision, torch.device("cpu"))
@@ -355,6 +412,9 @@ def shrink(model: Optional[Path] = typer.Argument(None, help="checkpoint to shri
     if out.resolve() == path.resolve():
         raise UserError(f"refusing to overwrite the input {path}; choose another --out")
     check_writable(out)
+    check_writable(out.with_suffix(".json"))   # the report: refuse now, not after the work
+    if out.with_suffix(".json").resolve() == path.resolve():
+        raise UserError(f"the report {out.with_suffix('.json')} would overwrite the input; choose another --out")
     teacher, meta, _ = load_checkpoint(path, with_train_state=True)
     try:
         for net in (teacher.coarse, teacher.fine):
@@ -535,7 +595,7 @@ def export(model: Optional[Path] = typer.Argument(None, help="checkpoint (defaul
     settings = Int8Settings(method=calibration or ex.get("calibration", "minmax"),
                             target=target or ("tensorrt" if tensorrt else "cpu"),
                             per_channel=bool(ex.get("per_channel", True)))
-    opts = ExportOptions(precision=precision, int8=settings, calib_rays=calib_rays or int(ex.get("calib_rays", 512)),
+    opts = ExportOptions(precision=precision, int8=settings, calib_rays=calib_rays if calib_rays is not None else int(ex.get("calib_rays", 512)),
                          max_psnr_drop=max_psnr_drop if max_psnr_drop is not None else ex.get("max_psnr_drop"),
                          eval_views=eval_views, tensorrt=tensorrt, grid=grid, grid_res=grid_res, grid_alpha=grid_alpha)
     try:
@@ -545,7 +605,7 @@ def export(model: Optional[Path] = typer.Argument(None, help="checkpoint (defaul
         raise UserError(str(e))
     if tensorrt:
         from .tensorrt import check_tensorrt
-        check_tensorrt()
+        check_tensorrt(settings if precision == "int8" else None)   # --target cpu int8 is refused first
     net, meta, _ = load_checkpoint(path, with_train_state=True)
     calib = scorer = scene = None
     if precision == "int8":
@@ -658,9 +718,11 @@ def _views(views: str, data_rec: Optional[dict], data: Optional[Path], scene_inf
         cam = scene_info.get("camera") or {}
         if scene_info.get("ndc") or not cam:
             raise UserError("spiral views need a 360-degree scene with a recorded camera; use --views test")
+        from .bundle import check_camera
+        H, W, focal = check_camera(cam.get("H"), cam.get("W"), cam.get("focal"), "the recorded camera")
         radius = 0.5 * (float(scene_info["near"]) + float(scene_info["far"]))
         poses = np.stack([pose_spherical(a, -30.0, radius) for a in np.linspace(-180, 180, 40, endpoint=False)])
-        return poses.astype(np.float32), None, int(cam["H"]), int(cam["W"]), float(cam["focal"]), True
+        return poses.astype(np.float32), None, H, W, focal, True
     from .datasets import load_scene
     rec = data_rec or {}
     root = data or (Path(rec["path"]) if rec.get("path") else None)
@@ -696,7 +758,6 @@ def render(target: Optional[Path] = typer.Argument(None, help="bundle folder (de
                                                                  "(default 1e-3 with --skip; 0 never)")) -> None:
     """Render views of a bundle with the lean renderer (numpy + the runtime; no torch) and write PNGs."""
     import shutil
-    import tempfile
 
     import numpy as np
     from PIL import Image
@@ -719,7 +780,8 @@ def render(target: Optional[Path] = typer.Argument(None, help="bundle folder (de
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise UserError(f"cannot write {out}: {parent} does not exist")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    from .fileio import temp_dir_for
+    tmp = temp_dir_for(out)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     frames, scores = [], []
     try:
@@ -773,33 +835,26 @@ def bench(items: Optional[list[str]] = typer.Argument(None, help="PATH@RUNTIME o
     """Benchmark bundles and runtimes on the same views: frame time, throughput, quality, size, memory."""
     import numpy as np
 
-    from .bench import BenchItem, run_bench
-    from .bundle import open_bundle
+    from .bench import BenchError, BenchItem, check_items, run_bench
     if not items:
         items = [f"{DEFAULT_MODEL}@torch", f"{DEFAULT_BUNDLE}@ort-cpu"]
         typer.echo(f"benchmarking {' and '.join(items)} (the files in this folder)")
-    try:
-        parsed = [BenchItem.parse(x) for x in items]
-    except ValueError as e:
-        raise UserError(str(e))
-    for it in parsed:
-        if not Path(it.path).exists():
-            raise UserError(f"{it.path} does not exist")
     smp = None
     if samples:
         try:
             smp = tuple(int(x) for x in samples.split(","))
-            assert len(smp) == 2 and smp[0] >= 2 and smp[1] >= 0
+            assert len(smp) == 2 and 2 <= smp[0] <= 4096 and 0 <= smp[1] <= 4096
         except (ValueError, AssertionError):
-            raise UserError("--samples is like 64,128")
+            raise UserError("--samples is like 64,128 (coarse at least 2, each at most 4096)")
     if views < 1 or repeat < 1:
         raise UserError("--views and --repeat must be at least 1")
-    first = Path(parsed[0].path)
-    if first.is_dir():
-        data_rec = open_bundle(first).manifest.get("data")
-    else:
-        from .checkpoint import load_checkpoint
-        data_rec = load_checkpoint(first, with_train_state=True)[1].get("data")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output {out} exists and is not a folder")
+    try:
+        parsed = [BenchItem.parse(x) for x in items]
+        data_rec = check_items(parsed)
+    except BenchError as e:
+        raise UserError(str(e))
     poses, gt, H, W, focal, _ = _views("test", data_rec, data, {}, downscale, test_every)
     poses, gt = poses[:views], gt[:views]
 
@@ -813,12 +868,13 @@ def bench(items: Optional[list[str]] = typer.Argument(None, help="PATH@RUNTIME o
         elif e["event"] == "peak":
             typer.echo("measuring the int8 and fp32 GEMM peak (onnxruntime CPU, all cores)")
 
-    doc = run_bench(parsed, gt, poses, H, W, focal, out, repeat=repeat, samples=smp, progress=progress,
-                    peak_sizes=(1024, 2048, 4096) if peak else None)
+    try:
+        doc = run_bench(parsed, gt, poses, H, W, focal, out, repeat=repeat, samples=smp, progress=progress,
+                        peak_sizes=(1024, 2048, 4096) if peak else None)
+    except BenchError as e:
+        raise UserError(str(e))
     typer.echo((out / "bench.md").read_text())
-    typer.echo(f"wrote {out}/bench.json, {out}/bench.md, {out}/pareto.png, {out}/grid.png")
-    if not any("error" not in r for r in doc["rows"]):
-        raise UserError("no configuration could run on this machine")
+    typer.echo("wrote " + ", ".join(doc["files"]))
 
 
 @app.command()
@@ -917,7 +973,18 @@ def export_study(models: list[str] = typer.Argument(..., help="LABEL=CHECKPOINT;
         typer.echo(f"wrote {doc}")
 
 
+@app.command()
+@_guard
+def doctor(probe: bool = typer.Option(True, "--probe/--no-probe",
+                                      help="run a tiny network on each available runtime")) -> None:
+    """One table for bug reports: every shipped runtime (available or not, and why), versions, GPU, CPU features."""
+    from .doctor import diagnose, table
+    typer.echo(table(diagnose(probe)))
+
+
 def main() -> None:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
     app()
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .fileio import OutsideFolder, confine
+
 
 class DatasetError(ValueError):
     """A dataset folder is missing, incomplete or malformed."""
@@ -45,6 +47,8 @@ def _area_downscale(img: np.ndarray, factor: int) -> np.ndarray:
     if factor == 1:
         return img
     H, W = img.shape[0] // factor, img.shape[1] // factor
+    if H < 1 or W < 1:
+        raise DatasetError(f"downscale {factor} is larger than the {img.shape[1]}x{img.shape[0]} images")
     img = img[: H * factor, : W * factor]
     return img.reshape(H, factor, W, factor, -1).mean(axis=(1, 3))
 
@@ -105,7 +109,10 @@ def load_blender(root: str | Path, downscale: int = 1, white_bkgd: bool = True,
                 if pose.shape != (4, 4) or not np.isfinite(pose).all():
                     raise DatasetError(f"{meta_path}: a transform_matrix is not a finite 4x4 matrix")
                 fp = str(fr["file_path"])
-                path = root / fp
+                try:
+                    path = confine(root, fp, "image")
+                except OutsideFolder as e:
+                    raise DatasetError(f"{meta_path}: {e}") from None
                 if path.suffix == "":
                     path = path.with_suffix(".png")
                 img = _area_downscale(_composite(_read_image(path), white_bkgd), downscale)
@@ -179,8 +186,12 @@ def load_llff(root: str | Path, factor: int = 8, ndc: bool = True, llffhold: int
         arr = np.load(pb, allow_pickle=False)
     except (ValueError, OSError) as e:
         raise DatasetError(f"{pb} is malformed: {e}") from None
-    if arr.ndim != 2 or arr.shape[1] != 17 or not np.isfinite(arr).all():
-        raise DatasetError(f"{pb} must be an (N, 17) finite array, got shape {arr.shape}")
+    if arr.ndim != 2 or arr.shape[1] != 17 or arr.shape[0] < 1:
+        raise DatasetError(f"{pb} must be an (N, 17) array, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
+        raise DatasetError(f"{pb} holds values that are not finite numbers (NaN or infinity)")
+    if not (arr[:, -2] > 0).all() or not (arr[:, -1] > arr[:, -2]).all() or not (arr[:, 4] > 0).all():
+        raise DatasetError(f"{pb}: every view needs 0 < near bound < far bound and a positive image height")
     poses = arr[:, :-2].reshape([-1, 3, 5]).astype(np.float64)
     bds = arr[:, -2:].astype(np.float64)
     sub = root / f"images_{factor}"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import onnx
 
 from . import __version__
+from .fileio import temp_dir_for
 from .bundle import FORMAT, MANIFEST, VERSION, BundleError, is_bundle, open_bundle, sha256
 from .onnx_export import OPSET, mlp_to_onnx
 from .quantize import Int8Settings, quantize_int8, quantized_layers
@@ -135,7 +135,7 @@ def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Pat
                           "or export without a grid)")
     src_sha = sha256(source) if source is not None else ""
     t0 = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if str(out.parent) else "."))
+    tmp = temp_dir_for(out)   # removes what a killed export of the same output left
     try:
         nets = {"coarse": model.coarse, "fine": model.fine}
         fp32_files = {}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +124,8 @@ def make_scene(out: str | Path, size: int = 64, n_train: int = 40, n_val: int = 
     parent = out.parent if str(out.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    from .fileio import temp_dir_for
+    tmp = temp_dir_for(out)
     try:
         for split, poses in (("train", camera_poses(n_train, rng)), ("val", camera_poses(n_val, rng)),
                              ("test", camera_poses(n_test, None))):
