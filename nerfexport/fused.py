@@ -83,7 +83,7 @@ def _check_node(nodes: dict, out: str, op: str, inputs: list[str]) -> None:
 
 def pack(model, density_only: bool = False) -> bytes:
     """The parameters of an int8 bundle graph (an ``onnx.ModelProto`` as
-    :func:`nerfexport.quantize.quantize_int8` writes it for the CPU) in the layout
+    :func:`nerfexport.export.quantize.quantize_int8` writes it for the CPU) in the layout
     ``nerf_mlp.c`` reads. Raises :class:`NotFusable` for any other graph."""
     try:
         return _pack(model, density_only)

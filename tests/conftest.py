@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nerfexport.model import MLPConfig, NeRF, NeRFConfig
-from nerfexport.rays import pose_spherical
+from nerfexport.model.mlp import MLPConfig, NeRF, NeRFConfig
+from nerfexport.deploy.rays import pose_spherical
 
 torch.set_num_threads(2)
 

@@ -24,8 +24,8 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import write_blender, write_llff
-from nerfexport.cli import app
-from nerfexport.fileio import sha256
+from nerfexport.cli.app import app
+from nerfexport.data.fileio import sha256
 
 runner = CliRunner()
 
@@ -484,7 +484,7 @@ def test_unwritable_outputs(base, case):
 # ---------------------------------------------------------------- an export killed halfway
 
 def _export_cmd(base, out: Path) -> list[str]:
-    return [sys.executable, "-c", "from nerfexport.cli import main; main()", "export", str(base["model"]),
+    return [sys.executable, "-c", "from nerfexport.cli.app import main; main()", "export", str(base["model"]),
             "-o", str(out), "--int8", "--calib-rays", "64", "--grid-res", "16"]
 
 

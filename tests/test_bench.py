@@ -1,6 +1,6 @@
 import pytest
 
-from nerfexport.bench import BenchItem, markdown
+from nerfexport.bench.bench import BenchItem, markdown
 
 
 def test_items_parse_with_and_without_labels():
@@ -42,7 +42,7 @@ def test_worker_peak_rss_is_its_own():
     import sys
     code = ("import numpy as np, subprocess, sys\n"
             "big = np.ones(400 * 2**20 // 8)\n"
-            "out = subprocess.run([sys.executable, '-c', 'from nerfexport.bench import _peak_rss_mb; "
+            "out = subprocess.run([sys.executable, '-c', 'from nerfexport.bench.bench import _peak_rss_mb; "
             "print(_peak_rss_mb())'], capture_output=True, text=True, check=True).stdout\n"
             "print(float(out))\n")
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from nerfexport.bundle import BundleError, open_bundle
-from nerfexport.export import ExportError, ExportOptions, export_bundle
-from nerfexport.model import NeRF
+from nerfexport.deploy.bundle import BundleError, open_bundle
+from nerfexport.export.bundle_writer import ExportError, ExportOptions, export_bundle
+from nerfexport.model.mlp import NeRF
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def bundle(tmp_path):
     torch.manual_seed(0)
     model = NeRF(tiny_config(width=16))
     ck = tmp_path / "m.pt"
-    from nerfexport.checkpoint import save_checkpoint
+    from nerfexport.model.checkpoint import save_checkpoint
     save_checkpoint(model, ck)
     export_bundle(model, tmp_path / "b", ExportOptions(), source=ck)
     return model, tmp_path / "b", ck
@@ -29,7 +29,7 @@ def test_manifest_and_metadata_agree_with_checkpoint(bundle):
     model, path, ck = bundle
     b = open_bundle(path)
     m = b.manifest
-    from nerfexport.checkpoint import file_sha256
+    from nerfexport.model.checkpoint import file_sha256
     assert m["source"]["sha256"] == file_sha256(ck)
     assert m["scene"]["near"] == model.cfg.near and m["scene"]["n_fine"] == model.cfg.n_fine
     assert m["networks"]["fine"]["architecture"]["widths"] == model.fine.cfg.widths
@@ -72,7 +72,7 @@ def test_existing_folder_is_not_overwritten(bundle, tmp_path):
 def test_interrupted_export_leaves_nothing(bundle, tmp_path, monkeypatch):
     model, path, _ = bundle
     before = sorted(p.name for p in tmp_path.iterdir())
-    import nerfexport.export as ex
+    import nerfexport.export.bundle_writer as ex
 
     def boom(*a, **k):
         raise KeyboardInterrupt

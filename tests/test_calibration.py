@@ -2,9 +2,9 @@ import numpy as np
 import torch
 
 from conftest import tiny_config
-from nerfexport.calibration import draw_samples, subsample
-from nerfexport.datasets import load_scene
-from nerfexport.model import NeRF
+from nerfexport.shrink.calibration import draw_samples, subsample
+from nerfexport.data.datasets import load_scene
+from nerfexport.model.mlp import NeRF
 
 
 def test_samples_follow_the_renderer(blender_dir):

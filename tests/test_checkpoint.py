@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nerfexport.checkpoint import (CheckpointError, import_nerf_pytorch, load_checkpoint, save_checkpoint)
-from nerfexport.model import NeRF
+from nerfexport.model.checkpoint import (CheckpointError, import_nerf_pytorch, load_checkpoint, save_checkpoint)
+from nerfexport.model.mlp import NeRF
 
 from conftest import tiny_config
 

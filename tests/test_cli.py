@@ -6,7 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from nerfexport.cli import app
+from nerfexport.cli.app import app
 
 from conftest import write_blender
 
@@ -113,7 +113,7 @@ def test_synth_refuses_non_empty_folder(tmp_path):
 
 
 def test_import_nerf_pytorch(tmp_path):
-    from nerfexport.model import NeRF
+    from nerfexport.model.mlp import NeRF
     from conftest import tiny_config
     net = NeRF(tiny_config(width=16, depth=8))
     tar = tmp_path / "050000.tar"

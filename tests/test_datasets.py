@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from nerfexport.datasets import DatasetError, load_blender, load_llff, load_scene
+from nerfexport.data.datasets import DatasetError, load_blender, load_llff, load_scene
 
 from conftest import write_blender, write_llff
 

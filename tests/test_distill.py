@@ -1,9 +1,9 @@
 import torch
 
 from conftest import tiny_config
-from nerfexport.datasets import load_scene
-from nerfexport.distill import DistillConfig, build_bank, distill
-from nerfexport.model import NeRF
+from nerfexport.data.datasets import load_scene
+from nerfexport.shrink.distill import DistillConfig, build_bank, distill
+from nerfexport.model.mlp import NeRF
 
 
 def test_bank_shapes(blender_dir):

@@ -1,6 +1,6 @@
 import torch
 
-from nerfexport.encoding import PositionalEncoding, encoded_dim
+from nerfexport.model.encoding import PositionalEncoding, encoded_dim
 
 
 def nerf_pytorch_embed(x, multires):

@@ -7,15 +7,15 @@ import pytest
 import torch
 
 from nerfexport import fused
-from nerfexport.bundle import open_bundle
-from nerfexport.calibration import draw_samples
-from nerfexport.export import ExportOptions, export_bundle
-from nerfexport.model import MLPConfig, NeRF, NeRFConfig
-from nerfexport.quantize import Int8Settings
-from nerfexport.render import Renderer, SceneSettings
-from nerfexport.runtime import OrtNetwork, RuntimeSpecError, RuntimeUnavailable, load_runtime, make_networks
-from nerfexport.synthetic import make_scene
-from nerfexport.datasets import load_scene
+from nerfexport.deploy.bundle import open_bundle
+from nerfexport.shrink.calibration import draw_samples
+from nerfexport.export.bundle_writer import ExportOptions, export_bundle
+from nerfexport.model.mlp import MLPConfig, NeRF, NeRFConfig
+from nerfexport.export.quantize import Int8Settings
+from nerfexport.deploy.render import Renderer, SceneSettings
+from nerfexport.deploy.runtime import OrtNetwork, RuntimeSpecError, RuntimeUnavailable, load_runtime, make_networks
+from nerfexport.data.synthetic import make_scene
+from nerfexport.data.datasets import load_scene
 
 WHY = fused.unavailable()
 needs_kernel = pytest.mark.skipif(WHY is not None, reason=f"fused kernel cannot run here: {WHY}")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from nerfexport.runtime import cuda_device_count
+from nerfexport.deploy.runtime import cuda_device_count
 
 HAS_GPU = cuda_device_count() > 0
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -22,8 +22,8 @@ def _ort_has(provider):
 
 @needs_gpu
 def test_torch_training_step_on_cuda(blender_dir):
-    from nerfexport.datasets import load_scene
-    from nerfexport.train import TrainConfig, new_model, train
+    from nerfexport.data.datasets import load_scene
+    from nerfexport.train.loop import TrainConfig, new_model, train
     scene = load_scene(blender_dir)
     model = new_model(scene, width=16, depth=3, n_coarse=8, n_fine=8)
     res = train(model, scene, TrainConfig(steps=5, batch_rays=32, n_coarse=8, n_fine=8, device="cuda"))
@@ -33,10 +33,10 @@ def test_torch_training_step_on_cuda(blender_dir):
 @needs_gpu
 @pytest.mark.skipif(not _ort_has("CUDAExecutionProvider"), reason="onnxruntime-gpu (CUDAExecutionProvider) missing")
 def test_ort_cuda_matches_cpu(tmp_path):
-    from nerfexport.bundle import open_bundle
-    from nerfexport.export import ExportOptions, export_bundle
-    from nerfexport.model import NeRF
-    from nerfexport.runtime import OrtNetwork
+    from nerfexport.deploy.bundle import open_bundle
+    from nerfexport.export.bundle_writer import ExportOptions, export_bundle
+    from nerfexport.model.mlp import NeRF
+    from nerfexport.deploy.runtime import OrtNetwork
     torch.manual_seed(0)
     export_bundle(NeRF(tiny_config(width=32)), tmp_path / "b", ExportOptions())
     p = open_bundle(tmp_path / "b").network_path("fine")
@@ -50,13 +50,13 @@ def test_ort_cuda_matches_cpu(tmp_path):
 @needs_trt
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_tensorrt_engines_build_and_run(tmp_path, blender_dir, precision):
-    from nerfexport.bundle import open_bundle
-    from nerfexport.calibration import draw_samples
-    from nerfexport.datasets import load_scene
-    from nerfexport.export import ExportOptions, export_bundle
-    from nerfexport.model import NeRF
-    from nerfexport.quantize import Int8Settings
-    from nerfexport.runtime import OrtNetwork, TensorRTNetwork
+    from nerfexport.deploy.bundle import open_bundle
+    from nerfexport.shrink.calibration import draw_samples
+    from nerfexport.data.datasets import load_scene
+    from nerfexport.export.bundle_writer import ExportOptions, export_bundle
+    from nerfexport.model.mlp import NeRF
+    from nerfexport.export.quantize import Int8Settings
+    from nerfexport.deploy.runtime import OrtNetwork, TensorRTNetwork
     torch.manual_seed(0)
     model = NeRF(tiny_config(width=32))
     cal = draw_samples(model, load_scene(blender_dir), n_rays=64) if precision == "int8" else None

@@ -3,16 +3,16 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from nerfexport.bundle import BundleError, open_bundle
-from nerfexport.datasets import load_blender
-from nerfexport.export import ExportError, ExportOptions, export_bundle
-from nerfexport.grid import (GRID_FILE, GridError, OccupancyBits, bake, density_threshold, dilate, ray_points,
+from nerfexport.deploy.bundle import BundleError, open_bundle
+from nerfexport.data.datasets import load_blender
+from nerfexport.export.bundle_writer import ExportError, ExportOptions, export_bundle
+from nerfexport.export.grid import (GRID_FILE, GridError, OccupancyBits, bake, density_threshold, dilate, ray_points,
                              scene_box)
-from nerfexport.model import NeRF
-from nerfexport.render import DEFAULT_EARLY_STOP, Renderer, SceneSettings, render_and_score
-from nerfexport.runtime import OrtNetwork
-from nerfexport.synthetic import make_scene
-from nerfexport.train import TrainConfig, new_model, train
+from nerfexport.model.mlp import NeRF
+from nerfexport.deploy.render import DEFAULT_EARLY_STOP, Renderer, SceneSettings, render_and_score
+from nerfexport.deploy.runtime import OrtNetwork
+from nerfexport.data.synthetic import make_scene
+from nerfexport.train.loop import TrainConfig, new_model, train
 
 
 def test_query_maps_points_to_cells_and_outside_is_empty():

@@ -1,7 +1,7 @@
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from nerfexport.metrics import psnr, ssim
+from nerfexport.data.metrics import psnr, ssim
 
 
 def test_psnr_known_value():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nerfexport.model import MLPConfig, NeRF, NeRFConfig, NeRFMLP, count_parameters
+from nerfexport.model.mlp import MLPConfig, NeRF, NeRFConfig, NeRFMLP, count_parameters
 
 
 def expected_params(cfg: MLPConfig) -> int:

@@ -1,6 +1,6 @@
 import torch
 
-from nerfexport.occupancy import OccupancyGrid, default_aabb, grid_samples
+from nerfexport.train.occupancy import OccupancyGrid, default_aabb, grid_samples
 
 
 def ball_density(pts):

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from nerfexport.model import MLPConfig, NeRF, NeRFMLP
-from nerfexport.onnx_export import encoding_permutation, mlp_to_onnx
-from nerfexport.encoding import PositionalEncoding
-from nerfexport.runtime import OrtNetwork
+from nerfexport.model.mlp import MLPConfig, NeRF, NeRFMLP
+from nerfexport.export.onnx_graph import encoding_permutation, mlp_to_onnx
+from nerfexport.model.encoding import PositionalEncoding
+from nerfexport.deploy.runtime import OrtNetwork
 
 
 def _inputs(n=777, seed=0, scale=4.0):

@@ -1,22 +1,22 @@
 import pytest
 
 from conftest import tiny_config
-from nerfexport.model import MLPConfig
-from nerfexport.peak import gemm_peak, network_ops
+from nerfexport.model.mlp import MLPConfig
+from nerfexport.bench.peak import gemm_peak, network_ops
 
 
 @pytest.mark.parametrize("cfg", [MLPConfig(), MLPConfig.uniform(width=128),
                                  MLPConfig(widths=[96, 64, 80, 64, 48], skips=[2], feature_width=40, view_widths=[24]),
                                  tiny_config(width=16, viewdirs=False).coarse])
 def test_network_ops_counts_two_per_weight(cfg):
-    from nerfexport.model import NeRFMLP
+    from nerfexport.model.mlp import NeRFMLP
     net = NeRFMLP(cfg)
     weights = sum(p.numel() for n, p in net.named_parameters() if n.endswith("weight"))
     assert network_ops(cfg.to_dict()) == 2 * weights
 
 
 def test_network_ops_of_the_density_alone():
-    from nerfexport.model import NeRFMLP
+    from nerfexport.model.mlp import NeRFMLP
     cfg = MLPConfig.uniform(width=64)
     net = NeRFMLP(cfg)
     weights = sum(p.numel() for n, p in net.named_parameters()

@@ -2,16 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from nerfexport.bundle import open_bundle
-from nerfexport.calibration import draw_samples
-from nerfexport.datasets import load_scene
-from nerfexport.export import ExportOptions, export_bundle
-from nerfexport.model import MLPConfig, NeRF, NeRFConfig
-from nerfexport.quantize import Int8Settings, QuantizationError, check_calibration_data, quantized_layers
-from nerfexport.render import Renderer, SceneSettings
-from nerfexport.runtime import OrtNetwork
-from nerfexport.synthetic import make_scene
-from nerfexport.train import TrainConfig, new_model, train
+from nerfexport.deploy.bundle import open_bundle
+from nerfexport.shrink.calibration import draw_samples
+from nerfexport.data.datasets import load_scene
+from nerfexport.export.bundle_writer import ExportOptions, export_bundle
+from nerfexport.model.mlp import MLPConfig, NeRF, NeRFConfig
+from nerfexport.export.quantize import Int8Settings, QuantizationError, check_calibration_data, quantized_layers
+from nerfexport.deploy.render import Renderer, SceneSettings
+from nerfexport.deploy.runtime import OrtNetwork
+from nerfexport.data.synthetic import make_scene
+from nerfexport.train.loop import TrainConfig, new_model, train
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_ort_cpu_sessions_render_an_int8_bundle_as_its_whole_graphs_do(trained):
     encodings' Sin/Cos out of the graphs (numpy computes them): the int8 image stays what the
     bundle's whole graphs render."""
     import dataclasses
-    from nerfexport.runtime import load_runtime, make_networks
+    from nerfexport.deploy.runtime import load_runtime, make_networks
     model, scene, d = trained
     out = d / "int8-host"
     export_bundle(model, out, ExportOptions(precision="int8"), calib=draw_samples(model, scene, n_rays=128))

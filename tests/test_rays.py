@@ -1,6 +1,6 @@
 import numpy as np
 
-from nerfexport.rays import get_rays, intrinsics, ndc_rays, pose_spherical, view_rays
+from nerfexport.deploy.rays import get_rays, intrinsics, ndc_rays, pose_spherical, view_rays
 
 
 def test_centre_ray_looks_down_camera_minus_z():

@@ -1,7 +1,7 @@
 import pytest
 
-from nerfexport.recipe import RecipeError, builtin_recipes, load_recipe
-from nerfexport.shrink import ShrinkSpec
+from nerfexport.shrink.recipe import RecipeError, builtin_recipes, load_recipe
+from nerfexport.shrink.pipeline import ShrinkSpec
 
 
 def test_shipped_recipes_load_and_are_valid():

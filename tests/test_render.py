@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from nerfexport.bundle import open_bundle
-from nerfexport.datasets import load_scene
-from nerfexport.export import ExportOptions, export_bundle
-from nerfexport.model import NeRF
-from nerfexport.render import Renderer, SceneSettings, sample_pdf
-from nerfexport.runtime import OrtNetwork
-from nerfexport.train import render_image
-from nerfexport.volume import sample_pdf as torch_sample_pdf
+from nerfexport.deploy.bundle import open_bundle
+from nerfexport.data.datasets import load_scene
+from nerfexport.export.bundle_writer import ExportOptions, export_bundle
+from nerfexport.model.mlp import NeRF
+from nerfexport.deploy.render import Renderer, SceneSettings, sample_pdf
+from nerfexport.deploy.runtime import OrtNetwork
+from nerfexport.train.loop import render_image
+from nerfexport.train.volume import sample_pdf as torch_sample_pdf
 
 
 def test_sample_pdf_matches_torch():
@@ -54,10 +54,10 @@ def test_lean_renderer_matches_training_renderer(blender_dir, tmp_path):
 NO_TORCH = textwrap.dedent('''
     import sys
     sys.modules["torch"] = None  # any "import torch" now fails
-    from nerfexport.bundle import open_bundle
-    from nerfexport.render import SceneSettings, make_renderer
-    from nerfexport.runtime import load_runtime, make_networks
-    from nerfexport.rays import pose_spherical
+    from nerfexport.deploy.bundle import open_bundle
+    from nerfexport.deploy.render import SceneSettings, make_renderer
+    from nerfexport.deploy.runtime import load_runtime, make_networks
+    from nerfexport.deploy.rays import pose_spherical
     b = open_bundle(sys.argv[1])
     spec = load_runtime("ort-cpu")
     r = make_renderer(spec, make_networks(spec, bundle=b), SceneSettings.from_manifest(b.manifest), b.occupancy())
@@ -101,7 +101,7 @@ def _render(r, scene):
 
 
 def test_skipping_with_every_cell_occupied_equals_the_plain_renderer(blender_dir, tmp_path):
-    from nerfexport.grid import OccupancyBits
+    from nerfexport.export.grid import OccupancyBits
     scene, nets, s = _field_bundle(tmp_path, blender_dir, 0.0)
     everywhere = OccupancyBits(np.ones((4, 4, 4), bool), [-50, -50, -50, 50, 50, 50])  # holds every sample
     plain = Renderer(*nets, s, chunk=17)
@@ -116,7 +116,7 @@ def test_skipping_with_every_cell_occupied_equals_the_plain_renderer(blender_dir
 
 
 def test_empty_grid_renders_background_without_the_network(blender_dir, tmp_path):
-    from nerfexport.grid import OccupancyBits
+    from nerfexport.export.grid import OccupancyBits
     scene, nets, s = _field_bundle(tmp_path, blender_dir, 0.0)
     nowhere = OccupancyBits(np.zeros((4, 4, 4), bool), [-50, -50, -50, 50, 50, 50])
     r = Renderer(*nets, s, grid=nowhere, early_stop=1e-3)
@@ -143,7 +143,7 @@ def test_early_termination_error_is_bounded_by_its_threshold(blender_dir, tmp_pa
 
 
 def test_balanced_chunk_splits_evenly_among_workers():
-    from nerfexport.render import balanced_chunk
+    from nerfexport.deploy.render import balanced_chunk
     for rays, chunk, workers in [(10000, 1024, 2), (10000, 2048, 2), (4096, 256, 3), (100, 256, 2), (7, 256, 1),
                                  (1, 64, 4), (12345, 1000, 5)]:
         c = balanced_chunk(rays, chunk, workers)

@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from nerfexport.runtime import RuntimeSpecError, load_runtime, shipped_runtimes
+from nerfexport.deploy.runtime import RuntimeSpecError, load_runtime, shipped_runtimes
 
 
 def test_shipped_runtimes_load_and_cpu_runs_one_worker_per_core():
@@ -38,7 +38,7 @@ def test_unknown_runtime_name():
 
 
 def test_a_runtime_file_sets_the_renderers_marching_segment(tmp_path):
-    from nerfexport.render import SceneSettings, make_renderer
+    from nerfexport.deploy.render import SceneSettings, make_renderer
     p = tmp_path / "mine.toml"
     p.write_text('kind = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\nchunk = 512\nsegment = 64\n')
     spec = load_runtime(p)
@@ -49,9 +49,9 @@ def test_a_runtime_file_sets_the_renderers_marching_segment(tmp_path):
 def _bundle(tmp_path, precision="fp32", viewdirs=True, fine=True):
     import torch
     from conftest import tiny_config
-    from nerfexport.bundle import open_bundle
-    from nerfexport.export import ExportOptions, export_bundle
-    from nerfexport.model import NeRF
+    from nerfexport.deploy.bundle import open_bundle
+    from nerfexport.export.bundle_writer import ExportOptions, export_bundle
+    from nerfexport.model.mlp import NeRF
     torch.manual_seed(0)
     tmp_path.mkdir(parents=True, exist_ok=True)
     export_bundle(NeRF(tiny_config(width=32, viewdirs=viewdirs, fine=fine)), tmp_path / "b",
@@ -68,7 +68,7 @@ def _points(n=3000):
 
 @pytest.mark.parametrize("precision,viewdirs,tol", [("fp32", True, 1e-5), ("fp32", False, 1e-5), ("fp16", True, 2e-3)])
 def test_host_encoding_and_density_only_sessions_compute_what_the_graph_does(tmp_path, precision, viewdirs, tol):
-    from nerfexport.runtime import OrtNetwork
+    from nerfexport.deploy.runtime import OrtNetwork
     b = _bundle(tmp_path, precision, viewdirs)
     p = b.network_path("fine")
     pts, d = _points()
@@ -87,7 +87,7 @@ def test_host_encoding_and_density_only_sessions_compute_what_the_graph_does(tmp
 
 def test_density_only_graph_drops_the_colour_branch(tmp_path):
     import onnx
-    from nerfexport.runtime import _cut_encodings, _prune_outputs
+    from nerfexport.deploy.runtime import _cut_encodings, _prune_outputs
     b = _bundle(tmp_path)
     m = onnx.load(str(b.network_path("coarse")))
     before = {n.name for n in m.graph.node}
@@ -105,7 +105,7 @@ def test_density_only_graph_drops_the_colour_branch(tmp_path):
 
 def test_a_graph_not_in_the_exported_form_is_refused_for_host_encoding(tmp_path):
     import onnx
-    from nerfexport.runtime import OrtNetwork
+    from nerfexport.deploy.runtime import OrtNetwork
     b = _bundle(tmp_path)
     m = onnx.load(str(b.network_path("fine")))
     for n in m.graph.node:
@@ -119,7 +119,7 @@ def test_a_graph_not_in_the_exported_form_is_refused_for_host_encoding(tmp_path)
 
 
 def test_make_networks_gives_ort_cpu_a_density_only_coarse_network(tmp_path):
-    from nerfexport.runtime import make_networks
+    from nerfexport.deploy.runtime import make_networks
     spec = load_runtime("ort-cpu")
     assert spec.encoding == "graph"
     nets = make_networks(spec, bundle=_bundle(tmp_path / "a"))
@@ -133,8 +133,8 @@ def test_make_networks_gives_ort_cpu_a_density_only_coarse_network(tmp_path):
 
 
 def test_a_density_only_coarse_network_is_refused_where_its_colour_would_be_the_image(tmp_path):
-    from nerfexport.render import Renderer, SceneSettings
-    from nerfexport.runtime import OrtNetwork
+    from nerfexport.deploy.render import Renderer, SceneSettings
+    from nerfexport.deploy.runtime import OrtNetwork
     b = _bundle(tmp_path)
     only = OrtNetwork(b.network_path("coarse"), outputs=("density",))
     fine = OrtNetwork(b.network_path("fine"))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nerfexport import scoring
+from nerfexport.shrink import scoring
 
 
 def test_top_k_and_magnitude():

@@ -2,11 +2,11 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from nerfexport.calibration import draw_samples
-from nerfexport.datasets import load_scene
-from nerfexport.model import NeRF
-from nerfexport.scoring import METHODS
-from nerfexport.shrink import ShrinkSpec, shrink_model, shrink_pipeline
+from nerfexport.shrink.calibration import draw_samples
+from nerfexport.data.datasets import load_scene
+from nerfexport.model.mlp import NeRF
+from nerfexport.shrink.scoring import METHODS
+from nerfexport.shrink.pipeline import ShrinkSpec, shrink_model, shrink_pipeline
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_bad_specs(setup):
 
 def test_pipeline_reports_before_and_after(setup):
     model, scene, _ = setup
-    from nerfexport.distill import DistillConfig
+    from nerfexport.shrink.distill import DistillConfig
     small, rep = shrink_pipeline(model, scene, ShrinkSpec(method="activation", width=16, finetune=5, calib_rays=32),
                                  eval_views=1, eval_samples=(4, 4),
                                  distill_cfg=DistillConfig(bank_rays=64, batch_rays=32, n_coarse=4, n_fine=4))

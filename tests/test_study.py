@@ -3,11 +3,11 @@ import json
 import torch
 
 from conftest import tiny_config
-from nerfexport.checkpoint import save_checkpoint
-from nerfexport.datasets import load_scene
-from nerfexport.distill import DistillConfig
-from nerfexport.model import NeRF
-from nerfexport.study import markdown_table, run_study
+from nerfexport.model.checkpoint import save_checkpoint
+from nerfexport.data.datasets import load_scene
+from nerfexport.shrink.distill import DistillConfig
+from nerfexport.model.mlp import NeRF
+from nerfexport.bench.study import markdown_table, run_study
 
 
 def test_study_rows_resume_and_table(blender_dir, tmp_path):

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from nerfexport.model import MLPConfig, NeRF, NeRFMLP, count_parameters
-from nerfexport.surgery import (Selection, activation_stats, layers, prune_mlp, prune_model, target_widths,
+from nerfexport.model.mlp import MLPConfig, NeRF, NeRFMLP, count_parameters
+from nerfexport.model.surgery import (Selection, activation_stats, layers, prune_mlp, prune_model, target_widths,
                                 widen_mlp, widen_model)
 
 

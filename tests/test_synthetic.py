@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from nerfexport.datasets import load_blender
-from nerfexport.rays import pose_spherical
-from nerfexport.synthetic import _shade, make_scene, render_view
+from nerfexport.data.datasets import load_blender
+from nerfexport.deploy.rays import pose_spherical
+from nerfexport.data.synthetic import _shade, make_scene, render_view
 
 
 def test_make_scene_is_a_loadable_blender_dataset(tmp_path):

@@ -1,10 +1,10 @@
 import numpy as np
 import torch
 
-from nerfexport.checkpoint import load_checkpoint
-from nerfexport.datasets import load_blender
-from nerfexport.synthetic import make_scene
-from nerfexport.train import TrainConfig, evaluate, new_model, render_image, train
+from nerfexport.model.checkpoint import load_checkpoint
+from nerfexport.data.datasets import load_blender
+from nerfexport.data.synthetic import make_scene
+from nerfexport.train.loop import TrainConfig, evaluate, new_model, render_image, train
 
 
 def small_scene(tmp_path):
@@ -86,7 +86,7 @@ def test_render_image_shapes(tmp_path):
 
 def test_finished_run_is_not_retrained_and_a_different_model_is_refused(tmp_path):
     import pytest
-    from nerfexport.checkpoint import CheckpointError
+    from nerfexport.model.checkpoint import CheckpointError
     scene = small_scene(tmp_path)
     out = tmp_path / "model.pt"
     tc = TrainConfig(steps=5, batch_rays=32, n_coarse=8, n_fine=8, ckpt_every_steps=2, precrop_iters=0)
@@ -109,7 +109,7 @@ def test_finished_run_is_not_retrained_and_a_different_model_is_refused(tmp_path
 
 
 def test_llff_ndc_training_runs(llff_dir):
-    from nerfexport.datasets import load_llff
+    from nerfexport.data.datasets import load_llff
     scene = load_llff(llff_dir, factor=2, llffhold=2)
     model = new_model(scene, width=16, depth=3, n_coarse=8, n_fine=8)
     assert model.cfg.ndc and (model.cfg.near, model.cfg.far) == (0.0, 1.0) and not model.cfg.white_bkgd
@@ -122,7 +122,7 @@ def test_llff_ndc_training_runs(llff_dir):
 def test_auto_precision_takes_bf16_only_where_the_cpu_runs_it_natively(monkeypatch):
     """On a CPU without native bf16 kernels (AVX2 only) torch's bf16 matmul falls back to a
     reference GEMM many times slower than fp32, so ``auto`` must pick fp32 there."""
-    import nerfexport.train as tr
+    import nerfexport.train.loop as tr
     cpu = torch.device("cpu")
     monkeypatch.setattr(tr, "cpu_has_native_bf16", lambda: False)
     assert tr.autocast_dtype("auto", cpu) is None
@@ -137,7 +137,7 @@ def test_native_bf16_probe_agrees_with_the_cpu_flags():
     """The probe says yes where the CPU advertises bf16 (AVX-512 BF16 or AMX) and no where it has
     no AVX-512 at all (oneDNN's bf16 kernels need AVX-512; an AVX2-only CPU gets the fallback)."""
     import pathlib
-    from nerfexport.train import cpu_has_native_bf16
+    from nerfexport.train.loop import cpu_has_native_bf16
     info = pathlib.Path("/proc/cpuinfo")
     if not info.is_file():
         import pytest
@@ -166,7 +166,7 @@ def test_a_time_budget_decays_the_learning_rate_over_the_minutes(tmp_path):
 
 
 def test_a_grown_run_ends_at_full_width_and_resumes_across_the_growth(tmp_path):
-    from nerfexport.train import narrow_config
+    from nerfexport.train.loop import narrow_config
     scene = small_scene(tmp_path)
     out = tmp_path / "model.pt"
     tc = TrainConfig(steps=40, batch_rays=64, n_coarse=8, n_fine=8, ckpt_every_steps=10, seed=5,

@@ -1,6 +1,6 @@
 import torch
 
-from nerfexport.volume import composite, sample_pdf, stratified_samples
+from nerfexport.train.volume import composite, sample_pdf, stratified_samples
 
 
 def test_composite_single_opaque_sample():

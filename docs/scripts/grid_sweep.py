@@ -13,13 +13,13 @@ import time
 
 import numpy as np
 
-from nerfexport.bundle import open_bundle
-from nerfexport.checkpoint import load_checkpoint
-from nerfexport.datasets import load_scene
-from nerfexport.grid import bake
-from nerfexport.metrics import psnr
-from nerfexport.render import Renderer, SceneSettings
-from nerfexport.runtime import load_runtime, make_networks
+from nerfexport.deploy.bundle import open_bundle
+from nerfexport.model.checkpoint import load_checkpoint
+from nerfexport.data.datasets import load_scene
+from nerfexport.export.grid import bake
+from nerfexport.data.metrics import psnr
+from nerfexport.deploy.render import Renderer, SceneSettings
+from nerfexport.deploy.runtime import load_runtime, make_networks
 
 
 def render(r, scene, imgs, poses):

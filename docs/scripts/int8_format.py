@@ -1,12 +1,12 @@
 """int8 activation formats on onnxruntime's CPU provider: U8S8 against S8S8 against fp32 (docs/export.md)."""
 import time, numpy as np
-from nerfexport.checkpoint import load_checkpoint
-from nerfexport.datasets import load_scene
-from nerfexport.calibration import draw_samples
-from nerfexport.export import ExportOptions, export_bundle
-from nerfexport.quantize import Int8Settings
-from nerfexport.bundle import open_bundle
-from nerfexport.runtime import OrtNetwork
+from nerfexport.model.checkpoint import load_checkpoint
+from nerfexport.data.datasets import load_scene
+from nerfexport.shrink.calibration import draw_samples
+from nerfexport.export.bundle_writer import ExportOptions, export_bundle
+from nerfexport.export.quantize import Int8Settings
+from nerfexport.deploy.bundle import open_bundle
+from nerfexport.deploy.runtime import OrtNetwork
 sc = load_scene("../shared/data/lego_400", 4, True, 20)
 m = load_checkpoint("cache/shrink-study/magnitude-w128.pt")
 cal = draw_samples(m, sc, 256, 0)

@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from nerfexport.model import MLPConfig, NeRFMLP
-from nerfexport.train import cpu_has_native_bf16
+from nerfexport.model.mlp import MLPConfig, NeRFMLP
+from nerfexport.train.loop import cpu_has_native_bf16
 
 
 def main() -> None:

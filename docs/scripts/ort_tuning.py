@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from nerfexport import onnx_export, quantize
-from nerfexport.calibration import draw_samples, subsample
-from nerfexport.checkpoint import load_checkpoint
-from nerfexport.datasets import load_scene
-from nerfexport.peak import _matmul_model, gemm_peak, network_ops
+from nerfexport.export import onnx_graph as onnx_export, quantize
+from nerfexport.shrink.calibration import draw_samples, subsample
+from nerfexport.model.checkpoint import load_checkpoint
+from nerfexport.data.datasets import load_scene
+from nerfexport.bench.peak import _matmul_model, gemm_peak, network_ops
 
 
 def matmul_linear(self, x, w, b, name, relu):

@@ -1,5 +1,5 @@
 import time, sys, json, numpy as np, onnxruntime as ort
-from nerfexport.peak import network_ops
+from nerfexport.bench.peak import network_ops
 b = sys.argv[1]; man = json.load(open(b + "/manifest.json")); ops = network_ops(man["networks"]["fine"]["architecture"])
 so = ort.SessionOptions(); so.intra_op_num_threads = 1
 s = ort.InferenceSession(b + "/fine.onnx", so, providers=["CPUExecutionProvider"])

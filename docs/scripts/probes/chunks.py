@@ -1,11 +1,11 @@
 """Frame time and network GOP/s of a bundle on a runtime by renderer chunk and segment, in
 alternated rounds (the machine is shared): chunks.py BUNDLE [RUNTIME] [CHUNKS] [SEGMENTS] [ROUNDS]."""
 import sys, time, json, dataclasses, numpy as np
-from nerfexport.bundle import open_bundle
-from nerfexport.runtime import load_runtime, make_networks
-from nerfexport.render import SceneSettings, make_renderer
-from nerfexport.datasets import load_scene
-from nerfexport.peak import network_ops
+from nerfexport.deploy.bundle import open_bundle
+from nerfexport.deploy.runtime import load_runtime, make_networks
+from nerfexport.deploy.render import SceneSettings, make_renderer
+from nerfexport.data.datasets import load_scene
+from nerfexport.bench.peak import network_ops
 
 b = open_bundle(sys.argv[1])
 spec0 = load_runtime(sys.argv[2] if len(sys.argv) > 2 else "ort-cpu")

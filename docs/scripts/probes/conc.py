@@ -1,6 +1,6 @@
 import time, sys, json, numpy as np, onnxruntime as ort
 from concurrent.futures import ThreadPoolExecutor
-from nerfexport.peak import network_ops
+from nerfexport.bench.peak import network_ops
 b = sys.argv[1]; man = json.load(open(b + "/manifest.json")); ops = network_ops(man["networks"]["fine"]["architecture"])
 so = ort.SessionOptions(); so.intra_op_num_threads = 1
 ss = [ort.InferenceSession(b + "/fine.onnx", so, providers=["CPUExecutionProvider"]) for _ in range(2)]

@@ -3,9 +3,9 @@ background, object interior and silhouette pixels (torch renderer, 64 + 128 samp
 errsplit.py CHECKPOINT [VIEWS]. Run from the repository root."""
 import sys, json, numpy as np, torch
 from PIL import Image
-from nerfexport.datasets import load_scene
-from nerfexport.checkpoint import load_checkpoint
-from nerfexport.train import render_image
+from nerfexport.data.datasets import load_scene
+from nerfexport.model.checkpoint import load_checkpoint
+from nerfexport.train.loop import render_image
 torch.set_num_threads(2)
 ck = sys.argv[1]; nv = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 scene = load_scene("../shared/data/lego_400", downscale=4, test_every=20)

@@ -7,10 +7,10 @@ import time
 
 import numpy as np
 
-from nerfexport.bundle import open_bundle
-from nerfexport.datasets import load_scene
-from nerfexport.render import SceneSettings, make_renderer
-from nerfexport.runtime import OrtNetwork, load_runtime
+from nerfexport.deploy.bundle import open_bundle
+from nerfexport.data.datasets import load_scene
+from nerfexport.deploy.render import SceneSettings, make_renderer
+from nerfexport.deploy.runtime import OrtNetwork, load_runtime
 
 b = open_bundle(sys.argv[1])
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3

@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 
-from nerfexport.bundle import open_bundle
-from nerfexport.peak import network_ops
-from nerfexport.runtime import OrtNetwork
+from nerfexport.deploy.bundle import open_bundle
+from nerfexport.bench.peak import network_ops
+from nerfexport.deploy.runtime import OrtNetwork
 
 b = open_bundle(sys.argv[1])
 rows = [int(x) for x in (sys.argv[2] if len(sys.argv) > 2 else "512,2048,8192").split(",")]

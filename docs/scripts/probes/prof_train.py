@@ -1,8 +1,8 @@
 """cProfile of 700 training steps of the lego teacher (256 rays, 16 + 24 samples, grid from step 256):
 where a step's time goes. Run from the repository root: prof_train.py."""
 import cProfile, pstats, torch, time
-from nerfexport.datasets import load_scene
-from nerfexport.train import TrainConfig, new_model, train
+from nerfexport.data.datasets import load_scene
+from nerfexport.train.loop import TrainConfig, new_model, train
 torch.set_num_threads(2)
 s = load_scene("../shared/data/lego_400", downscale=4, test_every=20)
 m = new_model(s, 256, 8, True, 64, 128)

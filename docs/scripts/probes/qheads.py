@@ -1,6 +1,6 @@
 import sys, time, json, numpy as np, onnx, onnxruntime as ort
 from onnx import helper, numpy_helper
-from nerfexport.peak import network_ops
+from nerfexport.bench.peak import network_ops
 src, dst = sys.argv[1], sys.argv[2]
 m = onnx.load(src)
 init = {i.name: i for i in m.graph.initializer}

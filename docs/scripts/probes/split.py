@@ -1,8 +1,8 @@
 import time, sys, json, threading, numpy as np
-from nerfexport.bundle import open_bundle
-from nerfexport.runtime import load_runtime, make_networks
-from nerfexport.render import SceneSettings, make_renderer
-from nerfexport.datasets import load_scene
+from nerfexport.deploy.bundle import open_bundle
+from nerfexport.deploy.runtime import load_runtime, make_networks
+from nerfexport.deploy.render import SceneSettings, make_renderer
+from nerfexport.data.datasets import load_scene
 b = open_bundle(sys.argv[1]); spec = load_runtime(sys.argv[2] if len(sys.argv) > 2 else "ort-cpu")
 nets = make_networks(spec, bundle=b)
 acc = {"t": 0.0, "n": 0, "calls": 0}; lock = threading.Lock(); sizes = []

@@ -1,6 +1,6 @@
 """Benchmark: render the same views with several (bundle or checkpoint, runtime) configurations.
 
-Each configuration runs in its own Python process (``python -m nerfexport.bench WORKER.json``)
+Each configuration runs in its own Python process (``python -m nerfexport.bench.bench WORKER.json``)
 so that its peak memory is its own and no runtime's threads or imports disturb another's;
 the worker renders every view ``repeat`` times after one warm-up frame and saves its renders.
 The parent scores them against ground truth and against the teacher (the configuration named
@@ -64,10 +64,10 @@ def check_items(items: list[BenchItem]) -> dict | None:
     """Check every item before anything is measured: the path exists, the runtime file loads,
     the runtime's kind fits the path (torch renders a checkpoint, the others a bundle folder),
     and the bundle or checkpoint opens. Returns the first item's recorded dataset (or ``None``).
-    Raises :class:`BenchError`, :class:`nerfexport.bundle.BundleError`,
-    :class:`nerfexport.runtime.RuntimeSpecError` or the checkpoint's error, naming the item."""
-    from .bundle import open_bundle
-    from .runtime import load_runtime
+    Raises :class:`BenchError`, :class:`nerfexport.deploy.bundle.BundleError`,
+    :class:`nerfexport.deploy.runtime.RuntimeSpecError` or the checkpoint's error, naming the item."""
+    from nerfexport.deploy.bundle import open_bundle
+    from nerfexport.deploy.runtime import load_runtime
     data = None
     for k, it in enumerate(items):
         p = Path(it.path)
@@ -82,7 +82,7 @@ def check_items(items: list[BenchItem]) -> dict | None:
             if spec.kind != "torch":
                 raise BenchError(f"bench item {it.label!r}: runtime {spec.name} renders a bundle folder, "
                                  f"and {it.path} is not one")
-            from .checkpoint import load_checkpoint
+            from nerfexport.model.checkpoint import load_checkpoint
             rec = load_checkpoint(p, with_train_state=True)[1].get("data")
         if k == 0:
             data = rec
@@ -105,9 +105,9 @@ def _peak_rss_mb() -> float:
 
 def worker(job: dict) -> dict:
     """Render ``job["poses"]`` with one configuration; returns timings and the path of the renders."""
-    from .peak import network_ops
-    from .render import SceneSettings, computes_colour, make_renderer
-    from .runtime import load_runtime, make_networks
+    from nerfexport.bench.peak import network_ops
+    from nerfexport.deploy.render import SceneSettings, computes_colour, make_renderer
+    from nerfexport.deploy.runtime import load_runtime, make_networks
     spec = load_runtime(job["runtime"])
     if "chunk" in job and job["chunk"]:
         spec.chunk = int(job["chunk"])
@@ -115,7 +115,7 @@ def worker(job: dict) -> dict:
     base_rss = _peak_rss_mb()
     grid = None
     if path.is_dir():
-        from .bundle import open_bundle
+        from nerfexport.deploy.bundle import open_bundle
         b = open_bundle(path)
         nets = make_networks(spec, bundle=b, n_fine=int(job["n_fine"]) if job.get("n_coarse") else None)
         settings = SceneSettings.from_manifest(b.manifest)
@@ -125,7 +125,7 @@ def worker(job: dict) -> dict:
         archs = {w: (n or {}).get("architecture") for w, n in b.manifest["networks"].items()}
         grid = b.occupancy()
     else:
-        from .checkpoint import load_checkpoint
+        from nerfexport.model.checkpoint import load_checkpoint
         model = load_checkpoint(path)
         nets = make_networks(spec, model=model)
         c = model.cfg
@@ -187,7 +187,7 @@ def run_item(item: BenchItem, job: dict, timeout: float = 3600) -> dict:
         opath = Path(tmp) / "out.json"
         jpath.write_text(json.dumps({**job, "path": item.path, "runtime": item.runtime, "plain": item.plain,
                                      "out": str(opath)}))
-        res = subprocess.run([sys.executable, "-m", "nerfexport.bench", str(jpath)], capture_output=True, text=True,
+        res = subprocess.run([sys.executable, "-m", "nerfexport.bench.bench", str(jpath)], capture_output=True, text=True,
                              timeout=timeout)
         if res.returncode != 0:
             lines = [l for l in (res.stderr or res.stdout).strip().splitlines() if l.strip()]
@@ -196,8 +196,8 @@ def run_item(item: BenchItem, job: dict, timeout: float = 3600) -> dict:
 
 
 def measure_peak(sizes: tuple[int, ...] = (1024, 2048, 4096), timeout: float = 600) -> dict:
-    """int8 and fp32 GEMM peaks (:func:`nerfexport.peak.gemm_peak`) in a fresh process."""
-    res = subprocess.run([sys.executable, "-m", "nerfexport.peak", ",".join(map(str, sizes))], capture_output=True,
+    """int8 and fp32 GEMM peaks (:func:`nerfexport.bench.peak.gemm_peak`) in a fresh process."""
+    res = subprocess.run([sys.executable, "-m", "nerfexport.bench.peak", ",".join(map(str, sizes))], capture_output=True,
                          text=True, timeout=timeout)
     if res.returncode != 0:
         lines = [l for l in (res.stderr or res.stdout).strip().splitlines() if l.strip()]
@@ -225,7 +225,7 @@ def run_bench(items: list[BenchItem], images: np.ndarray, poses: np.ndarray, H: 
     :func:`check_items` first. Everything is written in a temporary folder and moved into
     ``out_dir`` at the end; when no configuration could run, :class:`BenchError` is raised and
     nothing is written. ``doc["files"]`` lists what was written."""
-    from .fileio import temp_dir_for
+    from nerfexport.data.fileio import temp_dir_for
     emit = progress or (lambda e: None)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -250,7 +250,7 @@ def run_bench(items: list[BenchItem], images: np.ndarray, poses: np.ndarray, H: 
 
 
 def _run(items, images, poses, H, W, focal, out_dir: Path, repeat, reference, samples, emit, peak_sizes) -> dict:
-    from .metrics import psnr, ssim
+    from nerfexport.data.metrics import psnr, ssim
     rows = []
     peak = None
     if peak_sizes:
@@ -301,7 +301,7 @@ def _run(items, images, poses, H, W, focal, out_dir: Path, repeat, reference, sa
                          + "; ".join(f"{r['label']}: {r['error']}" for r in rows))
     (out_dir / "bench.json").write_text(json.dumps(doc, indent=1))
     (out_dir / "bench.md").write_text(markdown(doc))
-    from .plots import plot_bench_grid, plot_pareto
+    from nerfexport.bench.plots import plot_bench_grid, plot_pareto
     plot_pareto(doc, out_dir / "pareto.png")
     plot_bench_grid(doc, images[0], out_dir / "grid.png")
     return doc

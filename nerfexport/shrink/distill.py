@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .datasets import Scene
-from .model import NeRF
-from .train import autocast_dtype, run_network, scene_rays
-from .volume import composite, sample_pdf, stratified_samples
+from nerfexport.data.datasets import Scene
+from nerfexport.model.mlp import NeRF
+from nerfexport.train.loop import autocast_dtype, run_network, scene_rays
+from nerfexport.train.volume import composite, sample_pdf, stratified_samples
 
 
 @dataclass

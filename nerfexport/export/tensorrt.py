@@ -17,8 +17,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from .bundle import MANIFEST, open_bundle, sha256
-from .runtime import cuda_device_count
+from nerfexport.deploy.bundle import MANIFEST, open_bundle, sha256
+from nerfexport.deploy.runtime import cuda_device_count
 
 BATCH_MIN, BATCH_OPT, BATCH_MAX = 1, 65536, 262144
 

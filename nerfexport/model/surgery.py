@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .model import MLPConfig, NeRF, NeRFConfig, NeRFMLP
+from nerfexport.model.mlp import MLPConfig, NeRF, NeRFConfig, NeRFMLP
 
 
 @dataclass

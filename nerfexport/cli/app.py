@@ -65,7 +65,7 @@ def fail(msg: str, code: int = 2) -> None:
 
 def _warn_bf16(precision: str, device="cpu") -> None:
     """One line on stderr when bf16 is asked for on a CPU without native bf16 kernels."""
-    from .train import bf16_warning
+    from nerfexport.train.loop import bf16_warning
     note = bf16_warning(precision, device)
     if note:
         typer.echo(note, err=True)
@@ -77,14 +77,14 @@ def _guard(fn):
 
     @functools.wraps(fn)
     def wrapper(*a, **kw):
-        from .checkpoint import CheckpointError
-        from .datasets import DatasetError
-        from .bundle import BundleError
-        from .quantize import QuantizationError
-        from .recipe import RecipeError
-        from .runtime import RuntimeSpecError, RuntimeUnavailable
-        from .tensorrt import TensorRTUnavailable
-        from .grid import GridError
+        from nerfexport.model.checkpoint import CheckpointError
+        from nerfexport.data.datasets import DatasetError
+        from nerfexport.deploy.bundle import BundleError
+        from nerfexport.export.quantize import QuantizationError
+        from nerfexport.shrink.recipe import RecipeError
+        from nerfexport.deploy.runtime import RuntimeSpecError, RuntimeUnavailable
+        from nerfexport.export.tensorrt import TensorRTUnavailable
+        from nerfexport.export.grid import GridError
         try:
             return fn(*a, **kw)
         except (UserError, CheckpointError, DatasetError, RecipeError, BundleError, QuantizationError, GridError,
@@ -125,7 +125,7 @@ def synth(out: Path = typer.Argument(..., help="folder to create (Blender format
           n_test: int = typer.Option(8, "--test", help="test views (an orbit)"),
           seed: int = typer.Option(0, help="camera seed")) -> None:
     """Write the embedded procedural scene as a Blender-format dataset."""
-    from .synthetic import make_scene
+    from nerfexport.data.synthetic import make_scene
     if size < 8 or min(n_train, n_val, n_test) < 1:
         raise UserError("size must be at least 8 and every split needs at least one view")
     path = make_scene(out, size, n_train, n_val, n_test, seed)
@@ -133,7 +133,7 @@ def synth(out: Path = typer.Argument(..., help="folder to create (Blender format
 
 
 def _load_data(data: Path, downscale: int, white: bool, test_every: int, ndc: bool = True):
-    from .datasets import load_scene
+    from nerfexport.data.datasets import load_scene
     return load_scene(data, downscale, white, test_every, ndc)
 
 
@@ -170,9 +170,9 @@ def train(data: Path = typer.Argument(..., help="dataset folder (Blender or LLFF
           device: str = typer.Option("auto", help="auto, cpu or cuda"),
           resume: bool = typer.Option(True, "--resume/--restart", help="continue an interrupted run in OUT")) -> None:
     """Train a NeRF (coarse + fine) and write one checkpoint file."""
-    from .checkpoint import check_writable
-    from .train import TrainConfig, new_model, pick_device
-    from .train import train as run_train
+    from nerfexport.model.checkpoint import check_writable
+    from nerfexport.train.loop import TrainConfig, new_model, pick_device
+    from nerfexport.train.loop import train as run_train
     if min(width, depth, steps, batch_rays, n_coarse) < 1 or n_fine < 0 or eval_views < 1:
         raise UserError("width, depth, steps, batch-rays and n-coarse must be positive")
     if precision not in ("auto", "bf16", "fp32"):
@@ -242,8 +242,8 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="checkpoint (defa
              json_out: Optional[Path] = typer.Option(None, "--json", help="write the result as JSON")) -> None:
     """PSNR and SSIM of a checkpoint on held-out views (torch, the training-time renderer)."""
     import torch
-    from .checkpoint import load_checkpoint
-    from .train import evaluate
+    from nerfexport.model.checkpoint import load_checkpoint
+    from nerfexport.train.loop import evaluate
     if views is not None and views < 1:
         raise UserError(f"--views is a number of views, at least 1 (not {views})")
     if precision not in ("fp32", "bf16", "auto"):
@@ -252,14 +252,14 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="checkpoint (defa
         if n is not None and n < (1 if name == "--n-coarse" else 0):
             raise UserError(f"{name} must be at least {1 if name == '--n-coarse' else 0}, not {n}")
     if json_out is not None:
-        from .checkpoint import check_writable
+        from nerfexport.model.checkpoint import check_writable
         check_writable(json_out)
     path = _model_path(model)
     net = load_checkpoint(path)
     scene = _load_data(data, downscale, white, test_every, net.cfg.ndc)
     if split not in scene.splits:
         raise UserError(f"split {split!r} not in dataset (has {sorted(scene.splits)})")
-    from .train import autocast_dtype
+    from nerfexport.train.loop import autocast_dtype
     _warn_bf16(precision)
     amp = autocast_dtype(precision, torch.device("cpu"))
     precision = "bf16" if amp is not None else "fp32"
@@ -271,7 +271,7 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="checkpoint (defa
     typer.echo(f"{path}: {len(res.per_view_psnr)} {split} views, {nc}+{nf} samples, {precision}: "
                f"PSNR {res.psnr:.2f} dB, SSIM {res.ssim:.4f} ({dt:.1f} s)")
     if json_out:
-        from .fileio import atomic_write
+        from nerfexport.data.fileio import atomic_write
         doc = json.dumps({"model": str(path), "split": split, "psnr": res.psnr, "ssim": res.ssim,
                           "per_view_psnr": res.per_view_psnr, "n_coarse": nc, "n_fine": nf,
                           "precision": precision, "seconds": dt}, indent=1)
@@ -283,8 +283,8 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="checkpoint (defa
 @_guard
 def info(model: Optional[Path] = typer.Argument(None, help="checkpoint (default: ./model.pt)")) -> None:
     """Architecture, widths, parameter counts and training metadata of a checkpoint."""
-    from .checkpoint import load_checkpoint
-    from .model import count_parameters
+    from nerfexport.model.checkpoint import load_checkpoint
+    from nerfexport.model.mlp import count_parameters
     path = _model_path(model)
     net, meta, _ = load_checkpoint(path, with_train_state=True)
     c = net.cfg
@@ -307,8 +307,8 @@ def curve(model: Optional[Path] = typer.Argument(None, help="checkpoint trained 
           final_json: Optional[Path] = typer.Option(None, "--final", help="JSON written by `nerfexport eval --json`"),
           title: str = typer.Option("")) -> None:
     """Plot held-out PSNR against training minutes and print it as a Markdown table."""
-    from .checkpoint import load_checkpoint
-    from .plots import plot_training_curve
+    from nerfexport.model.checkpoint import load_checkpoint
+    from nerfexport.bench.plots import plot_training_curve
     path = _model_path(model)
     _, meta, _ = load_checkpoint(path, with_train_state=True)
     hist = meta.get("history") or []
@@ -338,7 +338,7 @@ def import_cmd(src: Path = typer.Argument(..., help="nerf-pytorch checkpoint (*.
                white: bool = typer.Option(True, "--white/--black"), ndc: bool = typer.Option(False, "--ndc/--no-ndc"),
                n_coarse: int = typer.Option(64), n_fine: int = typer.Option(128)) -> None:
     """Convert a nerf-pytorch checkpoint into a nerfexport model.pt."""
-    from .checkpoint import check_writable, import_nerf_pytorch, save_checkpoint
+    from nerfexport.model.checkpoint import check_writable, import_nerf_pytorch, save_checkpoint
     check_writable(out)
     net, meta = import_nerf_pytorch(src, near=near, far=far, white_bkgd=white, ndc=ndc,
                                     n_coarse=n_coarse, n_fine=n_fine)
@@ -385,11 +385,11 @@ def shrink(model: Optional[Path] = typer.Argument(None, help="checkpoint to shri
            eval_coarse: Optional[int] = typer.Option(None, help="coarse samples per ray for the evaluation"),
            eval_fine: Optional[int] = typer.Option(None, help="fine samples per ray for the evaluation")) -> None:
     """Physically shrink both networks (structured pruning or coresets), optionally distil; write a checkpoint."""
-    from .checkpoint import check_writable, file_sha256, load_checkpoint, save_checkpoint
-    from .fileio import atomic_write
-    from .recipe import load_recipe
-    from .shrink import ShrinkSpec, shrink_pipeline
-    from .surgery import target_widths
+    from nerfexport.model.checkpoint import check_writable, file_sha256, load_checkpoint, save_checkpoint
+    from nerfexport.data.fileio import atomic_write
+    from nerfexport.shrink.recipe import load_recipe
+    from nerfexport.shrink.pipeline import ShrinkSpec, shrink_pipeline
+    from nerfexport.model.surgery import target_widths
     path = _model_path(model)
     fields = {}
     if recipe is not None:
@@ -478,10 +478,10 @@ def shrink_study(teacher: Path = typer.Argument(..., help="the teacher checkpoin
                                                                       "idle machine, like 128:0.129,64:0.061: the "
                                                                       "scratch budget becomes a step count")) -> None:
     """Compare every shrink method at several widths with the teacher and with training from scratch."""
-    from .checkpoint import load_checkpoint
-    from .plots import plot_shrink_study
-    from .scoring import METHODS
-    from .study import markdown_table, run_study
+    from nerfexport.model.checkpoint import load_checkpoint
+    from nerfexport.bench.plots import plot_shrink_study
+    from nerfexport.shrink.scoring import METHODS
+    from nerfexport.bench.study import markdown_table, run_study
     try:
         ws = [int(w) for w in widths.split(",")]
         ft = {int(k): int(v) for k, v in (x.split(":") for x in finetune.split(","))}
@@ -514,7 +514,7 @@ def shrink_study(teacher: Path = typer.Argument(..., help="the teacher checkpoin
     table = markdown_table(res)
     typer.echo(table)
     if doc is not None:
-        from .fileio import atomic_write
+        from nerfexport.data.fileio import atomic_write
         atomic_write(doc, lambda f: f.write(table.encode()))
         typer.echo(f"wrote {doc}")
     if figure is not None:
@@ -538,9 +538,9 @@ def _export_input(model: Optional[Path]) -> Path:
 
 def _bundle_scorer(scene, views: int, threads: Optional[int] = None):
     """``bundle_dir -> PSNR`` on the first ``views`` test views, rendered by onnxruntime on the CPU."""
-    from .bundle import open_bundle
-    from .render import Renderer, SceneSettings, render_and_score
-    from .runtime import OrtNetwork
+    from nerfexport.deploy.bundle import open_bundle
+    from nerfexport.deploy.render import Renderer, SceneSettings, render_and_score
+    from nerfexport.deploy.runtime import OrtNetwork
     images, poses = scene.subset("test")
     images, poses = images[:views], poses[:views]
 
@@ -576,13 +576,13 @@ def export(model: Optional[Path] = typer.Argument(None, help="checkpoint (defaul
            downscale: Optional[int] = typer.Option(None), test_every: Optional[int] = typer.Option(None),
            force: bool = typer.Option(False, "--force", help="replace an output folder that is not a bundle")) -> None:
     """Write a self-describing bundle: ONNX per network (fp32, fp16 or int8) and manifest.json."""
-    from .checkpoint import load_checkpoint
-    from .export import ExportError, ExportOptions, export_bundle, prepare_output
-    from .quantize import Int8Settings
+    from nerfexport.model.checkpoint import load_checkpoint
+    from nerfexport.export.bundle_writer import ExportError, ExportOptions, export_bundle, prepare_output
+    from nerfexport.export.quantize import Int8Settings
     path = _export_input(model)
     ex = {}
     if recipe is not None:
-        from .recipe import load_recipe
+        from nerfexport.shrink.recipe import load_recipe
         r = load_recipe(recipe)
         ex = dict(r.export)
         typer.echo(f"recipe {r.path}: {r.description}")
@@ -604,12 +604,12 @@ def export(model: Optional[Path] = typer.Argument(None, help="checkpoint (defaul
     except (ExportError, ValueError) as e:
         raise UserError(str(e))
     if tensorrt:
-        from .tensorrt import check_tensorrt
+        from nerfexport.export.tensorrt import check_tensorrt
         check_tensorrt(settings if precision == "int8" else None)   # --target cpu int8 is refused first
     net, meta, _ = load_checkpoint(path, with_train_state=True)
     calib = scorer = scene = None
     if precision == "int8":
-        from .calibration import draw_samples
+        from nerfexport.shrink.calibration import draw_samples
         scene = _scene_for(path, meta, data, downscale, test_every, None, net.cfg.ndc)
         calib = draw_samples(net, scene, opts.calib_rays, opts.seed)
         typer.echo(f"calibration: {calib.coarse_pts.shape[0]:,} coarse and {calib.fine_pts.shape[0]:,} fine samples "
@@ -617,7 +617,7 @@ def export(model: Optional[Path] = typer.Argument(None, help="checkpoint (defaul
         if opts.max_psnr_drop is not None:
             scorer = _bundle_scorer(scene, eval_views)
     if grid and not net.cfg.ndc:
-        from .grid import scene_box
+        from nerfexport.export.grid import scene_box
         if scene is None and (data is not None or ((meta or {}).get("data") or {}).get("path")):
             scene = _scene_for(path, meta, data, downscale, test_every, None, net.cfg.ndc)
         if scene is None:
@@ -625,7 +625,7 @@ def export(model: Optional[Path] = typer.Argument(None, help="checkpoint (defaul
             typer.echo(f"no occupancy grid: {path} does not record its dataset, whose cameras place the grid "
                        "(pass --data to bake one)")
         else:
-            from .grid import ray_points
+            from nerfexport.export.grid import ray_points
             opts.grid_box = scene_box(scene.poses[:, :3, 3], net.cfg.near, False)
             train_poses = scene.subset("train")[1]
             opts.grid_probe = ray_points(train_poses, scene.H, scene.W, scene.focal, net.cfg.near, net.cfg.far, False)
@@ -669,9 +669,9 @@ def _render_source(target: Optional[Path]) -> Path:
 def _open_target(path: Path, runtime: str):
     """(spec, networks, scene settings, data record, scene info, occupancy grid or None) for a bundle
     folder or a checkpoint."""
-    from .bundle import open_bundle
-    from .render import SceneSettings
-    from .runtime import RuntimeSpecError, check_available, load_runtime, make_networks
+    from nerfexport.deploy.bundle import open_bundle
+    from nerfexport.deploy.render import SceneSettings
+    from nerfexport.deploy.runtime import RuntimeSpecError, check_available, load_runtime, make_networks
     try:
         spec = load_runtime(runtime)
     except RuntimeSpecError as e:
@@ -689,8 +689,8 @@ def _open_target(path: Path, runtime: str):
                 b.occupancy())
     if spec.kind != "torch":
         raise UserError(f"runtime {spec.name} renders a bundle folder (nerfexport export); {path} is not one")
-    from .checkpoint import load_checkpoint
-    from .train import pick_device
+    from nerfexport.model.checkpoint import load_checkpoint
+    from nerfexport.train.loop import pick_device
     check_available(spec)
     _warn_bf16(spec.precision, pick_device(str(spec.device)))
     model, meta, _ = load_checkpoint(path, with_train_state=True)
@@ -714,16 +714,16 @@ def _views(views: str, data_rec: Optional[dict], data: Optional[Path], scene_inf
     """(poses, ground truth or None, H, W, focal, is_spiral) for --views test|spiral|N[,M...]."""
     import numpy as np
     if views == "spiral":
-        from .rays import pose_spherical
+        from nerfexport.deploy.rays import pose_spherical
         cam = scene_info.get("camera") or {}
         if scene_info.get("ndc") or not cam:
             raise UserError("spiral views need a 360-degree scene with a recorded camera; use --views test")
-        from .bundle import check_camera
+        from nerfexport.deploy.bundle import check_camera
         H, W, focal = check_camera(cam.get("H"), cam.get("W"), cam.get("focal"), "the recorded camera")
         radius = 0.5 * (float(scene_info["near"]) + float(scene_info["far"]))
         poses = np.stack([pose_spherical(a, -30.0, radius) for a in np.linspace(-180, 180, 40, endpoint=False)])
         return poses.astype(np.float32), None, H, W, focal, True
-    from .datasets import load_scene
+    from nerfexport.data.datasets import load_scene
     rec = data_rec or {}
     root = data or (Path(rec["path"]) if rec.get("path") else None)
     if root is None:
@@ -762,8 +762,8 @@ def render(target: Optional[Path] = typer.Argument(None, help="bundle folder (de
     import numpy as np
     from PIL import Image
 
-    from .metrics import psnr
-    from .render import make_renderer
+    from nerfexport.data.metrics import psnr
+    from nerfexport.deploy.render import make_renderer
     path = _render_source(target)
     spec, nets, settings, data_rec, info, grid = _open_target(path, runtime)
     poses, gt, H, W, focal, spiral = _views(views, data_rec, data, info, downscale, test_every)
@@ -773,14 +773,14 @@ def render(target: Optional[Path] = typer.Argument(None, help="bundle folder (de
         raise UserError(f"--early-stop is a transmittance in [0, 1), not {early_stop}")
     r = make_renderer(spec, nets, settings, grid, skip and path.is_dir(), early_stop)  # checkpoints: plain
     typer.echo(_skip_note(r, grid, skip, path))
-    from .runtime import kernel_summary
+    from nerfexport.deploy.runtime import kernel_summary
     kernels = kernel_summary(nets) if spec.kernel != "graph" else None
     if kernels:
         typer.echo(kernels)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise UserError(f"cannot write {out}: {parent} does not exist")
-    from .fileio import temp_dir_for
+    from nerfexport.data.fileio import temp_dir_for
     tmp = temp_dir_for(out)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     frames, scores = [], []
@@ -835,7 +835,7 @@ def bench(items: Optional[list[str]] = typer.Argument(None, help="PATH@RUNTIME o
     """Benchmark bundles and runtimes on the same views: frame time, throughput, quality, size, memory."""
     import numpy as np
 
-    from .bench import BenchError, BenchItem, check_items, run_bench
+    from nerfexport.bench.bench import BenchError, BenchItem, check_items, run_bench
     if not items:
         items = [f"{DEFAULT_MODEL}@torch", f"{DEFAULT_BUNDLE}@ort-cpu"]
         typer.echo(f"benchmarking {' and '.join(items)} (the files in this folder)")
@@ -886,7 +886,7 @@ def demo(out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="folder 
          finetune: int = typer.Option(300, help="distillation steps after shrinking")) -> None:
     """The whole pipeline on the embedded scene: dataset, train, shrink, export fp32 and int8, render, bench."""
     import os
-    from .synthetic import make_scene
+    from nerfexport.data.synthetic import make_scene
     out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()
     data = out / "scene"
@@ -942,9 +942,9 @@ def export_study(models: list[str] = typer.Argument(..., help="LABEL=CHECKPOINT;
                  calib_rays: int = typer.Option(512), threads: Optional[int] = typer.Option(None),
                  methods: str = typer.Option("minmax,entropy,percentile")) -> None:
     """fp32 vs static int8 (each calibration method): held-out PSNR through onnxruntime and bundle sizes."""
-    from .checkpoint import load_checkpoint
-    from .quantize import CALIBRATION_METHODS
-    from .study import export_markdown, run_export_study
+    from nerfexport.model.checkpoint import load_checkpoint
+    from nerfexport.export.quantize import CALIBRATION_METHODS
+    from nerfexport.bench.study import export_markdown, run_export_study
     pairs = {}
     for m in models:
         if "=" not in m:
@@ -968,7 +968,7 @@ def export_study(models: list[str] = typer.Argument(..., help="LABEL=CHECKPOINT;
     table = export_markdown(res, next(iter(pairs)))
     typer.echo(table)
     if doc is not None:
-        from .fileio import atomic_write
+        from nerfexport.data.fileio import atomic_write
         atomic_write(doc, lambda f: f.write(table.encode()))
         typer.echo(f"wrote {doc}")
 
@@ -978,7 +978,7 @@ def export_study(models: list[str] = typer.Argument(..., help="LABEL=CHECKPOINT;
 def doctor(probe: bool = typer.Option(True, "--probe/--no-probe",
                                       help="run a tiny network on each available runtime")) -> None:
     """One table for bug reports: every shipped runtime (available or not, and why), versions, GPU, CPU features."""
-    from .doctor import diagnose, table
+    from nerfexport.bench.doctor import diagnose, table
     typer.echo(table(diagnose(probe)))
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .encoding import PositionalEncoding, encoded_dim
+from nerfexport.model.encoding import PositionalEncoding, encoded_dim
 
 
 @dataclass

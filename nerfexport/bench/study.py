@@ -17,14 +17,14 @@ from typing import Callable
 
 import torch
 
-from . import checkpoint as ckpt
-from .calibration import draw_samples
-from .datasets import Scene
-from .distill import DistillConfig, build_bank, distill
-from .fileio import atomic_write
-from .scoring import METHODS
-from .shrink import ShrinkSpec, parameter_counts, shrink_model
-from .train import TrainConfig, autocast_dtype, evaluate, new_model, train
+from nerfexport.model import checkpoint as ckpt
+from nerfexport.shrink.calibration import draw_samples
+from nerfexport.data.datasets import Scene
+from nerfexport.shrink.distill import DistillConfig, build_bank, distill
+from nerfexport.data.fileio import atomic_write
+from nerfexport.shrink.scoring import METHODS
+from nerfexport.shrink.pipeline import ShrinkSpec, parameter_counts, shrink_model
+from nerfexport.train.loop import TrainConfig, autocast_dtype, evaluate, new_model, train
 
 
 def _load_rows(path: Path) -> dict:
@@ -189,12 +189,12 @@ def run_export_study(models: dict[str, str | Path], scene: Scene, out_dir: str |
                      threads: int | None = None, seed: int = 0, progress: Callable[[dict], None] | None = None) -> dict:
     """fp32 and static int8 (each calibration method) bundles of each model, rendered through
     onnxruntime on the CPU at the models' own sample counts; rows are cached in ``export.json``."""
-    from .bundle import open_bundle
-    from .calibration import draw_samples
-    from .export import ExportOptions, export_bundle
-    from .quantize import Int8Settings
-    from .render import Renderer, SceneSettings, render_and_score
-    from .runtime import OrtNetwork
+    from nerfexport.deploy.bundle import open_bundle
+    from nerfexport.shrink.calibration import draw_samples
+    from nerfexport.export.bundle_writer import ExportOptions, export_bundle
+    from nerfexport.export.quantize import Int8Settings
+    from nerfexport.deploy.render import Renderer, SceneSettings, render_and_score
+    from nerfexport.deploy.runtime import OrtNetwork
 
     emit = progress or (lambda e: None)
     out_dir = Path(out_dir)

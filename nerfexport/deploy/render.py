@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from .rays import view_rays
+from nerfexport.deploy.rays import view_rays
 
 Network = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -136,7 +136,7 @@ class Renderer:
     Empty-space skipping and early termination (both off by default here; the CLI turns them
     on when the bundle has a grid):
 
-    * ``grid``: an :class:`nerfexport.grid.OccupancyBits`. Samples sit exactly where the plain
+    * ``grid``: an :class:`nerfexport.export.grid.OccupancyBits`. Samples sit exactly where the plain
       renderer puts them, but only those in occupied cells are sent to the network; the others
       have zero density. With every cell occupied the output equals the plain renderer's.
     * ``early_stop``: a transmittance. Each pass marches its sorted samples ``segment`` at a
@@ -313,7 +313,7 @@ class ViewScores:
 def render_and_score(renderer: Renderer, images: np.ndarray, poses: np.ndarray, H: int, W: int, focal: float,
                      keep_images: bool = False, progress: Callable[[int], None] | None = None) -> ViewScores:
     """Render each pose and score it against ``images (V,H,W,3)``: mean PSNR and SSIM."""
-    from .metrics import psnr, ssim
+    from nerfexport.data.metrics import psnr, ssim
     ps, ss, outs = [], [], []
     t = time.perf_counter()
     for i, (img, pose) in enumerate(zip(images, poses)):

@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from . import checkpoint as ckpt
-from .datasets import Scene
-from .metrics import psnr, ssim
-from .model import MLPConfig, NeRF, NeRFConfig
-from .occupancy import OccupancyGrid, default_aabb, grid_samples
-from .rays import view_rays
-from .surgery import widen_model
-from .volume import composite, sample_pdf, stratified_samples
+from nerfexport.model import checkpoint as ckpt
+from nerfexport.data.datasets import Scene
+from nerfexport.data.metrics import psnr, ssim
+from nerfexport.model.mlp import MLPConfig, NeRF, NeRFConfig
+from nerfexport.train.occupancy import OccupancyGrid, default_aabb, grid_samples
+from nerfexport.deploy.rays import view_rays
+from nerfexport.model.surgery import widen_model
+from nerfexport.train.volume import composite, sample_pdf, stratified_samples
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The shrink stage: score neurons, cut them out of both networks, report what changed.
 
 ``shrink_model`` ties calibration, scoring and surgery together; fine-tuning (distillation)
-is in :mod:`nerfexport.distill`. Nothing here prints.
+is in :mod:`nerfexport.shrink.distill`. Nothing here prints.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from . import scoring
-from .calibration import CalibrationSet, subsample
-from .model import NeRF, NeRFMLP, count_parameters
-from .surgery import ActivationStats, Selection, _linear, activation_stats, layers, prune_model, target_widths
+from nerfexport.shrink import scoring
+from nerfexport.shrink.calibration import CalibrationSet, subsample
+from nerfexport.model.mlp import NeRF, NeRFMLP, count_parameters
+from nerfexport.model.surgery import ActivationStats, Selection, _linear, activation_stats, layers, prune_model, target_widths
 
 
 @dataclass
@@ -54,7 +54,7 @@ def _w_out(net: NeRFMLP, lay) -> torch.Tensor:
 
 def select_neurons(net: NeRFMLP, method: str, targets: dict[str, int], stats: ActivationStats | None,
                    generator: torch.Generator) -> dict[str, Selection]:
-    """Choose the neurons each layer keeps with ``method`` (see :mod:`nerfexport.scoring`)."""
+    """Choose the neurons each layer keeps with ``method`` (see :mod:`nerfexport.shrink.scoring`)."""
     out = {}
     for lay in layers(net.cfg):
         k = targets.get(lay.name, lay.width)
@@ -115,7 +115,7 @@ class ShrinkInfo:
 def shrink_model(model: NeRF, spec: ShrinkSpec, calib: CalibrationSet | None) -> tuple[NeRF, ShrinkInfo]:
     """A new, physically smaller copy of ``model`` following ``spec`` (no fine-tuning).
 
-    ``calib``: samples from :func:`nerfexport.calibration.draw_samples`; needed by the
+    ``calib``: samples from :func:`nerfexport.shrink.calibration.draw_samples`; needed by the
     ``activation`` and ``data-coreset`` methods and for mean folding (without it, removed
     neurons are simply dropped).
     """
@@ -178,9 +178,9 @@ def shrink_pipeline(teacher: NeRF, scene, spec: ShrinkSpec, eval_views: int | No
     ``progress`` receives ``{"event": "stage", "stage": ...}`` and the distillation's step events."""
     import time
 
-    from .calibration import draw_samples
-    from .distill import DistillConfig, build_bank, distill
-    from .train import autocast_dtype, evaluate
+    from nerfexport.shrink.calibration import draw_samples
+    from nerfexport.shrink.distill import DistillConfig, build_bank, distill
+    from nerfexport.train.loop import autocast_dtype, evaluate
 
     emit = progress or (lambda e: None)
     spec.validate()

@@ -3,7 +3,7 @@
 At export the model's density is evaluated on a ``res^3`` grid of cells over the scene box
 (world space, or NDC space for forward-facing scenes) and thresholded into one bit per cell;
 the renderer then evaluates the networks only at samples that fall in occupied cells (see
-:mod:`nerfexport.render`). The grid is stored in the bundle as ``occupancy.npz`` (the bits
+:mod:`nerfexport.deploy.render`). The grid is stored in the bundle as ``occupancy.npz`` (the bits
 packed, ``res^3 / 8`` bytes: 256 KiB at ``res = 128``, then deflated; an object's grid is
 mostly runs of equal bytes) and described in the manifest.
 
@@ -126,8 +126,8 @@ def ray_points(poses: np.ndarray, H: int, W: int, focal: float, near: float, far
     """Samples along random rays of the cameras ``poses (V,4,4)``, at the renderer's coarse depths:
     ``points (R, n_samples, 3)``, ``depths (R, n_samples)``, ``directions (R, 3)`` and unit view
     directions ``(R, 3)``."""
-    from .rays import view_rays
-    from .render import linspace_depths
+    from nerfexport.deploy.rays import view_rays
+    from nerfexport.deploy.render import linspace_depths
     rng = np.random.default_rng(seed)
     per = max(1, n_rays // len(poses))
     ds, vs = [], []
@@ -206,7 +206,7 @@ def bake(model, aabb, res: int = 128, alpha: float = 0.2, dilation: int = 1, chu
     # the error costs a 22 dB view under 0.01 dB. Without a probe: empty only if the model has
     # no density above the threshold on a lattice over three times the box.
     if probe is not None:
-        from .render import composite
+        from nerfexport.deploy.render import composite
         ppts, pz, pd_, pview = probe
         R, S = pz.shape
         dens_r, pc = _query(net, ppts.reshape(-1, 3), np.repeat(pview, S, axis=0), chunk)

@@ -28,11 +28,11 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from . import __version__
-from .fileio import temp_dir_for
-from .bundle import FORMAT, MANIFEST, VERSION, BundleError, is_bundle, open_bundle, sha256
-from .onnx_export import OPSET, mlp_to_onnx
-from .quantize import Int8Settings, quantize_int8, quantized_layers
+from nerfexport import __version__
+from nerfexport.data.fileio import temp_dir_for
+from nerfexport.deploy.bundle import FORMAT, MANIFEST, VERSION, BundleError, is_bundle, open_bundle, sha256
+from nerfexport.export.onnx_graph import OPSET, mlp_to_onnx
+from nerfexport.export.quantize import Int8Settings, quantize_int8, quantized_layers
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -115,9 +115,9 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Path | None = None,
                   calib=None, evaluate: Callable | None = None, force: bool = False,
                   progress: Callable[[dict], None] | None = None, data: dict | None = None) -> dict:
-    """Write the bundle of ``model`` (a :class:`nerfexport.model.NeRF`) to ``out``; returns the manifest.
+    """Write the bundle of ``model`` (a :class:`nerfexport.model.mlp.NeRF`) to ``out``; returns the manifest.
 
-    ``calib``: a :class:`nerfexport.calibration.CalibrationSet` (needed for int8).
+    ``calib``: a :class:`nerfexport.shrink.calibration.CalibrationSet` (needed for int8).
     ``evaluate(bundle_dir) -> psnr``: renders held-out views of a bundle folder; needed for
     ``opts.max_psnr_drop`` (the int8 layers are then checked one by one and the most sensitive
     kept in float until the drop is within the limit).
@@ -154,7 +154,7 @@ def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Pat
             quant = _quantize_all(model, tmp, fp32_files, opts, calib, evaluate, emit, src_sha)
         grid_info = None
         if opts.grid:
-            from .grid import GRID_FILE, bake, scene_box
+            from nerfexport.export.grid import GRID_FILE, bake, scene_box
             emit({"event": "stage", "stage": "occupancy grid"})
             box = opts.grid_box if opts.grid_box is not None else scene_box(None, model.cfg.near, True)
             g, grid_info = bake(model, box, opts.grid_res, opts.grid_alpha, opts.grid_dilation, probe=opts.grid_probe)
@@ -168,7 +168,7 @@ def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Pat
         manifest["export_seconds"] = time.perf_counter() - t0
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if opts.tensorrt:
-            from .tensorrt import build_engines
+            from nerfexport.export.tensorrt import build_engines
             emit({"event": "stage", "stage": "TensorRT engines"})
             manifest["tensorrt"] = build_engines(tmp)
         open_bundle(tmp)  # the bundle checks out before it is put in place
@@ -180,7 +180,7 @@ def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Pat
 
 
 def _quantize_all(model, tmp: Path, fp32_files: dict, opts: ExportOptions, calib, evaluate, emit, src_sha) -> dict:
-    from .calibration import subsample
+    from nerfexport.shrink.calibration import subsample
 
     work = tmp / ".fp32"
     work.mkdir()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .fileio import OutsideFolder, confine
+from nerfexport.data.fileio import OutsideFolder, confine
 
 
 class DatasetError(ValueError):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .rays import get_rays, intrinsics, pose_spherical
+from nerfexport.deploy.rays import get_rays, intrinsics, pose_spherical
 
 CAMERA_ANGLE_X = 0.6911112070083618  # the NeRF synthetic scenes' field of view
 RADIUS = 4.0
@@ -124,7 +124,7 @@ def make_scene(out: str | Path, size: int = 64, n_train: int = 40, n_val: int = 
     parent = out.parent if str(out.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    from .fileio import temp_dir_for
+    from nerfexport.data.fileio import temp_dir_for
     tmp = temp_dir_for(out)
     try:
         for split, poses in (("train", camera_poses(n_train, rng)), ("val", camera_poses(n_val, rng)),

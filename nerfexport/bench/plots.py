@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .fileio import atomic_write
+from nerfexport.data.fileio import atomic_write
 
 
 def plot_training_curve(history: list[dict], path: str | Path, title: str = "",
@@ -62,7 +62,7 @@ def plot_shrink_study(doc: dict, out: str | Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    from .fileio import atomic_write
+    from nerfexport.data.fileio import atomic_write
     atomic_write(out, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .surgery import Selection
+from nerfexport.model.surgery import Selection
 
 METHODS = ("uniform", "magnitude", "magnitude-in", "magnitude-out", "activation", "coreset", "data-coreset")
 

@@ -2,7 +2,7 @@
 
 ``quant_pre_process`` (shape inference) then ``quantize_static`` in QDQ format with a
 ``CalibrationDataReader`` that feeds real sample points drawn along training rays the way the
-renderer draws them (see :mod:`nerfexport.calibration`). The layers' ``Gemm`` nodes, their
+renderer draws them (see :mod:`nerfexport.shrink.calibration`). The layers' ``Gemm`` nodes, their
 ``Relu`` and the skip ``Concat`` are quantized: weights per-channel, symmetric int8, biases
 int32. With uint8 activations the quantizer drops each ``Relu`` into the range of the layer's
 output, so onnxruntime runs the trunk as a chain of integer ``QGemm`` kernels (uint8 in and

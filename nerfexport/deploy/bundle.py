@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fileio import OutsideFolder, confine, sha256  # sha256 re-exported: export and tensorrt hash files with it
+from nerfexport.data.fileio import OutsideFolder, confine, sha256  # sha256 re-exported: export and tensorrt hash files with it
 
 FORMAT = "nerfexport-bundle"
 VERSION = 1
@@ -38,7 +38,7 @@ class BundleError(ValueError):
 
 def confined(root: str | Path, rel, what: str = "file") -> Path:
     """``root / rel`` for a path read from the manifest, refused with :class:`BundleError`
-    unless it stays inside the bundle folder (:func:`nerfexport.fileio.confine`)."""
+    unless it stays inside the bundle folder (:func:`nerfexport.data.fileio.confine`)."""
     try:
         return confine(root, rel, what)
     except OutsideFolder as e:
@@ -213,11 +213,11 @@ class Bundle:
         return None if eng is None else confined(self.root, eng["file"], f"TensorRT engine {which}")
 
     def occupancy(self):
-        """The bundle's :class:`nerfexport.grid.OccupancyBits`, or ``None`` when it has none."""
+        """The bundle's :class:`nerfexport.export.grid.OccupancyBits`, or ``None`` when it has none."""
         occ = self.manifest.get("occupancy")
         if not occ:
             return None
-        from .grid import GridError, OccupancyBits
+        from nerfexport.export.grid import GridError, OccupancyBits
         path = confined(self.root, occ["file"], "occupancy grid")
         try:
             return OccupancyBits.load(path, int(occ["res"]), occ["aabb"],

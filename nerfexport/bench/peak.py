@@ -5,7 +5,7 @@ Linear layers only). :func:`gemm_peak` measures the int8 and fp32 matrix-multipl
 onnxruntime's CPU provider (the runtime the bundles run on): large square ``MatMulInteger``
 (uint8 x int8, the U8S8 kernels the int8 bundles use) and ``MatMul`` graphs on all cores, the
 best of a few sizes. The benchmark reports each network's achieved operations per second
-against it. Run ``python -m nerfexport.peak`` to print the figures as JSON.
+against it. Run ``python -m nerfexport.bench.peak`` to print the figures as JSON.
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .datasets import Scene
-from .model import NeRF
-from .train import run_network, scene_rays
-from .volume import composite, sample_pdf, stratified_samples
+from nerfexport.data.datasets import Scene
+from nerfexport.model.mlp import NeRF
+from nerfexport.train.loop import run_network, scene_rays
+from nerfexport.train.volume import composite, sample_pdf, stratified_samples
 
 
 @dataclass

@@ -192,7 +192,7 @@ def _prune_outputs(model, outputs: tuple[str, ...]) -> None:
 
 def _cut_encodings(model) -> list[tuple[str, np.ndarray, str, str, np.dtype]]:
     """Cut the positional encodings' ``MatMul`` (frequency scaling), ``Sin`` and ``Cos`` out of a
-    bundle graph (in place; :mod:`nerfexport.onnx_export` names them ``{prefix}/scaled``,
+    bundle graph (in place; :mod:`nerfexport.export.onnx_graph` names them ``{prefix}/scaled``,
     ``{prefix}/sin``, ``{prefix}/cos``): their outputs become graph inputs. Returns, per
     encoding still in the graph, ``(raw input, scales (L,), sin input, cos input, dtype)`` for
     the caller to compute ``sin`` and ``cos`` of ``raw @ F``, ``F = [scales[0] I, scales[1] I, ...]``."""

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from .fileio import atomic_write, sha256
-from .model import MLPConfig, NeRF, NeRFConfig
+from nerfexport.data.fileio import atomic_write, sha256
+from nerfexport.model.mlp import MLPConfig, NeRF, NeRFConfig
 
 FORMAT = "nerfexport"
 VERSION = 1

@@ -1,0 +1,1 @@
+"""Benchmarks and diagnostics: the bench, the GEMM peak, plots, studies, ``doctor``."""

@@ -1,0 +1,1 @@
+"""The ``nerfexport`` command line."""

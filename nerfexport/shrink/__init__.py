@@ -1,0 +1,1 @@
+"""Shrinking: calibration samples, neuron scoring, distillation, recipes, the shrink pipeline. Needs torch."""
