@@ -6,7 +6,8 @@ from conftest import tiny_config
 from nerfexport.deploy.bundle import BundleError, open_bundle
 from nerfexport.data.datasets import load_blender
 from nerfexport.export.bundle_writer import ExportError, ExportOptions, export_bundle
-from nerfexport.export.grid import (GRID_FILE, GridError, OccupancyBits, bake, density_threshold, dilate, ray_points,
+from nerfexport.deploy.occupancy import GRID_FILE, GridError, OccupancyBits
+from nerfexport.export.grid import (bake, density_threshold, dilate, ray_points,
                              scene_box)
 from nerfexport.model.mlp import NeRF
 from nerfexport.deploy.render import DEFAULT_EARLY_STOP, Renderer, SceneSettings, render_and_score

@@ -101,7 +101,7 @@ def _render(r, scene):
 
 
 def test_skipping_with_every_cell_occupied_equals_the_plain_renderer(blender_dir, tmp_path):
-    from nerfexport.export.grid import OccupancyBits
+    from nerfexport.deploy.occupancy import OccupancyBits
     scene, nets, s = _field_bundle(tmp_path, blender_dir, 0.0)
     everywhere = OccupancyBits(np.ones((4, 4, 4), bool), [-50, -50, -50, 50, 50, 50])  # holds every sample
     plain = Renderer(*nets, s, chunk=17)
@@ -116,7 +116,7 @@ def test_skipping_with_every_cell_occupied_equals_the_plain_renderer(blender_dir
 
 
 def test_empty_grid_renders_background_without_the_network(blender_dir, tmp_path):
-    from nerfexport.export.grid import OccupancyBits
+    from nerfexport.deploy.occupancy import OccupancyBits
     scene, nets, s = _field_bundle(tmp_path, blender_dir, 0.0)
     nowhere = OccupancyBits(np.zeros((4, 4, 4), bool), [-50, -50, -50, 50, 50, 50])
     r = Renderer(*nets, s, grid=nowhere, early_stop=1e-3)

@@ -77,7 +77,7 @@ def check_items(items: list[BenchItem]) -> dict | None:
         if p.is_dir():
             if spec.kind == "torch":
                 raise BenchError(f"bench item {it.label!r}: the torch runtime renders a checkpoint, not a bundle folder")
-            rec = open_bundle(p).manifest.get("data")
+            rec = open_bundle(p).manifest.data
         else:
             if spec.kind != "torch":
                 raise BenchError(f"bench item {it.label!r}: runtime {spec.name} renders a bundle folder, "
@@ -121,13 +121,14 @@ def worker(job: dict) -> dict:
         settings = SceneSettings.from_manifest(b.manifest)
         size = b.size_bytes()
         precision = b.precision
-        widths = (b.manifest["networks"]["coarse"]["architecture"]["widths"])
-        archs = {w: (n or {}).get("architecture") for w, n in b.manifest["networks"].items()}
+        widths = b.manifest.networks["coarse"].architecture["widths"]
+        archs = {w: None if n is None else n.architecture for w, n in b.manifest.networks.items()}
         grid = b.occupancy()
     else:
         from nerfexport.model.checkpoint import load_checkpoint
+        from nerfexport.model.torch_network import torch_networks
         model = load_checkpoint(path)
-        nets = make_networks(spec, model=model)
+        nets = torch_networks(spec, model)
         c = model.cfg
         settings = SceneSettings(c.near, c.far, c.white_bkgd, c.ndc, c.n_coarse, c.n_fine)
         size = path.stat().st_size
@@ -305,6 +306,42 @@ def _run(items, images, poses, H, W, focal, out_dir: Path, repeat, reference, sa
     plot_pareto(doc, out_dir / "pareto.png")
     plot_bench_grid(doc, images[0], out_dir / "grid.png")
     return doc
+
+
+def parse_samples(text: str | None) -> tuple[int, int] | None:
+    """``"64,128"`` -> ``(64, 128)``; ``None`` -> ``None`` (each item's own)."""
+    if not text:
+        return None
+    try:
+        smp = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        smp = ()
+    if len(smp) != 2 or not (2 <= smp[0] <= 4096 and 0 <= smp[1] <= 4096):
+        raise BenchError("--samples is like 64,128 (coarse at least 2, each at most 4096)")
+    return smp
+
+
+def run_bench_items(items: list[str], out_dir: str | Path, data=None, downscale: int | None = None,
+                    test_every: int | None = None, views: int = 10, repeat: int = 3, samples: str | None = None,
+                    peak: bool = True, progress=None) -> dict:
+    """``nerfexport bench``: parse and check every item (``[LABEL=]PATH@RUNTIME[:plain]``) and
+    option before anything is measured, take the first ``views`` test views of the dataset (given,
+    or recorded in the first item), and :func:`run_bench` them."""
+    from nerfexport.deploy.views import dataset_views
+    emit = progress or (lambda e: None)
+    smp = parse_samples(samples)
+    if views < 1 or repeat < 1:
+        raise BenchError("--views and --repeat must be at least 1")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BenchError(f"output {out_dir} exists and is not a folder")
+    parsed = [BenchItem.parse(x) for x in items]
+    record = check_items(parsed)
+    v = dataset_views(record, data, downscale, test_every, first=views, owner=parsed[0].path)
+    if v.note:
+        emit({"event": "note", "text": v.note})
+    return run_bench(parsed, v.images, v.poses, v.H, v.W, v.focal, out_dir, repeat=repeat, samples=smp,
+                     progress=emit, peak_sizes=(1024, 2048, 4096) if peak else None)
 
 
 def markdown(doc: dict) -> str:

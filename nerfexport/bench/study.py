@@ -229,7 +229,7 @@ def run_export_study(models: dict[str, str | Path], scene: Scene, out_dir: str |
             row = {"model": label, "checkpoint": str(path), "precision": prec, "method": method,
                    "params": parameter_counts(model)["total"], "bytes": b.size_bytes(),
                    "checkpoint_bytes": Path(path).stat().st_size, "psnr": sc.psnr, "ssim": sc.ssim,
-                   "export_seconds": export_s, "samples": [b.manifest["scene"]["n_coarse"], b.manifest["scene"]["n_fine"]],
+                   "export_seconds": export_s, "samples": [b.manifest.scene.n_coarse, b.manifest.scene.n_fine],
                    "bundle": str(bdir)}
             doc["rows"].append(row)
             _save(jpath, doc)
@@ -254,3 +254,75 @@ def export_markdown(doc: dict, reference: str) -> str:
             lines.append(f"| {model} | {r['precision']} | {r['method'] or ''} | {r['bytes'] / 1e6:.3f} | "
                          f"{ref['bytes'] / r['bytes']:.1f}x | {r['psnr']:.2f} | {d} | {r['ssim']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+class StudyError(ValueError):
+    """A study option is unusable."""
+
+
+def _pairs(text: str, key=int, value=int, what: str = "") -> dict:
+    try:
+        return {key(k): value(v) for k, v in (x.split(":") for x in text.split(","))}
+    except ValueError:
+        raise StudyError(f"{what} is like 128:600,64:600, not {text!r}") from None
+
+
+def shrink_study(teacher: str | Path, out: str | Path, widths: str = "128,64", methods: str = ",".join(METHODS),
+                 finetune: str = "128:600,64:600", data=None, downscale: int | None = None,
+                 test_every: int | None = None, eval_views: int = 10, eval_samples=(32, 64), scratch: bool = True,
+                 step_seconds: str | None = None, doc: str | Path | None = None, figure: str | Path | None = None,
+                 progress: Callable[[dict], None] | None = None) -> tuple[dict, str]:
+    """``nerfexport shrink-study``: parse the options, run (or resume) :func:`run_study`, write
+    the Markdown table to ``doc`` and the figure to ``figure`` when given; returns the study and
+    its table."""
+    from nerfexport.data.datasets import recorded_scene
+    try:
+        ws = [int(w) for w in widths.split(",")]
+    except ValueError:
+        raise StudyError(f"--widths is like 128,64, not {widths!r}") from None
+    ft = _pairs(finetune, what="--finetune")
+    sps = _pairs(step_seconds, value=float, what="--step-seconds") if step_seconds else None
+    ms = [m.strip() for m in methods.split(",") if m.strip()]
+    bad = [m for m in ms if m not in METHODS]
+    if bad:
+        raise StudyError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+    if set(ws) - set(ft):
+        raise StudyError(f"--finetune gives no steps for width(s) {sorted(set(ws) - set(ft))}")
+    net, meta, _ = ckpt.load_checkpoint(teacher, with_train_state=True)
+    scene, _ = recorded_scene(meta.get("data"), data, downscale, test_every, None, net.cfg.ndc, str(teacher))
+    res = run_study(teacher, scene, out, ws, ms, ft, eval_views, tuple(eval_samples), scratch=scratch,
+                    progress=progress, step_seconds=sps)
+    table = markdown_table(res)
+    if doc is not None:
+        atomic_write(doc, lambda f: f.write(table.encode()))
+    if figure is not None:
+        from nerfexport.bench.plots import plot_shrink_study
+        plot_shrink_study(res, figure)
+    return res, table
+
+
+def export_study(models: list[str], out: str | Path, methods: str = "minmax,entropy,percentile", data=None,
+                 downscale: int | None = None, test_every: int | None = None, views: int = 10,
+                 calib_rays: int = 512, threads: int | None = None, doc: str | Path | None = None,
+                 progress: Callable[[dict], None] | None = None) -> tuple[dict, str]:
+    """``nerfexport export-study``: ``models`` are ``LABEL=CHECKPOINT`` (the first is the
+    reference); runs :func:`run_export_study` and writes the table to ``doc`` when given."""
+    from nerfexport.data.datasets import recorded_scene
+    from nerfexport.export.quantize import CALIBRATION_METHODS
+    pairs = {}
+    for m in models:
+        if "=" not in m:
+            raise StudyError(f"{m!r} must be LABEL=CHECKPOINT")
+        k, v = m.split("=", 1)
+        pairs[k] = v
+    ms = [x for x in methods.split(",") if x]
+    if set(ms) - set(CALIBRATION_METHODS):
+        raise StudyError(f"methods must be among {', '.join(CALIBRATION_METHODS)}")
+    first = Path(next(iter(pairs.values())))
+    net, meta, _ = ckpt.load_checkpoint(first, with_train_state=True)
+    scene, _ = recorded_scene(meta.get("data"), data, downscale, test_every, None, net.cfg.ndc, str(first))
+    res = run_export_study(pairs, scene, out, ms, views, calib_rays, threads, progress=progress)
+    table = export_markdown(res, next(iter(pairs)))
+    if doc is not None:
+        atomic_write(doc, lambda f: f.write(table.encode()))
+    return res, table

@@ -232,6 +232,8 @@ def load_scene(root: str | Path, downscale: int = 1, white_bkgd: bool = True, te
         raise DatasetError(f"dataset folder {root} does not exist")
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder")
+    if not isinstance(test_every, int) or test_every < 1:
+        raise DatasetError(f"test-every must be a positive integer, not {test_every!r}")
     args = {"path": str(root.resolve()), "downscale": downscale, "white": white_bkgd, "test_every": test_every,
             "ndc": ndc}
     if (root / "transforms_train.json").is_file():
@@ -243,3 +245,26 @@ def load_scene(root: str | Path, downscale: int = 1, white_bkgd: bool = True, te
                            "nor an LLFF dataset (poses_bounds.npy)")
     scene.load_args = args
     return scene
+
+
+def recorded_scene(record: dict | None, data: str | Path | None = None, downscale: int | None = None,
+                   test_every: int | None = None, white: bool | None = None, ndc: bool = True,
+                   owner: str = "the checkpoint") -> tuple[Scene, str | None]:
+    """The dataset a command needs: ``data`` when given, else the one ``record``\\ed by a
+    checkpoint or bundle (``{"path", "downscale", "white", "test_every"}``); the given arguments
+    override the recorded ones. Returns the scene and a note saying which folder was taken from
+    the record (``None`` when ``data`` was given)."""
+    rec = record if isinstance(record, dict) else {}
+    note = None
+    if data is None:
+        if not isinstance(rec.get("path"), str) or not rec["path"]:
+            raise DatasetError(f"{owner} does not record its dataset; pass --data")
+        data = Path(rec["path"])
+        note = f"using the dataset recorded in {owner}: {data}"
+    try:
+        ds = int(downscale if downscale is not None else rec.get("downscale", 1))
+        te = int(test_every if test_every is not None else rec.get("test_every", 1))
+    except (TypeError, ValueError):
+        raise DatasetError(f"{owner} records an unusable downscale or test_every") from None
+    wh = bool(white if white is not None else rec.get("white", True))
+    return load_scene(data, ds, wh, te, ndc), note

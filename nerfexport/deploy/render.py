@@ -67,10 +67,10 @@ class SceneSettings:
     n_fine: int
 
     @classmethod
-    def from_manifest(cls, m: dict) -> "SceneSettings":
-        s = m["scene"]
-        return cls(float(s["near"]), float(s["far"]), bool(s["white_bkgd"]), bool(s["ndc"]),
-                   int(s["n_coarse"]), int(s["n_fine"]))
+    def from_manifest(cls, m) -> "SceneSettings":
+        """From a :class:`nerfexport.deploy.manifest.Manifest`."""
+        s = m.scene
+        return cls(s.near, s.far, s.white_bkgd, s.ndc, s.n_coarse, s.n_fine)
 
 
 def linspace_depths(near: float, far: float, n: int, R: int) -> np.ndarray:
@@ -136,7 +136,7 @@ class Renderer:
     Empty-space skipping and early termination (both off by default here; the CLI turns them
     on when the bundle has a grid):
 
-    * ``grid``: an :class:`nerfexport.export.grid.OccupancyBits`. Samples sit exactly where the plain
+    * ``grid``: an :class:`nerfexport.deploy.occupancy.OccupancyBits`. Samples sit exactly where the plain
       renderer puts them, but only those in occupied cells are sent to the network; the others
       have zero density. With every cell occupied the output equals the plain renderer's.
     * ``early_stop``: a transmittance. Each pass marches its sorted samples ``segment`` at a

@@ -30,7 +30,9 @@ import onnx
 
 from nerfexport import __version__
 from nerfexport.data.fileio import temp_dir_for
-from nerfexport.deploy.bundle import FORMAT, MANIFEST, VERSION, BundleError, is_bundle, open_bundle, sha256
+from nerfexport.data.fileio import sha256
+from nerfexport.deploy.bundle import open_bundle
+from nerfexport.deploy.manifest import FORMAT, MANIFEST, VERSION, Camera, Grid, Manifest, Network, Scene, is_bundle
 from nerfexport.export.onnx_graph import OPSET, mlp_to_onnx
 from nerfexport.export.quantize import Int8Settings, quantize_int8, quantized_layers
 
@@ -114,8 +116,8 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 
 def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Path | None = None,
                   calib=None, evaluate: Callable | None = None, force: bool = False,
-                  progress: Callable[[dict], None] | None = None, data: dict | None = None) -> dict:
-    """Write the bundle of ``model`` (a :class:`nerfexport.model.mlp.NeRF`) to ``out``; returns the manifest.
+                  progress: Callable[[dict], None] | None = None, data: dict | None = None) -> Manifest:
+    """Write the bundle of ``model`` (a :class:`nerfexport.model.mlp.NeRF`) to ``out``; returns its manifest.
 
     ``calib``: a :class:`nerfexport.shrink.calibration.CalibrationSet` (needed for int8).
     ``evaluate(bundle_dir) -> psnr``: renders held-out views of a bundle folder; needed for
@@ -154,23 +156,23 @@ def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Pat
             quant = _quantize_all(model, tmp, fp32_files, opts, calib, evaluate, emit, src_sha)
         grid_info = None
         if opts.grid:
-            from nerfexport.export.grid import GRID_FILE, bake, scene_box
+            from nerfexport.deploy.occupancy import GRID_FILE
+            from nerfexport.export.grid import bake, scene_box
             emit({"event": "stage", "stage": "occupancy grid"})
             box = opts.grid_box if opts.grid_box is not None else scene_box(None, model.cfg.near, True)
             g, grid_info = bake(model, box, opts.grid_res, opts.grid_alpha, opts.grid_dilation, probe=opts.grid_probe)
             g.save(tmp / GRID_FILE)
-            grid_info.update(sha256=sha256(tmp / GRID_FILE), bytes=(tmp / GRID_FILE).stat().st_size)
+            grid_info = Grid(GRID_FILE, sha256(tmp / GRID_FILE), (tmp / GRID_FILE).stat().st_size, grid_info["res"],
+                             tuple(grid_info["aabb"]), grid_info["fraction"], grid_info["outside"])
         manifest = _manifest(model, tmp, opts, source, src_sha, calib, quant)
-        if grid_info is not None:
-            manifest["occupancy"] = grid_info
-        if data:
-            manifest["data"] = data  # where the training and test views came from (render --views test)
-        manifest["export_seconds"] = time.perf_counter() - t0
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        manifest.occupancy = grid_info
+        manifest.data = data or None   # where the training and test views came from (render --views test)
+        manifest.export_seconds = time.perf_counter() - t0
+        manifest.write(tmp)
         if opts.tensorrt:
             from nerfexport.export.tensorrt import build_engines
             emit({"event": "stage", "stage": "TensorRT engines"})
-            manifest["tensorrt"] = build_engines(tmp)
+            manifest = build_engines(tmp)
         open_bundle(tmp)  # the bundle checks out before it is put in place
         _swap_into_place(tmp, out)
     except BaseException:
@@ -204,7 +206,7 @@ def _quantize_all(model, tmp: Path, fp32_files: dict, opts: ExportOptions, calib
             onnx.save(m, str(dest / f"{which}.onnx"))
 
     def psnr_of(files_dir: Path) -> float:
-        (files_dir / MANIFEST).write_text(json.dumps(_manifest(model, files_dir, opts, None, src_sha, None, None)))
+        _manifest(model, files_dir, opts, None, src_sha, None, None).write(files_dir)
         return float(evaluate(files_dir))
 
     exclude = {w: tuple(opts.int8.exclude) for w in fp32_files}
@@ -251,30 +253,25 @@ def _quantize_all(model, tmp: Path, fp32_files: dict, opts: ExportOptions, calib
     return report
 
 
-def _manifest(model, root: Path, opts: ExportOptions, source, src_sha: str, calib, quant) -> dict:
+def _manifest(model, root: Path, opts: ExportOptions, source, src_sha: str, calib, quant) -> Manifest:
     c = model.cfg
     nets = {}
     for which in ("coarse", "fine"):
         net = getattr(model, which)
         p = root / f"{which}.onnx"
-        if net is None or not p.is_file():
-            nets[which] = None
-            continue
-        nets[which] = {"file": p.name, "sha256": sha256(p), "bytes": p.stat().st_size,
-                       "architecture": net.cfg.to_dict(),
-                       "inputs": {"points": ["N", 3], "viewdirs": ["N", 3]},
-                       "outputs": {"rgb": ["N", 3], "density": ["N", 1]}}
-    m = {"format": FORMAT, "version": VERSION, "created_by": f"nerfexport {__version__}",
-         "precision": opts.precision, "opset": OPSET,
-         "scene": {"near": c.near, "far": c.far, "white_bkgd": c.white_bkgd, "ndc": c.ndc,
-                   "n_coarse": c.n_coarse, "n_fine": c.n_fine, "camera": c.camera},
-         "networks": nets,
-         "source": {"checkpoint": str(source) if source else None, "sha256": src_sha}}
+        nets[which] = None if net is None or not p.is_file() else \
+            Network(p.name, sha256(p), p.stat().st_size, net.cfg.to_dict())
+    cam = c.camera or {}
+    scene = Scene(float(c.near), float(c.far), bool(c.white_bkgd), bool(c.ndc), int(c.n_coarse), int(c.n_fine),
+                  Camera(int(cam["H"]), int(cam["W"]), float(cam["focal"])) if cam else None)
+    m = Manifest(precision=opts.precision, scene=scene, networks=nets, opset=OPSET,
+                 created_by=f"nerfexport {__version__}",
+                 source={"checkpoint": str(source) if source else None, "sha256": src_sha})
     if opts.precision == "int8":
-        m["calibration"] = {**(calib.summary() if calib is not None else {}),
-                            "points_per_network": opts.calib_points, **opts.int8.to_dict()}
+        m.calibration = {**(calib.summary() if calib is not None else {}),
+                         "points_per_network": opts.calib_points, **opts.int8.to_dict()}
         if quant is not None:
-            m["calibration"]["float_layers"] = quant["float_layers"]
-            m["quantization_check"] = {k: quant[k] for k in ("psnr_fp32", "psnr_int8", "sensitivity")}
-            m["quantization_check"]["max_psnr_drop"] = opts.max_psnr_drop
+            m.calibration["float_layers"] = quant["float_layers"]
+            m.quantization_check = {k: quant[k] for k in ("psnr_fp32", "psnr_int8", "sensitivity")}
+            m.quantization_check["max_psnr_drop"] = opts.max_psnr_drop
     return m

@@ -1,0 +1,122 @@
+"""Progress for the commands: the library's progress events turned into output.
+
+On a terminal, a rich progress bar with notes printed above it; elsewhere (a log file, CI,
+``nohup``) one plain line every ``PLAIN_EVERY`` seconds instead of the bar, so a long run is
+never silent."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import typer
+
+PLAIN_EVERY = 10.0   # seconds between plain progress lines when the output is not a terminal
+
+
+def describe(e: dict) -> str | None:
+    """The line an event prints above the bar (``None``: it only moves the bar)."""
+    kind = e.get("event")
+    if kind in ("note", "stage") and "text" in e:
+        return (f"[{e['index']}/{e['total']}] " if "index" in e else "") + e["text"]
+    if kind == "warning":
+        return f"warning: {e['text']}"
+    if kind == "stage":
+        return f"  {e['stage']}..."
+    if kind == "scene":
+        s = e["scene"]
+        return (f"{s.kind} scene: {len(s.splits['train'])} train views of {s.W}x{s.H}, near {s.near:.3g} "
+                f"far {s.far:.3g}{' (NDC)' if s.ndc else ''}")
+    if kind == "eval":
+        return f"step {e['step']:6d}  {e['minutes']:6.2f} min  held-out PSNR {e['psnr']:.2f} dB SSIM {e['ssim']:.3f}"
+    if kind == "resume":
+        return f"resuming at step {e['step']}"
+    if kind == "complete":
+        return f"the output already holds a finished run of {e['step']} steps (--restart to train anew)"
+    if kind == "grow":
+        return f"step {e['step']}: widened every layer to {e['width']}"
+    if kind == "reinit":
+        return f"step {e['step']}: the {e['network']} network collapsed; re-initialised it"
+    if kind == "layer":
+        return f"    {e['network']} {e['layer']}: -{e['drop']:.3f} dB when int8"
+    if kind == "kept-float":
+        return f"    keeping {e['network']} {e['layer']} in float: {e['psnr']:.2f} dB"
+    if kind == "item":
+        return f"[{e['index'] + 1}] {e['label']}"
+    if kind == "done":
+        return f"    median {e['median_ms']:.0f} ms/frame"
+    if kind == "skipped":
+        return f"    not run: {e['reason']}"
+    if kind == "peak":
+        return "measuring the int8 and fp32 GEMM peak (onnxruntime CPU, all cores)"
+    if kind == "teacher":
+        return f"  teacher: PSNR {e['psnr']:.2f} dB"
+    if kind == "row" and "method" in e:
+        pr = "" if e.get("psnr_pruned") is None else f"pruned {e['psnr_pruned']:.2f} dB, "
+        return f"  {e['method']} w{e['width']}: {pr}final {e['psnr']:.2f} dB, {e['params']:,} parameters"
+    if kind == "row":
+        return f"  {e['model']} {e['precision']} {e.get('method') or ''}: {e['psnr']:.2f} dB, {e['bytes'] / 1e6:.3f} MB"
+    return None
+
+
+def _info(e: dict) -> str:
+    parts = []
+    if "loss" in e:
+        parts.append(f"loss {e['loss']:.4f}")
+    if "psnr" in e:
+        parts.append(f"psnr {e['psnr']:5.2f} dB")
+    if "occupied" in e:
+        parts.append(f"occupied {100 * e['occupied']:.0f}%")
+    return " ".join(parts)
+
+
+class Reporter:
+    """``with Reporter("train", total) as report: library_call(progress=report)``."""
+
+    def __init__(self, label: str, total: int | None = None) -> None:
+        self.label, self.total = label, total
+        self.tty = sys.stdout.isatty()
+        self.bar = self.task = None
+        self.t0 = self.last = time.monotonic()
+
+    def __enter__(self) -> "Reporter":
+        if self.tty:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            self.bar = Progress(TextColumn(f"[bold]{self.label}"), BarColumn(),
+                                TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}"),
+                                TimeElapsedColumn(), TimeRemainingColumn())
+            self.bar.__enter__()
+            self.task = self.bar.add_task(self.label, total=self.total, info="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def _print(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(text, markup=False, highlight=False)
+        else:
+            typer.echo(text)
+
+    def __call__(self, e: dict) -> None:
+        if e.get("event") == "start":
+            self.total = e.get("total", self.total)
+            if self.bar is not None:
+                self.bar.update(self.task, total=self.total, completed=0)
+            if e.get("text"):
+                self._print(e["text"])
+            return
+        line = describe(e)
+        if line is not None:
+            self._print(line)
+        if e.get("event") in ("step", "resume", "complete") and "step" in e:
+            if self.bar is not None:
+                self.bar.update(self.task, completed=e["step"], info=_info(e))
+            elif e.get("event") == "step" and time.monotonic() - self.last >= PLAIN_EVERY:
+                self.last = now = time.monotonic()
+                done, total = e["step"], self.total
+                eta = ("" if not total or not done else
+                       f", ETA {(now - self.t0) * (total - done) / done / 60:.1f} min")
+                typer.echo(f"{self.label}: step {done}/{total or '?'} {_info(e)} "
+                           f"({(now - self.t0) / 60:.1f} min{eta})")

@@ -1,0 +1,140 @@
+"""Rendering from files to files: what ``nerfexport render`` runs for a bundle.
+
+The PNGs (and ``spiral.gif`` for an orbit) are written into a temporary folder beside ``out``
+and renamed into place at the end, so ``out`` appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from nerfexport.data.datasets import DatasetError
+from nerfexport.data.fileio import temp_dir_for
+from nerfexport.data.metrics import psnr
+from nerfexport.deploy.bundle import open_bundle
+from nerfexport.deploy.render import Renderer, SceneSettings, make_renderer
+from nerfexport.deploy.runtime import RuntimeSpecError, check_available, load_runtime, make_networks
+from nerfexport.deploy.views import Views, dataset_views, orbit_views, parse_view_list
+
+ProgressFn = Callable[[dict], None]
+
+
+@dataclass
+class RenderSummary:
+    """What a render did: views, size, runtime, median frame time, evaluations per frame, the
+    network's share of the time, PSNR against ground truth (when there is one), files written."""
+
+    views: int
+    H: int
+    W: int
+    runtime: str
+    samples: tuple[int, int]
+    median_ms: float
+    evaluations_per_frame: float
+    network_share: float
+    psnr: float | None
+    out: Path
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_output(out: Path) -> None:
+    """``out`` may be replaced: absent, or a folder of earlier renders (PNGs and GIFs only)."""
+    if out.exists() and (not out.is_dir() or any(p.suffix not in (".png", ".gif") for p in out.iterdir())):
+        raise DatasetError(f"{out} exists and holds other files; choose another --out")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise DatasetError(f"cannot write {out}: {parent} does not exist")
+
+
+def skip_note(r: Renderer, grid, skip: bool, where: Path) -> str:
+    if r.grid is not None:
+        return (f"empty-space skipping: {grid.res}^3 grid, {100 * grid.fraction:.1f}% occupied; early termination "
+                f"below transmittance {r.early_stop:g}")
+    if skip and r.early_stop > 0:
+        return f"no occupancy grid in {where}; early termination below transmittance {r.early_stop:g}"
+    return "plain rendering: every sample evaluated"
+
+
+def render_to_folder(r: Renderer, views: Views, out: str | Path, runtime: str,
+                     progress: ProgressFn | None = None) -> RenderSummary:
+    """Render every view of ``views`` with ``r`` into PNGs in ``out`` (atomically)."""
+    from PIL import Image
+    emit = progress or (lambda e: None)
+    out = Path(out)
+    check_output(out)
+    tmp = temp_dir_for(out)
+    frames, scores, walls = [], [], []
+    emit({"event": "start", "total": len(views.poses)})
+    try:
+        for i, pose in enumerate(views.poses):
+            t0 = time.perf_counter()
+            rgb = r.render_view(views.H, views.W, views.focal, pose)["rgb"]
+            walls.append(time.perf_counter() - t0)
+            img = Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
+            img.save(tmp / f"{i:03d}.png")
+            frames.append(img)
+            if views.images is not None:
+                scores.append(psnr(rgb, views.images[i]))
+            emit({"event": "step", "step": i + 1})
+        if views.orbit:
+            frames[0].save(tmp / "spiral.gif", save_all=True, append_images=frames[1:], duration=80, loop=0)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    t, n = r.timings, len(views.poses)
+    busy = t.rays + t.sampling + t.network + t.compositing
+    return RenderSummary(n, views.H, views.W, runtime, (r.settings.n_coarse, r.settings.n_fine),
+                         float(np.median(walls)) * 1e3, t.samples / n, t.network / busy if busy else 0.0,
+                         float(np.mean(scores)) if scores else None, out,
+                         sorted(str(p) for p in out.iterdir()))
+
+
+def early_stop_value(early_stop: float | None) -> float | None:
+    if early_stop is not None and not 0.0 <= early_stop < 1.0:
+        raise DatasetError(f"--early-stop is a transmittance in [0, 1), not {early_stop}")
+    return early_stop
+
+
+def run_render(bundle: str | Path, runtime: str = "ort-cpu", views: str = "test", out: str | Path = "renders",
+               data=None, downscale: int | None = None, test_every: int | None = None, skip: bool = True,
+               early_stop: float | None = None, progress: ProgressFn | None = None) -> RenderSummary:
+    """Render ``views`` (``test``, ``spiral`` or test-view numbers like ``0,3``) of the bundle
+    folder ``bundle`` on ``runtime`` into ``out``; ``progress`` gets ``{"event": "note", "text"}``
+    lines and one ``step`` per view."""
+    emit = progress or (lambda e: None)
+    bundle, out = Path(bundle), Path(out)
+    early_stop_value(early_stop)
+    spec = load_runtime(runtime)
+    if spec.kind == "torch":
+        raise RuntimeSpecError("the torch runtime renders a checkpoint (model.pt); give the checkpoint, not a bundle")
+    b = open_bundle(bundle)
+    s = b.manifest.scene
+    if views == "spiral":
+        cam = None if s.camera is None else {"H": s.camera.H, "W": s.camera.W, "focal": s.camera.focal}
+        v = orbit_views(cam, s.near, s.far, s.ndc)
+    else:
+        v = dataset_views(b.manifest.data, data, downscale, test_every, parse_view_list(views), ndc=s.ndc,
+                          owner=str(bundle))
+    check_output(out)
+    check_available(spec)
+    if b.precision == "int8" and spec.providers[:1] == ["CUDAExecutionProvider"]:
+        emit({"event": "warning", "text": "onnxruntime's CUDA provider has no int8 kernels; this int8 bundle runs "
+                                          "its quantized layers on the CPU or in float (use ort-trt or tensorrt "
+                                          "for int8 on a GPU)"})
+    if v.note:
+        emit({"event": "note", "text": v.note})
+    grid = b.occupancy()
+    r = make_renderer(spec, make_networks(spec, bundle=b), SceneSettings.from_manifest(b.manifest), grid, skip,
+                      early_stop)
+    emit({"event": "note", "text": skip_note(r, grid, skip, bundle)})
+    return render_to_folder(r, v, out, spec.name, progress)

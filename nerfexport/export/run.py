@@ -1,0 +1,128 @@
+"""Export from files to files: what ``nerfexport export`` runs.
+
+Options come from the command line and an optional recipe's ``[export]`` table (the command
+line wins). Every option and the output folder are checked before the checkpoint is loaded;
+the bundle is built in a temporary folder and renamed into place
+(:func:`nerfexport.export.bundle_writer.export_bundle`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from nerfexport.data.datasets import recorded_scene
+from nerfexport.deploy.manifest import Manifest
+from nerfexport.export.bundle_writer import ExportError, ExportOptions, export_bundle, prepare_output
+from nerfexport.export.quantize import Int8Settings
+from nerfexport.model.checkpoint import load_checkpoint
+
+ProgressFn = Callable[[dict], None]
+
+
+@dataclass
+class ExportRequest:
+    """What the command line asks for; ``None`` means "the recipe's value, else the default"."""
+
+    int8: bool = False
+    fp16: bool = False
+    tensorrt: bool = False
+    recipe: str | None = None
+    calibration: str | None = None
+    calib_rays: int | None = None
+    target: str | None = None
+    max_psnr_drop: float | None = None
+    eval_views: int = 3
+    grid: bool = True
+    grid_res: int = 128
+    grid_alpha: float = 0.2
+    force: bool = False
+
+
+def export_options(req: ExportRequest) -> tuple[ExportOptions, str | None]:
+    """Checked :class:`ExportOptions` from the request over its recipe; and a note naming the recipe."""
+    ex, note = {}, None
+    if req.recipe is not None:
+        from nerfexport.shrink.recipe import load_recipe
+        r = load_recipe(req.recipe)
+        ex, note = dict(r.export), f"recipe {r.path}: {r.description}"
+    int8, fp16 = req.int8 or bool(ex.get("int8", False)), req.fp16 or bool(ex.get("fp16", False))
+    tensorrt = req.tensorrt or bool(ex.get("tensorrt", False))
+    if int8 and fp16:
+        raise ExportError("a bundle has one precision: give --int8 or --fp16, not both")
+    if req.eval_views < 1:
+        raise ExportError(f"--eval-views must be at least 1, not {req.eval_views}")
+    settings = Int8Settings(method=req.calibration or ex.get("calibration", "minmax"),
+                            target=req.target or ("tensorrt" if tensorrt else "cpu"),
+                            per_channel=bool(ex.get("per_channel", True)))
+    opts = ExportOptions(precision="int8" if int8 else "fp16" if fp16 else "fp32", int8=settings,
+                         calib_rays=req.calib_rays if req.calib_rays is not None else int(ex.get("calib_rays", 512)),
+                         max_psnr_drop=req.max_psnr_drop if req.max_psnr_drop is not None else ex.get("max_psnr_drop"),
+                         eval_views=req.eval_views, tensorrt=tensorrt, grid=req.grid, grid_res=req.grid_res,
+                         grid_alpha=req.grid_alpha)
+    opts.validate()
+    return opts, note
+
+
+def bundle_scorer(scene, views: int, threads: int | None = None) -> Callable[[Path], float]:
+    """``bundle_dir -> PSNR`` on the first ``views`` test views, rendered by onnxruntime on the CPU."""
+    from nerfexport.deploy.bundle import open_bundle
+    from nerfexport.deploy.render import Renderer, SceneSettings, render_and_score
+    from nerfexport.deploy.runtime import OrtNetwork
+    images, poses = scene.subset("test")
+    images, poses = images[:views], poses[:views]
+
+    def score(path) -> float:
+        b = open_bundle(path)
+        nets = {w: OrtNetwork(b.network_path(w), threads=threads) if b.network_path(w) else None
+                for w in ("coarse", "fine")}
+        r = Renderer(nets["coarse"], nets["fine"], SceneSettings.from_manifest(b.manifest))
+        return render_and_score(r, images, poses, scene.H, scene.W, scene.focal).psnr
+    return score
+
+
+def run_export(path: str | Path, out: str | Path, req: ExportRequest, data: str | Path | None = None,
+               downscale: int | None = None, test_every: int | None = None,
+               progress: ProgressFn | None = None) -> Manifest:
+    """Export the checkpoint ``path`` as the bundle ``out``; returns its manifest. ``progress``
+    gets ``{"event": "note", "text"}`` and the writer's stage and layer events."""
+    emit = progress or (lambda e: None)
+    path, out = Path(path), Path(out)
+    opts, note = export_options(req)
+    if note:
+        emit({"event": "note", "text": note})
+    prepare_output(out, req.force)
+    if opts.tensorrt:
+        from nerfexport.export.tensorrt import check_tensorrt
+        check_tensorrt(opts.int8 if opts.precision == "int8" else None)
+    net, meta, _ = load_checkpoint(path, with_train_state=True)
+    record = (meta or {}).get("data")
+    calib = scorer = scene = None
+    if opts.precision == "int8":
+        from nerfexport.shrink.calibration import draw_samples
+        scene, note = recorded_scene(record, data, downscale, test_every, None, net.cfg.ndc, owner=str(path))
+        if note:
+            emit({"event": "note", "text": note})
+        calib = draw_samples(net, scene, opts.calib_rays, opts.seed)
+        emit({"event": "note", "text": f"calibration: {calib.coarse_pts.shape[0]:,} coarse and "
+                                       f"{calib.fine_pts.shape[0]:,} fine samples on {calib.n_rays} training rays "
+                                       f"({opts.int8.method}, {opts.int8.activation_format})"})
+        if opts.max_psnr_drop is not None:
+            scorer = bundle_scorer(scene, opts.eval_views)
+    if opts.grid and not net.cfg.ndc:
+        if scene is None and (data is not None or (record or {}).get("path")):
+            scene, note = recorded_scene(record, data, downscale, test_every, None, net.cfg.ndc, owner=str(path))
+            if note:
+                emit({"event": "note", "text": note})
+        if scene is None:
+            opts.grid = False
+            emit({"event": "note", "text": f"no occupancy grid: {path} does not record its dataset, whose cameras "
+                                           "place the grid (pass --data to bake one)"})
+        else:
+            from nerfexport.export.grid import ray_points, scene_box
+            opts.grid_box = scene_box(scene.poses[:, :3, 3], net.cfg.near, False)
+            train_poses = scene.subset("train")[1]
+            opts.grid_probe = ray_points(train_poses, scene.H, scene.W, scene.focal, net.cfg.near, net.cfg.far, False)
+    return export_bundle(net, out, opts, source=path, calib=calib, evaluate=scorer, force=req.force, progress=emit,
+                         data=record or (scene.load_args if scene is not None else None))

@@ -1,0 +1,110 @@
+"""Shrinking from files to files: what ``nerfexport shrink`` runs.
+
+Options come from the command line and an optional recipe's ``[shrink]`` table (the command
+line wins; a target given there replaces the recipe's target). Every input is checked and both
+outputs (the checkpoint and its JSON report) are checked writable before any work; both are
+written atomically at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from nerfexport.data.datasets import recorded_scene
+from nerfexport.data.fileio import atomic_write
+from nerfexport.model.checkpoint import check_writable, file_sha256, load_checkpoint, save_checkpoint
+from nerfexport.model.surgery import target_widths
+from nerfexport.shrink.pipeline import ShrinkReport, ShrinkSpec, shrink_pipeline
+from nerfexport.shrink.recipe import load_recipe
+
+ProgressFn = Callable[[dict], None]
+DEFAULT_METHOD = "coreset"     # the best at width 128 on lego (docs/shrink.md)
+DEFAULT_FINETUNE = 1500        # distillation steps: pruning alone loses most of the quality
+
+
+class ShrinkError(ValueError):
+    """The shrink cannot be done with these inputs."""
+
+
+def shrink_spec(options: dict, recipe: str | None = None) -> tuple[ShrinkSpec, str | None]:
+    """The :class:`ShrinkSpec` from command-line ``options`` (``None`` values are unset) over the
+    recipe's ``[shrink]`` table; returns it and a note naming the recipe. Raises
+    :class:`ShrinkError` or :class:`nerfexport.shrink.recipe.RecipeError`."""
+    fields, note = {}, None
+    if recipe is not None:
+        r = load_recipe(recipe)
+        fields.update(r.shrink)
+        note = f"recipe {r.path}: {r.description}"
+    given = {k: v for k, v in options.items() if v is not None}
+    if "width" in given or "ratio" in given:
+        for k in ("width", "ratio", "widths"):
+            fields.pop(k, None)
+    fields.update(given)
+    fields.setdefault("method", DEFAULT_METHOD)
+    fields.setdefault("finetune", DEFAULT_FINETUNE)
+    try:
+        spec = ShrinkSpec(**fields)
+        spec.validate()
+    except (TypeError, ValueError) as e:
+        raise ShrinkError(str(e)) from None
+    return spec, note
+
+
+@dataclass
+class ShrinkOutputs:
+    student: object
+    report: ShrinkReport
+    checkpoint: Path
+    report_path: Path
+
+
+def run_shrink(path: str | Path, out: str | Path, spec: ShrinkSpec, data: str | Path | None = None,
+               downscale: int | None = None, test_every: int | None = None, white: bool | None = None,
+               eval_views: int = 10, eval_samples: tuple[int | None, int | None] = (None, None),
+               progress: ProgressFn | None = None) -> ShrinkOutputs:
+    """Shrink the checkpoint ``path`` by ``spec``, distil, and write ``out`` and its report
+    ``out.with_suffix(".json")``. ``data`` etc. override the dataset recorded in the checkpoint.
+    ``progress`` gets ``{"event": "note", "text"}``, ``{"event": "start", "total"}`` and the
+    pipeline's stage and step events."""
+    emit = progress or (lambda e: None)
+    path, out = Path(path), Path(out)
+    report = out.with_suffix(".json")
+    if eval_views < 0:
+        raise ShrinkError(f"--eval-views must be zero or more, not {eval_views}")
+    if any(n is not None and n < (1 if i == 0 else 0) for i, n in enumerate(eval_samples)):
+        raise ShrinkError("--eval-coarse must be at least 1 and --eval-fine at least 0")
+    for p in (out, report):
+        if p.resolve() == path.resolve():
+            raise ShrinkError(f"refusing to overwrite the input {path}; choose another --out")
+    check_writable(out)
+    check_writable(report)   # the report too: refuse now, not after the work
+    teacher, meta, _ = load_checkpoint(path, with_train_state=True)
+    try:
+        for net in (teacher.coarse, teacher.fine):
+            if net is not None:
+                target_widths(net.cfg, spec.width, spec.ratio, spec.widths, spec.feature_width, spec.view_width)
+    except ValueError as e:
+        raise ShrinkError(str(e)) from None
+    scene, note = recorded_scene((meta or {}).get("data"), data, downscale, test_every, white, teacher.cfg.ndc,
+                                 owner=str(path))
+    if note:
+        emit({"event": "note", "text": note})
+    emit({"event": "start", "total": max(spec.finetune, 1), "text": f"shrinking {path} with {spec.method} "
+                                                                   f"(seed {spec.seed})"})
+    samples = eval_samples if any(n is not None for n in eval_samples) else None
+    student, rep = shrink_pipeline(teacher, scene, spec, eval_views or None, samples, progress=emit)
+    rep.source = {"path": str(path), "sha256": file_sha256(path), "bytes": path.stat().st_size}
+    save_checkpoint(student, out, meta={"shrunk_from": str(path), "shrink": spec.to_dict(),
+                                        "data": (meta or {}).get("data") or scene.load_args, "dataset": scene.source})
+    rep.files = {"checkpoint": str(out), "bytes": out.stat().st_size, "report": str(report)}
+    doc = json.dumps(rep.to_dict(), indent=1).encode()
+    try:
+        atomic_write(report, lambda f: f.write(doc))
+    except BaseException:
+        out.unlink(missing_ok=True)   # both outputs or neither
+        raise
+    return ShrinkOutputs(student, rep, out, report)
+

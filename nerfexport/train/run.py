@@ -1,0 +1,191 @@
+"""Training and evaluation from files to files: what ``nerfexport train`` and ``eval`` run.
+
+Each function checks its inputs first (nothing is loaded or written for a bad value), then
+loads the dataset, runs, and writes its output atomically; it reports through ``progress``
+callbacks and returns values. Errors are :class:`TrainError` (or the loaders' own
+``DatasetError`` / ``CheckpointError``), one sentence each.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from nerfexport.data.datasets import Scene, load_scene
+from nerfexport.data.fileio import atomic_write
+from nerfexport.model.checkpoint import check_writable, load_checkpoint
+from nerfexport.train.loop import (EvalResult, TrainConfig, TrainResult, autocast_dtype, bf16_warning, evaluate,
+                                   new_model, pick_device, train)
+
+ProgressFn = Callable[[dict], None]
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+class TrainError(ValueError):
+    """A training or evaluation option is unusable."""
+
+
+@dataclass
+class ModelShape:
+    """The network to train: ``depth`` layers of ``width``, a fine network or not, and the sample
+    counts stored in the checkpoint for rendering."""
+
+    width: int = 256
+    depth: int = 8
+    fine: bool = True
+    render_coarse: int = 64
+    render_fine: int = 128
+
+
+@dataclass
+class DataArgs:
+    """Where the views come from and how they are loaded (see :func:`nerfexport.data.datasets.load_scene`)."""
+
+    path: Path
+    downscale: int = 1
+    white: bool = True
+    test_every: int = 1
+    ndc: bool = True
+
+    def load(self) -> Scene:
+        return load_scene(self.path, self.downscale, self.white, self.test_every, self.ndc)
+
+
+def check_train_options(shape: ModelShape, tc: TrainConfig) -> None:
+    """Raise :class:`TrainError` for the first unusable option."""
+    if min(shape.width, shape.depth, tc.steps, tc.batch_rays, tc.n_coarse, tc.eval_views) < 1 or tc.n_fine < 0:
+        raise TrainError("width, depth, steps, batch-rays, n-coarse and eval-views must be positive")
+    if min(shape.render_coarse, shape.render_fine + 1) < 1:
+        raise TrainError("render-coarse must be at least 1 and render-fine at least 0")
+    if tc.precision not in PRECISIONS:
+        raise TrainError(f"precision must be auto, bf16 or fp32, not {tc.precision!r}")
+    if tc.grid_every < 1:
+        raise TrainError("grid-every must be positive")
+    if tc.grow_from is not None and not (1 <= tc.grow_from <= shape.width):
+        raise TrainError(f"grow-from must be between 1 and --width ({shape.width}), not {tc.grow_from}")
+    if not (0.0 <= tc.grow_at <= 1.0):
+        raise TrainError(f"grow-at is a fraction of the budget in [0, 1], not {tc.grow_at}")
+    if tc.max_minutes is not None and not tc.max_minutes > 0:
+        raise TrainError(f"minutes must be positive, not {tc.max_minutes}")
+    if tc.eval_every_minutes is not None and not tc.eval_every_minutes > 0:
+        raise TrainError(f"eval-every must be positive, not {tc.eval_every_minutes}")
+
+
+def run_train(data: DataArgs, out: str | Path, shape: ModelShape, tc: TrainConfig, resume: bool = True,
+              progress: ProgressFn | None = None) -> tuple[TrainResult, Scene]:
+    """Train a fresh model of ``shape`` on ``data`` and write the checkpoint ``out`` (resuming an
+    interrupted run there with ``resume``). ``progress`` gets ``{"event": "note", "text"}``
+    (a bf16 warning), ``{"event": "scene", "scene"}`` and the training loop's events."""
+    emit = progress or (lambda e: None)
+    check_train_options(shape, tc)
+    if not shape.fine:
+        tc.n_fine = 0
+    check_writable(out)
+    try:
+        dev = pick_device(tc.device)
+    except (RuntimeError, ValueError) as e:
+        raise TrainError(str(e)) from None
+    note = bf16_warning(tc.precision, dev)
+    if note:
+        emit({"event": "note", "text": note})
+    scene = data.load()
+    emit({"event": "scene", "scene": scene})
+    model = new_model(scene, shape.width, shape.depth, shape.fine, shape.render_coarse, shape.render_fine)
+    return train(model, scene, tc, out, resume=resume, progress=emit), scene
+
+
+@dataclass
+class EvalReport:
+    """A checkpoint's quality on held-out views (``nerfexport eval``)."""
+
+    model: str
+    split: str
+    psnr: float
+    ssim: float
+    per_view_psnr: list[float]
+    n_coarse: int
+    n_fine: int
+    precision: str
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def run_eval(path: str | Path, data: DataArgs, split: str = "test", views: int | None = None,
+             n_coarse: int | None = None, n_fine: int | None = None, precision: str = "fp32",
+             json_out: str | Path | None = None, progress: ProgressFn | None = None) -> EvalReport:
+    """PSNR and SSIM of the checkpoint ``path`` on ``views`` views of ``split`` (all when
+    ``None``) with the torch renderer; also written to ``json_out`` when given."""
+    import torch
+    emit = progress or (lambda e: None)
+    if views is not None and views < 1:
+        raise TrainError(f"--views is a number of views, at least 1 (not {views})")
+    if precision not in PRECISIONS:
+        raise TrainError("precision must be fp32, bf16 or auto")
+    if n_coarse is not None and n_coarse < 1 or n_fine is not None and n_fine < 0:
+        raise TrainError("--n-coarse must be at least 1 and --n-fine at least 0")
+    if json_out is not None:
+        check_writable(json_out)
+    net = load_checkpoint(path)
+    data.ndc = net.cfg.ndc
+    scene = data.load()
+    if split not in scene.splits:
+        raise TrainError(f"split {split!r} not in dataset (has {sorted(scene.splits)})")
+    note = bf16_warning(precision)
+    if note:
+        emit({"event": "note", "text": note})
+    amp = autocast_dtype(precision, torch.device("cpu"))
+    t = time.perf_counter()
+    res: EvalResult = evaluate(net, scene, split, views, n_coarse, n_fine, amp=amp)
+    rep = EvalReport(str(path), split, res.psnr, res.ssim, res.per_view_psnr,
+                     net.cfg.n_coarse if n_coarse is None else n_coarse, net.cfg.n_fine if n_fine is None else n_fine,
+                     "bf16" if amp is not None else "fp32", time.perf_counter() - t)
+    if json_out is not None:
+        doc = json.dumps(rep.to_dict(), indent=1).encode()
+        atomic_write(json_out, lambda f: f.write(doc))
+    return rep
+
+
+def describe_checkpoint(path: str | Path) -> list[str]:
+    """Lines describing a checkpoint: size, bounds, background, samples, each network's widths
+    and parameter count, and its metadata (``nerfexport info``)."""
+    from nerfexport.model.mlp import count_parameters
+    path = Path(path)
+    net, meta, _ = load_checkpoint(path, with_train_state=True)
+    c = net.cfg
+    lines = [f"{path}: {path.stat().st_size / 1e6:.2f} MB, near {c.near} far {c.far}, "
+             f"{'white' if c.white_bkgd else 'black'} background, ndc {c.ndc}, samples {c.n_coarse}+{c.n_fine}"]
+    for name, mlp in (("coarse", net.coarse), ("fine", net.fine)):
+        if mlp is not None:
+            m = mlp.cfg
+            lines.append(f"  {name}: widths {m.widths} skips {m.skips} feature {m.feature_width} views {m.view_widths} "
+                         f"-> {count_parameters(mlp):,} parameters")
+    if meta:
+        lines.append("  meta: " + json.dumps({k: v for k, v in meta.items() if k != "history"}))
+    return lines
+
+
+def training_curve(path: str | Path, out: str | Path, title: str = "",
+                   final_json: str | Path | None = None) -> list[dict]:
+    """Plot a checkpoint's held-out PSNR history against training minutes into the PNG ``out``
+    (with the final evaluation of ``nerfexport eval --json`` when given); returns the history."""
+    from nerfexport.bench.plots import plot_training_curve
+    out = Path(out)
+    _, meta, _ = load_checkpoint(path, with_train_state=True)
+    hist = meta.get("history") or []
+    if not hist:
+        raise TrainError(f"{path} holds no evaluation history (train with --eval-every)")
+    final = None
+    if final_json is not None:
+        try:
+            f = json.loads(Path(final_json).read_text())
+            final = (hist[-1]["minutes"], float(f["psnr"]))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise TrainError(f"{final_json} is not an eval JSON ({type(e).__name__})") from None
+    check_writable(out)
+    plot_training_curve(hist, out, title, final)
+    return hist
