@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 LEGO   ?= ../shared/data/lego_400
 
-.PHONY: demo test teacher teacher-docs shrink-docs shrink-docs-w64 export-docs speed-bundles bench-docs speed-docs install clean
+.PHONY: demo test teacher teacher-docs shrink-docs shrink-docs-w64 export-docs speed-bundles bench-docs speed-docs install gpu-check clean
 
 $(VENV)/.installed: pyproject.toml setup.py csrc/nerf_mlp.c
 	$(PYTHON) -m venv $(VENV)
@@ -108,6 +108,14 @@ bench-docs: speed-bundles
 speed-docs: speed-bundles
 	$(PY) docs/scripts/ort_tuning.py $(BENCH_W128) $(LEGO) > docs/speed-tuning.md
 	$(PY) docs/scripts/grid_sweep.py $(SPEED)/w128-int8 $(LEGO) > docs/speed-grid.md
+
+# The GPU paths in one command on a GPU machine, from a fresh checkout with the packages it has
+# (installs nothing, needs no internet; under 8 minutes): nerfexport doctor, tests/test_gpu.py and a
+# short bench of the torch teacher on CUDA against every GPU runtime there, all written to
+# $(GPU_CHECK_OUT)/ (summary.md lists each step, run or skipped and why). Exits 0 where there is no GPU.
+GPU_CHECK_OUT ?= cache/gpu-check
+gpu-check:
+	sh docs/scripts/gpu_check.sh --out $(GPU_CHECK_OUT)
 
 clean:
 	rm -rf $(VENV) demo-out

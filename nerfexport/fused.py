@@ -81,6 +81,19 @@ def _check_node(nodes: dict, out: str, op: str, inputs: list[str]) -> None:
         raise NotFusable(f"the graph's {out} is not the {op}({', '.join(inputs)}) nerfexport exports")
 
 
+def _freqs(nodes: dict, t: dict, prefix: str, raw: str) -> np.ndarray:
+    """The encoding's frequency matrix ``F (3, 3L)`` (``scaled = x @ F``, what the kernel reads) from
+    the graph's ``Tile(x, [1, L]) * f`` (``f (3L,)``): column ``j`` is ``f[j] x[j % 3]``."""
+    _check_node(nodes, f"{prefix}/tile", "Tile", [raw, f"{prefix}/repeats"])
+    _check_node(nodes, f"{prefix}/scaled", "Mul", [f"{prefix}/tile", f"{prefix}/freqs"])
+    f = t[f"{prefix}/freqs"].astype(np.float32).reshape(-1)
+    if f.size % 3 or t[f"{prefix}/repeats"].reshape(-1).tolist() != [1, f.size // 3]:
+        raise NotFusable(f"the graph's {prefix} frequencies are not (3L,) with L repeats")
+    F = np.zeros((3, f.size), np.float32)
+    F[np.arange(f.size) % 3, np.arange(f.size)] = f
+    return F
+
+
 def pack(model, density_only: bool = False) -> bytes:
     """The parameters of an int8 bundle graph (an ``onnx.ModelProto`` as
     :func:`nerfexport.quantize.quantize_int8` writes it for the CPU) in the layout
@@ -113,9 +126,8 @@ def _pack(model, density_only: bool) -> bytes:
             raise NotFusable(f"layer {name} is float (kept float at export); the fused kernel runs all-int8 networks")
     # the encodings, as onnx_export writes them, quantized as one uint8 tensor each
     _check_node(nodes, "encoding/out", "Concat", ["points", "encoding/sin", "encoding/cos"])
-    _check_node(nodes, "encoding/scaled", "MatMul", ["points", "encoding/freqs"])
+    F = _freqs(nodes, t, "encoding", "points")
     s_enc, z_enc = _qparams(t, "encoding/out")
-    F = t["encoding/freqs"].astype(np.float32)
     skips = [k for k in range(n_trunk) if f"skip.{k}" in nodes]
     if len(skips) > 1:
         raise NotFusable("the fused kernel takes one skip connection")
@@ -130,10 +142,9 @@ def _pack(model, density_only: bool) -> bytes:
         Fv, s_venc, z_venc, s_cat, z_cat = np.zeros((3, 0), np.float32), 1.0, 0, 1.0, 0
     else:
         _check_node(nodes, "view_encoding/out", "Concat", ["viewdirs", "view_encoding/sin", "view_encoding/cos"])
-        _check_node(nodes, "view_encoding/scaled", "MatMul", ["viewdirs", "view_encoding/freqs"])
+        Fv = _freqs(nodes, t, "view_encoding", "viewdirs")
         _check_node(nodes, "views.concat", "Concat",
                     ["feature/Gemm_DequantizeLinear_Output", "view_encoding/out_DequantizeLinear_Output"])
-        Fv = t["view_encoding/freqs"].astype(np.float32)
         s_venc, z_venc = _qparams(t, "view_encoding/out")
         s_cat, z_cat = _qparams(t, "views.concat")
     if F.shape[0] != 3 or Fv.shape[0] != 3:
