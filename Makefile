@@ -6,14 +6,14 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 LEGO   ?= ../shared/data/lego_400
 
-.PHONY: demo test teacher teacher-docs shrink-docs shrink-docs-w64 export-docs speed-bundles bench-docs speed-docs install clean
+.PHONY: demo test teacher teacher-docs shrink-docs shrink-docs-w64 export-docs speed-bundles bench-docs speed-docs install gpu-check clean
 
-$(VENV)/.installed: pyproject.toml setup.py csrc/nerf_mlp.c
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The local CPU wheel of torch where the machine has one; never the multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0 || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[train,bench,test]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -89,8 +89,7 @@ speed-bundles: cache/lego100-teacher.pt $(BENCH_W128)
 # docs/bench.md: the teacher on torch against the bundles on onnxruntime's CPU provider, plain
 # (every sample evaluated) and with empty-space skipping + early termination, on the same
 # held-out views at 64+128 samples, with the GEMM peak measured first (about 10 minutes; run it
-# on an otherwise idle machine). ort-cpu runs the int8 bundle as nerfexport's fused kernel where
-# the CPU has AVX-512 VNNI; the ort-cpu-graph rows run it on onnxruntime's own kernels.
+# on an otherwise idle machine).
 bench-docs: speed-bundles
 	$(VENV)/bin/nerfexport bench "teacher 256 fp32=cache/lego100-teacher.pt@torch" \
 	  "teacher 256 fp32=$(SPEED)/teacher-fp32@ort-cpu:plain" \
@@ -99,8 +98,6 @@ bench-docs: speed-bundles
 	  "w128 fp32 skip=$(SPEED)/w128-fp32@ort-cpu" \
 	  "w128 int8=$(SPEED)/w128-int8@ort-cpu:plain" \
 	  "w128 int8 skip=$(SPEED)/w128-int8@ort-cpu" \
-	  "w128 int8 graph=$(SPEED)/w128-int8@ort-cpu-graph:plain" \
-	  "w128 int8 graph skip=$(SPEED)/w128-int8@ort-cpu-graph" \
 	  $(LEGO_ARGS) --views 5 --repeat 1 -o docs/bench
 
 # docs/speed.md: network throughput by graph form, threads, workers and batch; the grid
@@ -108,6 +105,14 @@ bench-docs: speed-bundles
 speed-docs: speed-bundles
 	$(PY) docs/scripts/ort_tuning.py $(BENCH_W128) $(LEGO) > docs/speed-tuning.md
 	$(PY) docs/scripts/grid_sweep.py $(SPEED)/w128-int8 $(LEGO) > docs/speed-grid.md
+
+# The GPU paths in one command on a GPU machine, from a fresh checkout with the packages it has
+# (installs nothing, needs no internet; under 8 minutes): nerfexport doctor, tests/test_gpu.py and a
+# short bench of the torch teacher on CUDA against every GPU runtime there, all written to
+# $(GPU_CHECK_OUT)/ (summary.md lists each step, run or skipped and why). Exits 0 where there is no GPU.
+GPU_CHECK_OUT ?= cache/gpu-check
+gpu-check:
+	sh docs/scripts/gpu_check.sh --out $(GPU_CHECK_OUT)
 
 clean:
 	rm -rf $(VENV) demo-out

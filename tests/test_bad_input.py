@@ -24,7 +24,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import write_blender, write_llff
-from nerfexport.cli.app import app
+from nerfexport.cli import app
 from nerfexport.data.fileio import sha256
 
 runner = CliRunner()

@@ -30,13 +30,13 @@ def test_manifest_and_metadata_agree_with_checkpoint(bundle):
     b = open_bundle(path)
     m = b.manifest
     from nerfexport.model.checkpoint import file_sha256
-    assert m["source"]["sha256"] == file_sha256(ck)
-    assert m["scene"]["near"] == model.cfg.near and m["scene"]["n_fine"] == model.cfg.n_fine
-    assert m["networks"]["fine"]["architecture"]["widths"] == model.fine.cfg.widths
+    assert m.source["sha256"] == file_sha256(ck)
+    assert m.scene.near == model.cfg.near and m.scene.n_fine == model.cfg.n_fine
+    assert m.networks["fine"].architecture["widths"] == model.fine.cfg.widths
     for which in ("coarse", "fine"):
         meta = {p.key: p.value for p in onnx.load(b.network_path(which)).metadata_props}
         assert meta["network"] == which and meta["precision"] == "fp32"
-        assert float(meta["far"]) == model.cfg.far and meta["source_sha256"] == m["source"]["sha256"]
+        assert float(meta["far"]) == model.cfg.far and meta["source_sha256"] == m.source["sha256"]
         assert json.loads(meta["widths"]) == getattr(model, which).cfg.to_dict()
 
 

@@ -90,10 +90,10 @@ def test_export_writes_a_hashed_grid_and_refuses_one_without_a_box(tmp_path):
     assert not (tmp_path / "nobox").exists()
     export_bundle(model, tmp_path / "b", ExportOptions(grid=True, grid_res=16, grid_box=[-2, -2, -2, 2, 2, 2]))
     b = open_bundle(tmp_path / "b")
-    occ = b.manifest["occupancy"]
-    assert occ["res"] == 16 and occ["file"] == GRID_FILE and b.occupancy().fraction == occ["fraction"] == 0.0
-    assert occ["outside"] == "empty" and occ["max_density_outside"] == 0.0
-    assert b.size_bytes() == sum(n["bytes"] for n in b.manifest["networks"].values()) + occ["bytes"]
+    occ = b.manifest.occupancy
+    assert occ.res == 16 and occ.file == GRID_FILE and b.occupancy().fraction == occ.fraction == 0.0
+    assert occ.outside == "empty" and occ.baked["max_density_outside"] == 0.0
+    assert b.size_bytes() == sum(n.bytes for n in b.manifest.networks.values()) + occ.bytes
     (tmp_path / "b" / GRID_FILE).write_bytes(b"tampered")
     with pytest.raises(BundleError, match="occupancy.npz"):
         open_bundle(tmp_path / "b")
@@ -120,7 +120,7 @@ def test_grid_never_drops_a_surface_seen_in_the_training_views(trained, tmp_path
     export_bundle(model, tmp_path / "b", ExportOptions(grid=True, grid_box=box, grid_probe=probe))
     b = open_bundle(tmp_path / "b")
     grid = b.occupancy()
-    assert 0.0 < grid.fraction < 0.6 and b.manifest["occupancy"]["outside_mse"] is not None
+    assert 0.0 < grid.fraction < 0.6 and b.manifest.occupancy.baked["outside_mse"] is not None
     nets = [OrtNetwork(b.network_path(w)) for w in ("coarse", "fine")]
     s = SceneSettings.from_manifest(b.manifest)
     imgs, poses = scene.subset("train")

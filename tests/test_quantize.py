@@ -39,8 +39,8 @@ def test_int8_close_to_fp32(trained, method, target):
     export_bundle(model, d / "fp32", ExportOptions())
     opts = ExportOptions(precision="int8", int8=Int8Settings(method=method, target=target))
     man = export_bundle(model, d / f"int8-{method}", opts, calib=cal)
-    assert man["calibration"]["method"] == method
-    assert man["calibration"]["format"] == ("QDQ U8S8" if target == "cpu" else "QDQ S8S8")
+    assert man.calibration["method"] == method
+    assert man.activation_format == ("U8S8" if target == "cpu" else "S8S8")
     assert "pts.1" in quantized_layers(d / f"int8-{method}" / "coarse.onnx")
     # the positional encoding's frequency scaling stays float
     assert not any(n.startswith("encoding") for n in quantized_layers(d / f"int8-{method}" / "coarse.onnx"))
@@ -55,9 +55,9 @@ def test_max_psnr_drop_keeps_layers_float(trained):
     scores = iter([30.0, 20.0] + [29.5] * 40)   # fp32, full int8, then every probe / retry
     man = export_bundle(model, d / "guarded", ExportOptions(precision="int8", max_psnr_drop=1.0), calib=cal,
                         evaluate=lambda p: next(scores))
-    kept = man["calibration"]["float_layers"]
+    kept = man.calibration["float_layers"]
     assert sum(len(v) for v in kept.values()) == 1
-    assert man["quantization_check"]["psnr_int8"] == 29.5 and man["quantization_check"]["sensitivity"]
+    assert man.quantization_check["psnr_int8"] == 29.5 and man.quantization_check["sensitivity"]
 
 
 def test_calibration_data_of_the_wrong_kind():
@@ -81,7 +81,7 @@ def test_ort_cpu_sessions_render_an_int8_bundle_as_its_whole_graphs_do(trained):
     model, scene, d = trained
     out = d / "int8-host"
     export_bundle(model, out, ExportOptions(precision="int8"), calib=draw_samples(model, scene, n_rays=128))
-    spec = dataclasses.replace(load_runtime("ort-cpu"), encoding="host", kernel="graph")
+    spec = dataclasses.replace(load_runtime("ort-cpu"), encoding="host")
     nets = make_networks(spec, bundle=open_bundle(out))
     assert nets["coarse"].outputs == ("density",) and nets["fine"].host_encodings
     s = SceneSettings.from_manifest(open_bundle(out).manifest)

@@ -34,7 +34,7 @@ def render(r, scene, imgs, poses):
 
 def main(bundle: str, data: str) -> None:
     b = open_bundle(bundle)
-    model = load_checkpoint(b.manifest["source"]["checkpoint"])
+    model = load_checkpoint(b.manifest.source["checkpoint"])
     scene = load_scene(data, downscale=4, white_bkgd=True, test_every=20)
     test_i, test_p = scene.subset("test")
     test_i, test_p = test_i[:5], test_p[:5]
@@ -61,7 +61,7 @@ def main(bundle: str, data: str) -> None:
     for alpha, dil, stop in rows:
         grid = None
         if alpha is not None:
-            grid, info = bake(model, b.manifest["occupancy"]["aabb"], b.manifest["occupancy"]["res"], alpha, dil)
+            grid, info = bake(model, list(b.manifest.occupancy.aabb), b.manifest.occupancy.res, alpha, dil)
         r = mk(grid, stop)
         out_t, ms, ev = render(r, scene, test_i, test_p)
         out_tr, _, _ = render(r, scene, tr_i, tr_p)

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -177,8 +177,7 @@ def worker(job: dict) -> dict:
             "skip": r.grid is not None, "early_stop": r.early_stop,
             "grid_fraction": grid.fraction if grid is not None else None, "workers": r.workers,
             "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": base_rss, "bytes": int(size), "precision": precision,
-            "widths": widths, "chunk": spec.chunk, "runtime_kind": spec.kind,
-            "kernel": "fused" if any(getattr(n, "kernel", "") == "fused" for n in nets.values() if n) else None}
+            "widths": widths, "chunk": spec.chunk, "runtime_kind": spec.kind}
 
 
 def run_item(item: BenchItem, job: dict, timeout: float = 3600) -> dict:
@@ -355,8 +354,6 @@ def markdown(doc: dict) -> str:
                      f"best of {'/'.join(str(s) for s in pk['int8']['per_size'])} cubed): int8 "
                      f"{pk['int8']['gops']:.0f} GOP/s, fp32 {pk['fp32']['gops']:.0f} GOP/s; a network's fraction of "
                      "peak is against the peak of its own precision.")
-    if any(r.get("kernel") == "fused" for r in doc["rows"]):
-        lines[0] += " A runtime marked (fused) ran the int8 networks as nerfexport's fused kernel (csrc/nerf_mlp.c)."
     lines += ["",
               "| configuration | runtime | precision | skip | size [MB] | median ms/frame | speed-up | rays/s | "
               "network evals/frame | samples/s | network GOP/s | of peak | PSNR | SSIM | PSNR vs teacher | "
@@ -370,7 +367,7 @@ def markdown(doc: dict) -> str:
         vt = "" if r.get("psnr_vs_teacher") is None else f"{r['psnr_vs_teacher']:.2f}"
         skip = "grid + early stop" if r.get("skip") else ("early stop" if r.get("early_stop") else "no")
         fr = "" if r.get("fraction_of_peak") is None else f"{100 * r['fraction_of_peak']:.0f}%"
-        rt = r["runtime"] + (" (fused)" if r.get("kernel") == "fused" else "")
+        rt = r["runtime"]
         lines.append(f"| {r['label']} | {rt} | {r['precision']} | {skip} | {r['bytes'] / 1e6:.2f} | "
                      f"{r['median_ms']:.0f} | {r.get('speedup_vs_teacher', 1.0):.2f}x | {r['rays_per_s']:,.0f} | "
                      f"{r['samples_per_frame']:,.0f} | {r['samples_per_s']:,.0f} | {r.get('network_gops', 0):.0f} | {fr} | "

@@ -1,7 +1,8 @@
 """The ``nerfexport`` command line: one module per command group; each command parses its
-options, calls one library function and prints (see ``cli/app.py`` for what they share)."""
+options, calls one library function and prints (``cli/app.py`` holds what they share)."""
 
 from nerfexport.cli.app import app, main
-from nerfexport.cli import bench, deploy, demo, export, shrink, train  # noqa: F401,E402  (register the commands)
+# registering the commands, in the order of the stages (the order of `nerfexport --help`)
+from nerfexport.cli import train, shrink, export, deploy, bench, demo  # noqa: E402,F401,I001
 
 __all__ = ["app", "main"]

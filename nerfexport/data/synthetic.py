@@ -111,6 +111,10 @@ def camera_poses(n: int, rng: np.random.Generator | None, elevation: float = -30
     return [pose_spherical(a, b, RADIUS) for a, b in zip(th, ph)]
 
 
+class SceneError(ValueError):
+    """The embedded scene cannot be made with these options."""
+
+
 def make_scene(out: str | Path, size: int = 64, n_train: int = 40, n_val: int = 5, n_test: int = 8,
                seed: int = 0) -> Path:
     """Write a Blender-format dataset to ``out`` (created whole via a temporary folder).
@@ -121,6 +125,8 @@ def make_scene(out: str | Path, size: int = 64, n_train: int = 40, n_val: int = 
     out = Path(out)
     if out.exists() and any(out.iterdir()) if out.is_dir() else out.exists():
         raise FileExistsError(f"{out} already exists and is not empty")
+    if size < 8 or min(n_train, n_val, n_test) < 1:
+        raise SceneError("size must be at least 8 and every split needs at least one view")
     parent = out.parent if str(out.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

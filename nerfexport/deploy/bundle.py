@@ -105,6 +105,23 @@ class Bundle:
         except Exception as e:   # zipfile.BadZipFile, zlib.error: a damaged archive
             raise BundleError(f"{self.root}: {occ.file} is not a usable occupancy grid ({type(e).__name__})") from None
 
+    @property
+    def u8s8(self) -> bool:
+        """Whether this is an int8 bundle with uint8 activations (U8S8, ``--target cpu``), which
+        TensorRT cannot run: from the manifest's calibration record, else (a bundle without one)
+        from the coarse graph's zero points (needs onnx; without it, assumed not)."""
+        if self.precision != "int8":
+            return False
+        fmt = self.manifest.activation_format
+        if fmt is not None:
+            return fmt == "U8S8"
+        try:
+            import onnx
+        except ImportError:
+            return False
+        return any(t.name.endswith("_zero_point") and t.data_type == onnx.TensorProto.UINT8
+                   for t in onnx.load(str(self.network_path("coarse"))).graph.initializer)
+
     def size_bytes(self) -> int:
         """Bytes of the ONNX graphs and the occupancy grid (what a device must store to run the
         bundle with onnxruntime)."""

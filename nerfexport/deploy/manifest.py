@@ -116,6 +116,7 @@ class Grid(FileEntry):
     aabb: tuple = ()
     fraction: float = 0.0
     outside: str = "empty"     # whether points outside the box are "empty" or "occupied"
+    baked: dict = field(default_factory=dict)   # how it was baked (threshold, dilation, ...): informative
 
     @classmethod
     def parse(cls, d, what: str, where: str) -> "Grid":
@@ -134,11 +135,12 @@ class Grid(FileEntry):
         if outside not in ("empty", "occupied"):
             raise BundleError(f"{where}: occupancy.outside must be 'empty' or 'occupied'")
         frac = _num(d.get("fraction", 0.0), "occupancy.fraction", where, 0.0, 1.0)
-        return cls(f.file, f.sha256, f.bytes, res, box, frac, outside)
+        baked = {k: v for k, v in d.items() if k not in ("file", "sha256", "bytes", "res", "aabb", "fraction", "outside")}
+        return cls(f.file, f.sha256, f.bytes, res, box, frac, outside, baked)
 
     def to_dict(self) -> dict:
         return {"file": self.file, "sha256": self.sha256, "bytes": self.bytes, "res": self.res,
-                "aabb": list(self.aabb), "fraction": self.fraction, "outside": self.outside}
+                "aabb": list(self.aabb), "fraction": self.fraction, "outside": self.outside, **self.baked}
 
 
 @dataclass(frozen=True)
@@ -207,8 +209,16 @@ class Manifest:
 
     @property
     def activation_format(self) -> str | None:
-        """``"U8S8"`` or ``"S8S8"`` for an int8 bundle (``None`` otherwise)."""
-        return (self.calibration or {}).get("activation_format") if self.precision == "int8" else None
+        """``"U8S8"`` (``--target cpu``) or ``"S8S8"`` (``--target tensorrt``) for an int8 bundle
+        whose calibration record says; ``None`` otherwise."""
+        cal = self.calibration or {}
+        if self.precision != "int8":
+            return None
+        if isinstance(cal.get("format"), str) and cal["format"].split()[-1] in ("U8S8", "S8S8"):
+            return cal["format"].split()[-1]
+        if cal.get("target") in ("cpu", "tensorrt"):
+            return "U8S8" if cal["target"] == "cpu" else "S8S8"
+        return None
 
     def files(self) -> list[tuple[str, FileEntry]]:
         """``(what, entry)`` for every file the manifest names."""

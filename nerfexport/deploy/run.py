@@ -93,7 +93,7 @@ def render_to_folder(r: Renderer, views: Views, out: str | Path, runtime: str,
         raise
     t, n = r.timings, len(views.poses)
     busy = t.rays + t.sampling + t.network + t.compositing
-    return RenderSummary(n, views.H, views.W, runtime, (r.settings.n_coarse, r.settings.n_fine),
+    return RenderSummary(n, views.H, views.W, runtime, (r.s.n_coarse, r.s.n_fine),
                          float(np.median(walls)) * 1e3, t.samples / n, t.network / busy if busy else 0.0,
                          float(np.mean(scores)) if scores else None, out,
                          sorted(str(p) for p in out.iterdir()))

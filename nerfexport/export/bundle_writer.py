@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import onnx
 
 from nerfexport import __version__
@@ -162,8 +161,8 @@ def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Pat
             box = opts.grid_box if opts.grid_box is not None else scene_box(None, model.cfg.near, True)
             g, grid_info = bake(model, box, opts.grid_res, opts.grid_alpha, opts.grid_dilation, probe=opts.grid_probe)
             g.save(tmp / GRID_FILE)
-            grid_info = Grid(GRID_FILE, sha256(tmp / GRID_FILE), (tmp / GRID_FILE).stat().st_size, grid_info["res"],
-                             tuple(grid_info["aabb"]), grid_info["fraction"], grid_info["outside"])
+            grid_info = Grid.parse({**grid_info, "file": GRID_FILE, "sha256": sha256(tmp / GRID_FILE),
+                                    "bytes": (tmp / GRID_FILE).stat().st_size}, "occupancy grid", "the export")
         manifest = _manifest(model, tmp, opts, source, src_sha, calib, quant)
         manifest.occupancy = grid_info
         manifest.data = data or None   # where the training and test views came from (render --views test)

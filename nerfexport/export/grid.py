@@ -20,7 +20,6 @@ side; :func:`bake` imports torch when called.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 

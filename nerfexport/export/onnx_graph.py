@@ -4,7 +4,14 @@ Each network becomes one graph: inputs ``points (N,3)`` and ``viewdirs (N,3)`` (
 outputs ``rgb (N,3)`` (after the sigmoid) and ``density (N,1)`` (after the ReLU), with a
 dynamic batch axis ``N``. The positional encoding is inside the graph::
 
-    enc = Concat(x, Sin(x @ F), Cos(x @ F))      F = [2^0 I, 2^1 I, ...]  (3, 3L), exact in fp32
+    xf  = Tile(x, [1, L]) * f                    f = [2^0, 2^0, 2^0, 2^1, ...]  (3L,), fp32
+    enc = Concat(x, Sin(xf), Cos(xf))            (xf = x @ [2^0 I, 2^1 I, ...], exact in fp32)
+
+The frequency scaling is an elementwise ``Mul`` of the raw fp32 input by powers of two (exact),
+not a ``MatMul``: a GPU provider runs an fp32 ``MatMul`` on TF32 tensor cores (10 mantissa
+bits), which would round ``2^9 x`` before the sine. In an fp16 graph the scaling, ``Sin`` and
+``Cos`` stay fp32 and only their results (and ``x``) are cast to fp16: an fp16 ``2^k x`` is off
+by up to a quarter of a radian at ``k = 9``.
 
 which orders the encoding ``[x, all sines, all cosines]`` rather than nerf-pytorch's
 interleaved order; the columns of the layers that read the encoding are permuted to match, so
@@ -54,12 +61,21 @@ class _Builder:
         return out
 
     def encoding(self, x: str, num_freqs: int, prefix: str) -> str:
-        F = np.zeros((3, 3 * num_freqs), np.float32)
-        for k in range(num_freqs):
-            F[:, 3 * k:3 * k + 3] = np.eye(3) * (2.0 ** k)
-        xf = self.node("MatMul", [x, self.const(f"{prefix}/freqs", F)], f"{prefix}/scaled")
+        """``[x, sin(xf), cos(xf)]`` of the raw fp32 graph input ``x`` (N, 3), ``xf`` computed in
+        fp32 (``{prefix}/tile``, ``{prefix}/scaled``, ``{prefix}/sin``, ``{prefix}/cos``); cast to
+        the graph's dtype only after ``Sin``/``Cos`` (``{prefix}/sin/fp16``, ``{prefix}/cos/fp16``)."""
+        reps = numpy_helper.from_array(np.array([1, num_freqs], np.int64), f"{prefix}/repeats")
+        freqs = np.repeat(2.0 ** np.arange(num_freqs), 3).astype(np.float32)   # column 3k + d: 2^k x_d
+        self.inits += [reps, numpy_helper.from_array(freqs, f"{prefix}/freqs")]
+        tiled = self.node("Tile", [x, f"{prefix}/repeats"], f"{prefix}/tile")
+        xf = self.node("Mul", [tiled, f"{prefix}/freqs"], f"{prefix}/scaled")
         s = self.node("Sin", [xf], f"{prefix}/sin")
         c = self.node("Cos", [xf], f"{prefix}/cos")
+        if self.dtype != np.float32:
+            to = helper.np_dtype_to_tensor_dtype(self.dtype)
+            x = self.node("Cast", [x], f"{x}/fp16", to=to)
+            s = self.node("Cast", [s], f"{prefix}/sin/fp16", to=to)
+            c = self.node("Cast", [c], f"{prefix}/cos/fp16", to=to)
         return self.node("Concat", [x, s, c], f"{prefix}/out", axis=1)
 
     def linear(self, x: str, w: np.ndarray, b: np.ndarray, name: str, relu: bool) -> str:
@@ -80,10 +96,7 @@ def mlp_to_onnx(state: dict[str, np.ndarray], cfg, name: str = "nerf", metadata:
         raise ValueError(f"dtype must be fp32 or fp16, not {dtype!r}")
     ft = np.float16 if dtype == "fp16" else np.float32
     b = _Builder(ft)
-    x_in, v_in = "points", "viewdirs"
-    if dtype == "fp16":
-        x_in = b.node("Cast", ["points"], "points/fp16", to=TensorProto.FLOAT16)
-        v_in = b.node("Cast", ["viewdirs"], "viewdirs/fp16", to=TensorProto.FLOAT16)
+    x_in, v_in = "points", "viewdirs"   # raw fp32: the encodings cast after Sin/Cos in an fp16 graph
     perm = encoding_permutation(cfg.multires)
     enc = b.encoding(x_in, cfg.multires, "encoding")
     n_enc = len(perm)

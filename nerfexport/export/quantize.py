@@ -4,10 +4,10 @@
 ``CalibrationDataReader`` that feeds real sample points drawn along training rays the way the
 renderer draws them (see :mod:`nerfexport.shrink.calibration`). The layers' ``Gemm`` nodes, their
 ``Relu`` and the skip ``Concat`` are quantized: weights per-channel, symmetric int8, biases
-int32. With uint8 activations the quantizer drops each ``Relu`` into the range of the layer's
-output, so onnxruntime runs the trunk as a chain of integer ``QGemm`` kernels (uint8 in and
-out) with no float round trip between layers; this ran 1.5x faster on this machine's CPU than
-quantizing ``MatMul`` with a float ``Add`` and ``Relu`` between layers. The positional
+int32 (float for TensorRT, below). With uint8 activations the quantizer drops each ``Relu``
+into the range of the layer's output, so onnxruntime runs the trunk as a chain of integer
+``QGemm`` kernels (uint8 in and out) with no float round trip between layers; this ran 1.5x
+faster on this machine's CPU than quantizing ``MatMul`` with a float ``Add`` and ``Relu`` between layers. The positional
 encoding, the heads' activations and the compositing inputs stay in float.
 
 The activation format depends on the target runtime:
@@ -15,7 +15,10 @@ The activation format depends on the target runtime:
 * ``cpu`` (onnxruntime on x86): uint8 activations, int8 weights (U8S8), the format
   onnxruntime's integer kernels on x86 run fastest;
 * ``tensorrt``: int8 activations, symmetric, zero point 0 (S8S8), which TensorRT's explicit
-  quantization requires.
+  quantization requires, and biases kept float (``QuantizeBias=False``): TensorRT's
+  ``DequantizeLinear`` takes int8 (fp8, int4) only, not the int32 of a quantized bias. onnx-tensorrt
+  rejects uint8 Q/DQ, so a U8S8 graph never goes to TensorRT (:func:`check_tensorrt_target`,
+  :func:`is_u8s8`).
 """
 
 from __future__ import annotations
@@ -83,12 +86,25 @@ class Int8Settings:
     def activation_format(self) -> str:
         return "U8S8" if self.target == "cpu" else "S8S8"
 
+    def check_for_tensorrt(self) -> None:
+        """Raise :class:`QuantizationError` unless these settings make int8 TensorRT can run (S8S8)."""
+        self.validate()
+        if self.target != "tensorrt":
+            raise QuantizationError(f"TensorRT cannot run int8 for --target {self.target} (uint8 activations, U8S8, "
+                                    "which onnx-tensorrt rejects); give --target tensorrt (S8S8) with --tensorrt")
+
     def to_dict(self) -> dict:
         return {"method": self.method, "target": self.target, "per_channel": self.per_channel,
                 "percentile": self.percentile if self.method == "percentile" else None,
                 "activations": "uint8 asymmetric" if self.target == "cpu" else "int8 symmetric",
                 "weights": "int8 symmetric" + (" per-channel" if self.per_channel else ""),
                 "format": f"QDQ {self.activation_format}", "float_layers": list(self.exclude)}
+
+
+def check_tensorrt_target(settings: "Int8Settings | None") -> None:
+    """For engines built from an export's int8 settings (``None``: not int8, nothing to check)."""
+    if settings is not None:
+        settings.check_for_tensorrt()
 
 
 def check_calibration_data(pts, dirs) -> None:
@@ -116,7 +132,9 @@ def quantize_int8(fp32_model: str | Path, out_path: str | Path, pts: np.ndarray,
     check_calibration_data(pts, dirs)
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[settings.method]
-    extra = {"ActivationSymmetric": settings.target == "tensorrt", "WeightSymmetric": True}
+    extra = {"ActivationSymmetric": settings.target == "tensorrt", "WeightSymmetric": True,
+             # TensorRT dequantizes int8 only: its biases stay float (the CPU's int32 biases feed QGemm)
+             "QuantizeBias": settings.target != "tensorrt"}
     if settings.method == "percentile":
         extra["CalibPercentile"] = settings.percentile
     exclude = list(ALWAYS_FLOAT) + [f"{name}/{op}" for name in settings.exclude for op in ("Gemm", "Relu")]

@@ -221,3 +221,12 @@ def _from_nerf_pytorch(obj: dict, path: Path, near: float = 2.0, far: float = 6.
         _load_state(model.fine, fine, "network_fine_state_dict", path)
     meta = {"imported_from": "nerf-pytorch", "global_step": int(obj.get("global_step", 0))}
     return model, meta
+
+
+def convert_nerf_pytorch(src: str | Path, out: str | Path, **options) -> tuple[NeRF, dict]:
+    """``nerfexport import``: read the nerf-pytorch checkpoint ``src`` (``options`` as
+    :func:`import_nerf_pytorch`) and write it as the checkpoint ``out``."""
+    check_writable(out)
+    net, meta = import_nerf_pytorch(src, **options)
+    save_checkpoint(net, out, meta=meta)
+    return net, meta

@@ -1,0 +1,3 @@
+from nerfexport.cli import main
+
+main()

@@ -1,0 +1,55 @@
+"""Deploy-side commands: ``render`` and ``doctor``. They import no torch unless asked to render a
+checkpoint with the torch runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nerfexport.cli.app import DEFAULT_BUNDLE, app, default_file, guard, say
+from nerfexport.cli.progress import Reporter
+
+
+@app.command()
+@guard
+def render(target: Annotated[Optional[Path], typer.Argument(help="bundle folder (default: ./bundle), or a "
+                                                            "checkpoint for --runtime torch")] = None,
+           runtime: Annotated[str, typer.Option(help="ort-cpu, ort-cuda, ort-trt, tensorrt, torch, or a TOML "
+                                                "file")] = "ort-cpu",
+           views: Annotated[str, typer.Option(help="test, spiral, or test-view numbers like 0,3")] = "test",
+           out: Annotated[Path, typer.Option("--out", "-o", help="folder for the PNGs (and spiral.gif)")] = Path(
+               "renders"),
+           data: Annotated[Optional[Path], typer.Option("--data", help="dataset (default: recorded in the "
+                                                        "bundle)")] = None,
+           downscale: Annotated[Optional[int], typer.Option()] = None,
+           test_every: Annotated[Optional[int], typer.Option()] = None,
+           skip: Annotated[bool, typer.Option("--skip/--no-skip", help="empty-space skipping with the bundle's "
+                                              "occupancy grid, and early ray termination")] = True,
+           early_stop: Annotated[Optional[float], typer.Option(help="stop a ray once its transmittance is below "
+                                                              "this (default 1e-3 with --skip; 0 never)")] = None,
+           ) -> None:
+    """Render views of a bundle with the lean renderer (numpy + the runtime; no torch) and write PNGs."""
+    path = default_file(target, (DEFAULT_BUNDLE, "the bundle"))
+    if path.is_file():   # a checkpoint: the torch baseline (the train side)
+        from nerfexport.model.torch_network import run_render_checkpoint as run
+    else:
+        from nerfexport.deploy.run import run_render as run
+    with Reporter(f"render ({runtime})") as report:
+        s = run(path, runtime, views, out, data, downscale, test_every, skip, early_stop, report)
+    say(f"rendered {s.views} view(s) of {s.W}x{s.H} with {s.runtime} ({s.samples[0]}+{s.samples[1]} samples): "
+        f"median {s.median_ms:.0f} ms/frame, {s.evaluations_per_frame:,.0f} network evaluations/frame "
+        f"(network {100 * s.network_share:.0f}% of the time)")
+    if s.psnr is not None:
+        say(f"PSNR against the dataset's test views: {s.psnr:.2f} dB")
+    say(f"wrote {s.out}/" + (" (spiral.gif)" if views == "spiral" else ""))
+
+
+@app.command()
+@guard
+def doctor(probe: Annotated[bool, typer.Option("--probe/--no-probe", help="run a tiny network on each available "
+                                               "runtime")] = True) -> None:
+    """One table for bug reports: every shipped runtime (available or not, and why), versions, GPU, CPU features."""
+    from nerfexport.bench.doctor import diagnose, table
+    say(table(diagnose(probe)))

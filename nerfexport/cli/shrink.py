@@ -1,0 +1,95 @@
+"""Shrink commands: ``shrink`` and ``shrink-study``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nerfexport.cli.app import DEFAULT_MODEL, SHRUNK_MODEL, app, default_file, guard, say
+from nerfexport.cli.progress import Reporter
+
+METHODS_HELP = "uniform, magnitude[-in|-out], activation, coreset, data-coreset (default: coreset, the best at width 128 on lego)"
+
+
+@app.command()
+@guard
+def shrink(model: Annotated[Optional[Path], typer.Argument(help="checkpoint to shrink (default: ./model.pt)")] = None,
+           out: Annotated[Path, typer.Option("-o", "--out", help="checkpoint to write; a JSON report goes "
+                                             "beside it")] = SHRUNK_MODEL,
+           width: Annotated[Optional[int], typer.Option(help="width of every trunk layer and the feature layer")] = None,
+           ratio: Annotated[Optional[float], typer.Option(help="keep this fraction of every layer's neurons")] = None,
+           view_width: Annotated[Optional[int], typer.Option(help="width of the view branch (default: in "
+                                                            "proportion)")] = None,
+           method: Annotated[Optional[str], typer.Option(help=METHODS_HELP)] = None,
+           recipe: Annotated[Optional[str], typer.Option(help="TOML recipe (path or shipped name) with a [shrink] "
+                                                        "table")] = None,
+           finetune: Annotated[Optional[int], typer.Option(help="distillation steps after pruning (default 1500; "
+                                                          "pruning alone loses most of the quality)")] = None,
+           calib_rays: Annotated[Optional[int], typer.Option(help="training rays for calibration statistics "
+                                                            "(default 1024)")] = None,
+           seed: Annotated[Optional[int], typer.Option(help="seed for sampling and fine-tuning (default 0)")] = None,
+           data: Annotated[Optional[Path], typer.Option("--data", help="training data (default: recorded in the "
+                                                        "checkpoint)")] = None,
+           downscale: Annotated[Optional[int], typer.Option()] = None,
+           test_every: Annotated[Optional[int], typer.Option()] = None,
+           white: Annotated[Optional[bool], typer.Option("--white/--black")] = None,
+           eval_views: Annotated[int, typer.Option(help="held-out views for PSNR before/after (0: none)")] = 10,
+           eval_coarse: Annotated[Optional[int], typer.Option(help="coarse samples per ray for the evaluation")] = None,
+           eval_fine: Annotated[Optional[int], typer.Option(help="fine samples per ray for the evaluation")] = None,
+           ) -> None:
+    """Physically shrink both networks (structured pruning or coresets), optionally distil; write a checkpoint."""
+    from nerfexport.shrink.run import run_shrink, shrink_spec
+    path = default_file(model, (DEFAULT_MODEL, "the default model"))
+    spec, note = shrink_spec({"width": width, "ratio": ratio, "view_width": view_width, "method": method,
+                              "finetune": finetune, "calib_rays": calib_rays, "seed": seed}, recipe)
+    if note:
+        say(note)
+    with Reporter("shrink", max(spec.finetune, 1)) as report:
+        res = run_shrink(path, out, spec, data, downscale, test_every, white, eval_views, (eval_coarse, eval_fine),
+                         report)
+    rep = res.report
+    pb, pa = rep.params_before["total"], rep.params_after["total"]
+    say(f"widths (coarse): {list(rep.widths['coarse'].values())}")
+    say(f"parameters {pb:,} -> {pa:,} ({pb / pa:.2f}x fewer); file {rep.source['bytes'] / 1e6:.2f} MB -> "
+        f"{rep.files['bytes'] / 1e6:.2f} MB")
+    if rep.psnr_before_finetune is not None:
+        line = f"held-out PSNR {rep.psnr_before_finetune:.2f} dB after pruning"
+        if rep.psnr_after_finetune is not None:
+            line += f", {rep.psnr_after_finetune:.2f} dB after {spec.finetune} fine-tune steps"
+        say(line + f" ({rep.eval['views']} views, {rep.eval['n_coarse']}+{rep.eval['n_fine']} samples)")
+    say(f"wrote {res.checkpoint} and {res.report_path}")
+
+
+@app.command("shrink-study")
+@guard
+def shrink_study(teacher: Annotated[Path, typer.Argument(help="the teacher checkpoint")],
+                 out: Annotated[Path, typer.Option("-o", "--out", help="folder for study.json and the students "
+                                                   "(resumes)")] = Path("cache/shrink-study"),
+                 doc: Annotated[Optional[Path], typer.Option(help="Markdown file to write the table to")] = None,
+                 figure: Annotated[Optional[Path], typer.Option(help="PNG of PSNR against parameters")] = None,
+                 data: Annotated[Optional[Path], typer.Option("--data")] = None,
+                 downscale: Annotated[Optional[int], typer.Option()] = None,
+                 test_every: Annotated[Optional[int], typer.Option()] = None,
+                 widths: Annotated[str, typer.Option(help="comma-separated target widths")] = "128,64",
+                 methods: Annotated[str, typer.Option()] = "uniform,magnitude-in,magnitude-out,magnitude,activation,"
+                                                           "coreset,data-coreset",
+                 finetune: Annotated[str, typer.Option(help="distillation steps per width")] = "128:600,64:600",
+                 eval_views: Annotated[int, typer.Option()] = 10, eval_coarse: Annotated[int, typer.Option()] = 32,
+                 eval_fine: Annotated[int, typer.Option()] = 64,
+                 scratch: Annotated[bool, typer.Option("--scratch/--no-scratch", help="train each width from scratch "
+                                                       "for the same total time")] = True,
+                 step_seconds: Annotated[Optional[str], typer.Option(help="seconds per training step of each width "
+                                                                  "on an idle machine, like 128:0.129,64:0.061: the "
+                                                                  "scratch budget becomes a step count")] = None,
+                 ) -> None:
+    """Compare every shrink method at several widths with the teacher and with training from scratch."""
+    from nerfexport.bench.study import shrink_study as run
+    with Reporter("study") as report:
+        _, table = run(teacher, out, widths, methods, finetune, data, downscale, test_every, eval_views,
+                       (eval_coarse, eval_fine), scratch, step_seconds, doc, figure, report)
+    say(table)
+    for f in (doc, figure):
+        if f is not None:
+            say(f"wrote {f}")
