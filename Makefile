@@ -92,6 +92,7 @@ speed-bundles: cache/lego100-teacher.pt $(BENCH_W128)
 # on an otherwise idle machine).
 bench-docs: speed-bundles
 	$(VENV)/bin/nerfexport bench "teacher 256 fp32=cache/lego100-teacher.pt@torch" \
+	  "teacher 256 bf16=cache/lego100-teacher.pt@torch-bf16" \
 	  "teacher 256 fp32=$(SPEED)/teacher-fp32@ort-cpu:plain" \
 	  "teacher 256 fp32 skip=$(SPEED)/teacher-fp32@ort-cpu" \
 	  "w128 fp32=$(SPEED)/w128-fp32@ort-cpu:plain" \

@@ -91,7 +91,7 @@ def cpu_info() -> tuple[str, set[str]]:
 def _versions() -> list[Row]:
     from nerfexport import __version__
     rows = [Row("version", "python", sys.version.split()[0], sys.executable),
-            Row("version", "nerfexport", __version__, str(Path(__file__).resolve().parent)),
+            Row("version", "nerfexport", __version__, str(Path(__file__).resolve().parents[1])),
             Row("version", "numpy", np.__version__)]
     try:
         import onnx
