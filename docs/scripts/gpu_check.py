@@ -168,7 +168,7 @@ def bench(c: Check, device: str) -> None:
         why = "torch sees no CUDA device" if rc == 0 else "torch is missing"
         c.record("bench", "skipped", f"{why}: the torch teacher on CUDA is the bench's reference")
         return
-    cli = ["-m", "nerfexport.cli.app"]
+    cli = ["-m", "nerfexport.cli"]
     scene, teacher = c.out / "scene", c.out / "teacher.pt"
     steps = "300" if device == "cuda" else "20"
     for step, args, log, timeout in (
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         for step in ("doctor", "tests/test_gpu.py", "bench"):
             c.record(step, "skipped", f"this Python lacks {', '.join(core)}")
         return summary(c)
-    c.run("doctor", ["-m", "nerfexport.cli.app", "doctor"], "doctor.txt", 120)
+    c.run("doctor", ["-m", "nerfexport.cli", "doctor"], "doctor.txt", 120)
     if "pytest" in missing:
         c.record("tests/test_gpu.py", "skipped", "this Python lacks pytest")
     else:
