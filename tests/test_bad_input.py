@@ -209,16 +209,17 @@ def _with_external_data(b: Path, location: str) -> None:
     rehash(b, "coarse")
 
 
-@pytest.mark.parametrize("where", ["relative", "absolute"])
-def test_external_data_leaving_the_folder_is_refused(base, case, where):
+@pytest.mark.parametrize("where", ["relative", "absolute", "inside"])
+def test_external_data_is_refused(base, case, where):
+    """Outside the folder: refused as leaving it; inside: refused as not covered by a hash."""
     b = copy_bundle(base, case)
-    secret = case / "secret.bin"
+    secret = (b if where == "inside" else case) / "secret.bin"
     secret.write_bytes(b"\0" * (1 << 16))
-    _with_external_data(b, "../secret.bin" if where == "relative" else str(secret))
+    _with_external_data(b, {"relative": "../secret.bin", "absolute": str(secret), "inside": "secret.bin"}[where])
     before = listing(case)
     res = render(b, base)
     check_refused(res, case, before)
-    assert "external data" in res.output
+    assert ("does not hash" if where == "inside" else "external data") in res.output
 
 
 # ---------------------------------------------------------------- broken content with a matching hash
@@ -265,6 +266,8 @@ MANIFEST_CASES = {
     "no coarse": lambda m: m["networks"].update(coarse=None),
     "newer version": lambda m: m.update(version=99),
     "no sha": lambda m: m["networks"]["fine"].pop("sha256"),
+    "2 coarse samples before fine ones": lambda m: m["scene"].update(n_coarse=2),
+    "huge grid box": lambda m: m["occupancy"].update(aabb=[-1e300, -1, -1, 1e300, 1, 1]),
 }
 
 
@@ -430,6 +433,27 @@ def test_shrink_width_not_an_integer(base, case):
     assert "--width" in res.output and "integer" in res.output
 
 
+def test_torch_runtime_file_with_a_device_torch_cannot_use(base, case):
+    (case / "rt.toml").write_text('kind = "torch"\ndevice = "cuda:7"\n')
+    before = listing(case)
+    res = run("render", base["model"], "--runtime", case / "rt.toml", "--data", base["scene"], "-o", "r")
+    check_refused(res, case, before)
+
+
+@pytest.mark.parametrize("text", ['kind = "onnxruntime"\nproviders = 5\n',
+                                  'kind = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\nthreads = "x"\n',
+                                  'kind = "torch"\nprecision = "int4"\n'])
+def test_runtime_file_values_of_the_wrong_type(base, case, text):
+    (case / "rt.toml").write_text(text)
+    before = listing(case)
+    check_refused(render(base["bundle"], base, "--runtime", case / "rt.toml"), case, before)
+
+
+def test_shrink_output_named_like_its_report(base, case):
+    before = listing(case)
+    check_refused(run("shrink", base["model"], "-o", "x.json", "--width", 8, "--data", base["scene"]), case, before)
+
+
 def test_shrink_report_path_is_checked_first(base, case):
     (case / "jr.json").mkdir()
     before = listing(case)
@@ -519,3 +543,17 @@ def test_killed_export_then_rerun(base, tmp_path, sig):
     assert (out / "manifest.json").is_file()
     left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert not left, f"temporaries remain after the second export: {left}"
+
+
+def test_a_swap_killed_between_its_renames_gives_the_earlier_output_back(tmp_path):
+    from nerfexport.data.fileio import temp_dir_for
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    old = tmp_path / f".bundle.old-{dead.pid}"
+    old.mkdir()
+    (old / "manifest.json").write_text("{}")
+    stale = tmp_path / f".bundle.tmp-{dead.pid}-abc"
+    stale.mkdir()
+    tmp = temp_dir_for(tmp_path / "bundle")
+    assert (tmp_path / "bundle" / "manifest.json").is_file() and not old.exists() and not stale.exists()
+    assert tmp.name.startswith(f".bundle.tmp-{os.getpid()}-")

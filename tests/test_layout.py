@@ -78,7 +78,7 @@ def test_no_c_sources_and_torch_is_not_a_core_dependency():
         import tomli as tomllib
     proj = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = [d.split(">")[0].split("=")[0].split("<")[0].strip().lower() for d in proj["dependencies"]]
-    assert "torch" not in core and "onnx" not in core and "matplotlib" not in core, core
+    assert "torch" not in core and "matplotlib" not in core, core
     assert any(d.startswith("torch") for d in proj["optional-dependencies"]["train"])
 
 

@@ -315,8 +315,8 @@ def parse_samples(text: str | None) -> tuple[int, int] | None:
         smp = tuple(int(x) for x in text.split(","))
     except ValueError:
         smp = ()
-    if len(smp) != 2 or not (2 <= smp[0] <= 4096 and 0 <= smp[1] <= 4096):
-        raise BenchError("--samples is like 64,128 (coarse at least 2, each at most 4096)")
+    if len(smp) != 2 or not (1 <= smp[0] <= 4096 and 0 <= smp[1] <= 4096) or (smp[1] > 0 and smp[0] < 3):
+        raise BenchError("--samples is like 64,128 (at most 4096 each; fine samples need at least 3 coarse)")
     return smp
 
 
@@ -326,6 +326,8 @@ def run_bench_items(items: list[str], out_dir: str | Path, data=None, downscale:
     """``nerfexport bench``: parse and check every item (``[LABEL=]PATH@RUNTIME[:plain]``) and
     option before anything is measured, take the first ``views`` test views of the dataset (given,
     or recorded in the first item), and :func:`run_bench` them."""
+    import matplotlib  # noqa: F401  (the figures, at the end: the bench extra must be there before measuring)
+
     from nerfexport.deploy.views import dataset_views
     emit = progress or (lambda e: None)
     smp = parse_samples(samples)
@@ -336,7 +338,8 @@ def run_bench_items(items: list[str], out_dir: str | Path, data=None, downscale:
         raise BenchError(f"output {out_dir} exists and is not a folder")
     parsed = [BenchItem.parse(x) for x in items]
     record = check_items(parsed)
-    v = dataset_views(record, data, downscale, test_every, first=views, owner=parsed[0].path)
+    ndc = bool((record or {}).get("ndc", True)) if isinstance(record, dict) else True
+    v = dataset_views(record, data, downscale, test_every, first=views, ndc=ndc, owner=parsed[0].path)
     if v.note:
         emit({"event": "note", "text": v.note})
     return run_bench(parsed, v.images, v.poses, v.H, v.W, v.focal, out_dir, repeat=repeat, samples=smp,

@@ -15,7 +15,7 @@ DEFAULT_MODEL = Path("model.pt")
 SHRUNK_MODEL = Path("shrunk.pt")
 DEFAULT_BUNDLE = Path("bundle")
 # a package an extra brings -> the extra (a command whose package is missing names it)
-EXTRAS = {"torch": "train", "onnx": "train", "onnxruntime.quantization": "train", "matplotlib": "bench",
+EXTRAS = {"torch": "train", "onnxruntime.quantization": "train", "matplotlib": "bench",
           "skimage": "test", "tensorrt": "tensorrt", "cuda": "tensorrt"}
 
 

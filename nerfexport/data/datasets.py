@@ -60,6 +60,8 @@ def _read_image(path: Path) -> np.ndarray:
             return np.asarray(im, dtype=np.float32) / 255.0
     except FileNotFoundError:
         raise DatasetError(f"missing image {path}") from None
+    except Image.DecompressionBombError as e:
+        raise DatasetError(f"image {path} is too large to load ({e})") from None
     except OSError as e:
         raise DatasetError(f"unreadable image {path}: {e}") from None
 

@@ -103,6 +103,9 @@ def clean_stale(out: str | Path) -> list[Path]:
     for p in entries:
         m = pat.match(p.name)
         if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            if ".old-" in p.name and not out.exists():
+                os.replace(p, out)   # killed between the two renames of a swap: the earlier output comes back
+                continue
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
             removed.append(p)
     return removed

@@ -128,7 +128,7 @@ class Grid(FileEntry):
             raise BundleError(f"{where}: occupancy lacks {e}") from None
         if not (isinstance(box, list) and len(box) == 6):
             raise BundleError(f"{where}: occupancy.aabb must be 6 numbers")
-        box = tuple(_num(x, "occupancy.aabb", where) for x in box)
+        box = tuple(_num(x, "occupancy.aabb", where, -1e6, 1e6) for x in box)
         if not all(box[i + 3] > box[i] for i in range(3)):
             raise BundleError(f"{where}: occupancy.aabb {list(box)} is empty")
         outside = d.get("outside", "empty")
@@ -164,6 +164,8 @@ class Scene:
                 raise BundleError(f"{where}: scene.far ({far}) must be greater than scene.near ({near})")
             nc = _num(s["n_coarse"], "scene.n_coarse", where, 1, MAX_SAMPLES, integer=True)
             nf = _num(s["n_fine"], "scene.n_fine", where, 0, MAX_SAMPLES, integer=True)
+            if nf > 0 and nc < 3:
+                raise BundleError(f"{where}: fine samples need at least 3 coarse samples per ray, not {nc}")
             for k in ("white_bkgd", "ndc"):
                 if not isinstance(s[k], bool):
                     raise BundleError(f"{where}: scene.{k} must be true or false, not {s[k]!r}")

@@ -54,6 +54,10 @@ class RuntimeUnavailable(RuntimeError):
     """The runtime cannot run on this machine (package, provider or device missing)."""
 
 
+class RuntimeFailure(RuntimeError):
+    """A runtime failed while loading or running a network (a CUDA or TensorRT error)."""
+
+
 class RuntimeSpecError(ValueError):
     """The runtime definition is unusable."""
 
@@ -116,6 +120,17 @@ def load_runtime(ref: str | Path) -> RuntimeSpec:
         raise RuntimeSpecError(f"{path}: kind must be one of {', '.join(KINDS)}")
     if doc["kind"] == "onnxruntime" and not doc.get("providers"):
         raise RuntimeSpecError(f"{path}: an onnxruntime runtime needs a providers list")
+    types = {"description": str, "kind": str, "providers": list, "provider_options": dict, "threads": int,
+             "graph_optimization": str, "chunk": int, "workers": int, "segment": int, "device": (str, int),
+             "precision": str, "encoding": str}
+    for k, v in doc.items():
+        if not isinstance(v, types[k]) or isinstance(v, bool) and types[k] is int:
+            raise RuntimeSpecError(f"{path}: {k} has the wrong type ({type(v).__name__})")
+    if not all(isinstance(p, str) for p in doc.get("providers", [])) or not all(
+            isinstance(o, dict) for o in doc.get("provider_options", {}).values()):
+        raise RuntimeSpecError(f"{path}: providers must be a list of names and provider_options a table of tables")
+    if doc.get("precision", "fp32") not in ("fp32", "bf16", "fp16") or doc.get("threads", 0) < 0:
+        raise RuntimeSpecError(f"{path}: precision must be fp32, bf16 or fp16 and threads zero or more")
     spec = RuntimeSpec(name=path.stem, path=str(path), **{k: v for k, v in doc.items()})
     if not isinstance(spec.chunk, int) or spec.chunk < 1:
         raise RuntimeSpecError(f"{path}: chunk must be a positive integer")
@@ -360,15 +375,8 @@ class OrtNetwork:
         self.max_batch: int | None = None
         source: str | bytes = str(path)
         trt = "TensorrtExecutionProvider" in providers
-        try:   # onnx (the train extra) edits the session's copy of the graph; a deploy install may lack it
+        if encoding == "host" or self.outputs == ("density",) or trt:
             import onnx
-        except ImportError:
-            onnx = None
-            if encoding == "host" or trt:
-                raise RuntimeUnavailable("encoding = \"host\" and the TensorRT provider need the onnx package "
-                                         "(pip install onnx)") from None
-            self.outputs = ("rgb", "density")   # a density-only coarse network runs its whole graph
-        if onnx is not None and (encoding == "host" or self.outputs == ("density",) or trt):
             model = onnx.load(str(path))
             if self.outputs == ("density",):
                 _prune_outputs(model, self.outputs)
@@ -474,14 +482,14 @@ class TensorRTNetwork:
             raise RuntimeUnavailable(f"{engine_path}: the engine's optimization profile takes no batch ({lo}..{hi})")
         self.context = e.create_execution_context()
         if self.context is None:
-            raise RuntimeError(f"TensorRT could not create an execution context for {engine_path}")
+            raise RuntimeFailure(f"TensorRT could not create an execution context for {engine_path}")
         self.stream = self._check(self.cudart.cudaStreamCreate())
 
     @staticmethod
     def _check(res):
         err, *rest = res if isinstance(res, tuple) else (res,)
         if int(err) != 0:
-            raise RuntimeError(f"CUDA error {err}")
+            raise RuntimeFailure(f"CUDA error {err}")
         return rest[0] if rest else None
 
     def _free_buffers(self) -> None:
@@ -513,7 +521,7 @@ class TensorRTNetwork:
         out = {name: np.empty((n, self.widths[name]), np.float32) for name in self.outputs}
         with self._lock:
             if self._closed:
-                raise RuntimeError("this TensorRT network was closed")
+                raise RuntimeFailure("this TensorRT network was closed")
             self._check(self.cudart.cudaSetDevice(self.device))   # the calling thread's current device
             step = self.max_batch
             for a in range(0, n, step):
@@ -530,13 +538,13 @@ class TensorRTNetwork:
             np.copyto(host, a, casting="same_kind")
             self._check(cudart.cudaMemcpyAsync(self.buffers[name], host.ctypes.data, host.nbytes, h2d, self.stream))
             if not ctx.set_input_shape(name, (m, self.widths[name])):
-                raise RuntimeError(f"TensorRT refused input shape ({m}, {self.widths[name]}) for {name}; the engine's "
+                raise RuntimeFailure(f"TensorRT refused input shape ({m}, {self.widths[name]}) for {name}; the engine's "
                                    f"profile takes {self.min_batch} to {self.max_batch} rows")
         for name, ptr in self.buffers.items():
             if not ctx.set_tensor_address(name, int(ptr)):
-                raise RuntimeError(f"TensorRT refused the address of {name}")
+                raise RuntimeFailure(f"TensorRT refused the address of {name}")
         if not ctx.execute_async_v3(int(self.stream)):
-            raise RuntimeError("TensorRT execution failed")
+            raise RuntimeFailure("TensorRT execution failed")
         for name in outs:
             host = self._pinned(name, m)
             self._check(cudart.cudaMemcpyAsync(host.ctypes.data, self.buffers[name], host.nbytes, d2h, self.stream))

@@ -104,11 +104,18 @@ def prepare_output(out: str | Path, force: bool) -> Path:
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Put ``tmp`` at ``out``, keeping the earlier ``out`` until the new one is there: on any
+    failure or signal between the two renames the earlier bundle is put back."""
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
-    os.replace(tmp, out)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None and not out.exists():
+            os.replace(old, out)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -30,7 +30,7 @@ from nerfexport.data.fileio import sha256
 from nerfexport.deploy.bundle import open_bundle
 from nerfexport.deploy.manifest import FileEntry, Manifest
 from nerfexport.export.quantize import QuantizationError, check_tensorrt_target
-from nerfexport.deploy.runtime import cuda_device_count
+from nerfexport.deploy.runtime import RuntimeFailure, cuda_device_count
 
 BATCH_MIN, BATCH_OPT, BATCH_MAX = 1, 65536, 262144
 
@@ -84,7 +84,7 @@ def build_engine(onnx_path: str | Path, precision: str, trt=None, workspace_gb: 
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errs}")
+        raise RuntimeFailure(f"TensorRT could not parse {onnx_path}: {errs}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     if not strongly_typed:  # weak typing only: precision from builder flags, where this version has them
@@ -103,7 +103,7 @@ def build_engine(onnx_path: str | Path, precision: str, trt=None, workspace_gb: 
     config.add_optimization_profile(profile)
     blob = builder.build_serialized_network(network, config)
     if blob is None:
-        raise RuntimeError(f"TensorRT failed to build an engine for {onnx_path}")
+        raise RuntimeFailure(f"TensorRT failed to build an engine for {onnx_path}")
     return bytes(blob)
 
 

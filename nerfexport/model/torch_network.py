@@ -44,7 +44,7 @@ class TorchNetwork:
 def check_torch_runtime(spec: RuntimeSpec) -> None:
     """Raise :class:`RuntimeUnavailable` when the torch runtime ``spec`` cannot run here."""
     import torch
-    if str(spec.device) == "cuda" and not torch.cuda.is_available():
+    if str(spec.device).startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeUnavailable("runtime torch was asked for CUDA but torch sees no CUDA device")
 
 
@@ -74,7 +74,11 @@ def run_render_checkpoint(path: str | Path, runtime: str = "torch", views: str =
     if spec.kind != "torch":
         raise RuntimeSpecError(f"runtime {spec.name} renders a bundle folder (nerfexport export); {path} is not one")
     check_torch_runtime(spec)
-    note = bf16_warning(spec.precision, pick_device(str(spec.device)))
+    try:
+        device = pick_device(str(spec.device))
+    except (RuntimeError, ValueError) as e:
+        raise RuntimeUnavailable(f"runtime {spec.name}: {e}") from None
+    note = bf16_warning(spec.precision, device)
     if note:
         emit({"event": "warning", "text": note})
     model, meta, _ = load_checkpoint(path, with_train_state=True)

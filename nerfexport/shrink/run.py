@@ -76,6 +76,8 @@ def run_shrink(path: str | Path, out: str | Path, spec: ShrinkSpec, data: str | 
         raise ShrinkError(f"--eval-views must be zero or more, not {eval_views}")
     if any(n is not None and n < (1 if i == 0 else 0) for i, n in enumerate(eval_samples)):
         raise ShrinkError("--eval-coarse must be at least 1 and --eval-fine at least 0")
+    if report.resolve() == out.resolve():
+        raise ShrinkError(f"--out {out} would be overwritten by its own JSON report; give the checkpoint a .pt name")
     for p in (out, report):
         if p.resolve() == path.resolve():
             raise ShrinkError(f"refusing to overwrite the input {path}; choose another --out")

@@ -109,7 +109,7 @@ def coreset_sample(sensitivity: torch.Tensor, k: int, generator: torch.Generator
                 if distinct >= target:
                     break
         if m > max_draws:
-            raise RuntimeError("coreset sampling did not reach the target number of neurons")
+            raise ValueError("coreset sampling did not reach the target number of neurons")
     keep = torch.nonzero(counts > 0).flatten()
     scale = coreset_weights(counts[keep], prob[keep], m)
     if keep.numel() < k:  # fill with neurons the sensitivity says contribute nothing

@@ -60,6 +60,8 @@ def check_train_options(shape: ModelShape, tc: TrainConfig) -> None:
         raise TrainError("width, depth, steps, batch-rays, n-coarse and eval-views must be positive")
     if min(shape.render_coarse, shape.render_fine + 1) < 1:
         raise TrainError("render-coarse must be at least 1 and render-fine at least 0")
+    if (shape.fine and shape.render_fine > 0 and shape.render_coarse < 3) or (shape.fine and tc.n_fine > 0 and tc.n_coarse < 3):
+        raise TrainError("fine samples need at least 3 coarse samples per ray (--n-coarse, --render-coarse)")
     if tc.precision not in PRECISIONS:
         raise TrainError(f"precision must be auto, bf16 or fp32, not {tc.precision!r}")
     if tc.grid_every < 1:
