@@ -172,12 +172,17 @@ def test_symlinked_file_leaving_the_folder_is_refused(base, case, key):
     assert "symlink" in res.output
 
 
-def test_symlinked_folder_leaving_the_bundle_is_refused(base, case):
+@pytest.mark.parametrize("key", ["coarse", "occupancy"])
+def test_symlinked_folder_leaving_the_bundle_is_refused(base, case, key):
     b = copy_bundle(base, case)
-    (b / "nets").symlink_to(base["other"])
-    set_file(b, "coarse", "nets/coarse.onnx", base["other"] / "coarse.onnx")
+    src = base["other"] if key == "coarse" else base["bundle"]
+    name = "coarse.onnx" if key == "coarse" else "occupancy.npz"
+    (b / "nets").symlink_to(src)
+    set_file(b, key, f"nets/{name}", src / name)
     before = listing(case)
-    check_refused(render(b, base), case, before)
+    res = render(b, base)
+    check_refused(res, case, before)
+    assert "symlink" in res.output
 
 
 def test_symlink_inside_the_bundle_is_allowed(base, case):

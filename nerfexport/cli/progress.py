@@ -100,8 +100,9 @@ class Reporter:
             typer.echo(text)
 
     def __call__(self, e: dict) -> None:
-        if e.get("event") == "start":
+        if e.get("event") == "start":   # a new counted stage: its own total, elapsed time and ETA
             self.total = e.get("total", self.total)
+            self.t0 = self.last = time.monotonic()
             if self.bar is not None:
                 self.bar.update(self.task, total=self.total, completed=0)
             if e.get("text"):

@@ -95,6 +95,7 @@ def run_train(data: DataArgs, out: str | Path, shape: ModelShape, tc: TrainConfi
         emit({"event": "note", "text": note})
     scene = data.load()
     emit({"event": "scene", "scene": scene})
+    emit({"event": "start", "total": tc.steps})
     model = new_model(scene, shape.width, shape.depth, shape.fine, shape.render_coarse, shape.render_fine)
     return train(model, scene, tc, out, resume=resume, progress=emit), scene
 
