@@ -14,49 +14,41 @@ import typer
 PLAIN_EVERY = 10.0   # seconds between plain progress lines when the output is not a terminal
 
 
+# the line each event prints above the bar, formatted with the event's own fields
+LINES = {
+    "warning": "warning: {text}",
+    "stage": "  {stage}...",
+    "eval": "step {step:6d}  {minutes:6.2f} min  held-out PSNR {psnr:.2f} dB SSIM {ssim:.3f}",
+    "resume": "resuming at step {step}",
+    "complete": "the output already holds a finished run of {step} steps (--restart to train anew)",
+    "grow": "step {step}: widened every layer to {width}",
+    "reinit": "step {step}: the {network} network collapsed; re-initialised it",
+    "layer": "    {network} {layer}: -{drop:.3f} dB when int8",
+    "kept-float": "    keeping {network} {layer} in float: {psnr:.2f} dB",
+    "done": "    median {median_ms:.0f} ms/frame",
+    "skipped": "    not run: {reason}",
+    "peak": "measuring the int8 and fp32 GEMM peak (onnxruntime CPU, all cores)",
+    "teacher": "  teacher: PSNR {psnr:.2f} dB",
+}
+
+
 def describe(e: dict) -> str | None:
     """The line an event prints above the bar (``None``: it only moves the bar)."""
     kind = e.get("event")
     if kind in ("note", "stage") and "text" in e:
         return (f"[{e['index']}/{e['total']}] " if "index" in e else "") + e["text"]
-    if kind == "warning":
-        return f"warning: {e['text']}"
-    if kind == "stage":
-        return f"  {e['stage']}..."
     if kind == "scene":
         s = e["scene"]
         return (f"{s.kind} scene: {len(s.splits['train'])} train views of {s.W}x{s.H}, near {s.near:.3g} "
                 f"far {s.far:.3g}{' (NDC)' if s.ndc else ''}")
-    if kind == "eval":
-        return f"step {e['step']:6d}  {e['minutes']:6.2f} min  held-out PSNR {e['psnr']:.2f} dB SSIM {e['ssim']:.3f}"
-    if kind == "resume":
-        return f"resuming at step {e['step']}"
-    if kind == "complete":
-        return f"the output already holds a finished run of {e['step']} steps (--restart to train anew)"
-    if kind == "grow":
-        return f"step {e['step']}: widened every layer to {e['width']}"
-    if kind == "reinit":
-        return f"step {e['step']}: the {e['network']} network collapsed; re-initialised it"
-    if kind == "layer":
-        return f"    {e['network']} {e['layer']}: -{e['drop']:.3f} dB when int8"
-    if kind == "kept-float":
-        return f"    keeping {e['network']} {e['layer']} in float: {e['psnr']:.2f} dB"
     if kind == "item":
         return f"[{e['index'] + 1}] {e['label']}"
-    if kind == "done":
-        return f"    median {e['median_ms']:.0f} ms/frame"
-    if kind == "skipped":
-        return f"    not run: {e['reason']}"
-    if kind == "peak":
-        return "measuring the int8 and fp32 GEMM peak (onnxruntime CPU, all cores)"
-    if kind == "teacher":
-        return f"  teacher: PSNR {e['psnr']:.2f} dB"
     if kind == "row" and "method" in e:
         pr = "" if e.get("psnr_pruned") is None else f"pruned {e['psnr_pruned']:.2f} dB, "
         return f"  {e['method']} w{e['width']}: {pr}final {e['psnr']:.2f} dB, {e['params']:,} parameters"
     if kind == "row":
         return f"  {e['model']} {e['precision']} {e.get('method') or ''}: {e['psnr']:.2f} dB, {e['bytes'] / 1e6:.3f} MB"
-    return None
+    return LINES[kind].format(**e) if kind in LINES else None
 
 
 def _info(e: dict) -> str:

@@ -20,7 +20,7 @@ from nerfexport.data.metrics import psnr
 from nerfexport.deploy.bundle import open_bundle
 from nerfexport.deploy.render import Renderer, SceneSettings, make_renderer
 from nerfexport.deploy.runtime import RuntimeSpecError, check_available, load_runtime, make_networks
-from nerfexport.deploy.views import Views, dataset_views, orbit_views, parse_view_list
+from nerfexport.deploy.views import Views, select_views
 
 ProgressFn = Callable[[dict], None]
 
@@ -119,12 +119,8 @@ def run_render(bundle: str | Path, runtime: str = "ort-cpu", views: str = "test"
         raise RuntimeSpecError("the torch runtime renders a checkpoint (model.pt); give the checkpoint, not a bundle")
     b = open_bundle(bundle)
     s = b.manifest.scene
-    if views == "spiral":
-        cam = None if s.camera is None else {"H": s.camera.H, "W": s.camera.W, "focal": s.camera.focal}
-        v = orbit_views(cam, s.near, s.far, s.ndc)
-    else:
-        v = dataset_views(b.manifest.data, data, downscale, test_every, parse_view_list(views), ndc=s.ndc,
-                          owner=str(bundle))
+    cam = None if s.camera is None else {"H": s.camera.H, "W": s.camera.W, "focal": s.camera.focal}
+    v = select_views(views, cam, s.near, s.far, s.ndc, b.manifest.data, data, downscale, test_every, str(bundle))
     check_output(out)
     check_available(spec)
     if b.precision == "int8" and spec.providers[:1] == ["CUDAExecutionProvider"]:

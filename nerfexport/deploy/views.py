@@ -67,3 +67,13 @@ def dataset_views(record: dict | None, data=None, downscale: int | None = None, 
     elif first is not None:
         images, poses = images[:first], poses[:first]
     return Views(poses, images, scene.H, scene.W, scene.focal, False, note)
+
+
+def select_views(views: str, camera: dict | None, near: float, far: float, ndc: bool, record: dict | None,
+                 data=None, downscale: int | None = None, test_every: int | None = None,
+                 owner: str = "the bundle") -> Views:
+    """The views ``render --views`` asks for: ``spiral`` (an orbit with the recorded ``camera``),
+    ``test`` or test-view numbers like ``0,3`` (the dataset, given or the recorded one)."""
+    if views == "spiral":
+        return orbit_views(camera, near, far, ndc)
+    return dataset_views(record, data, downscale, test_every, parse_view_list(views), ndc=ndc, owner=owner)

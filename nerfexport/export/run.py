@@ -98,12 +98,17 @@ def run_export(path: str | Path, out: str | Path, req: ExportRequest, data: str 
         check_tensorrt(opts.int8 if opts.precision == "int8" else None)
     net, meta, _ = load_checkpoint(path, with_train_state=True)
     record = (meta or {}).get("data")
-    calib = scorer = scene = None
-    if opts.precision == "int8":
-        from nerfexport.shrink.calibration import draw_samples
+
+    def load_scene():
         scene, note = recorded_scene(record, data, downscale, test_every, None, net.cfg.ndc, owner=str(path))
         if note:
             emit({"event": "note", "text": note})
+        return scene
+
+    calib = scorer = scene = None
+    if opts.precision == "int8":
+        from nerfexport.shrink.calibration import draw_samples
+        scene = load_scene()
         calib = draw_samples(net, scene, opts.calib_rays, opts.seed)
         emit({"event": "note", "text": f"calibration: {calib.coarse_pts.shape[0]:,} coarse and "
                                        f"{calib.fine_pts.shape[0]:,} fine samples on {calib.n_rays} training rays "
@@ -112,9 +117,7 @@ def run_export(path: str | Path, out: str | Path, req: ExportRequest, data: str 
             scorer = bundle_scorer(scene, opts.eval_views)
     if opts.grid and not net.cfg.ndc:
         if scene is None and (data is not None or (record or {}).get("path")):
-            scene, note = recorded_scene(record, data, downscale, test_every, None, net.cfg.ndc, owner=str(path))
-            if note:
-                emit({"event": "note", "text": note})
+            scene = load_scene()
         if scene is None:
             opts.grid = False
             emit({"event": "note", "text": f"no occupancy grid: {path} does not record its dataset, whose cameras "

@@ -13,7 +13,7 @@ import numpy as np
 from nerfexport.deploy.render import SceneSettings, make_renderer
 from nerfexport.deploy.run import RenderSummary, check_output, early_stop_value, render_to_folder
 from nerfexport.deploy.runtime import RuntimeSpec, RuntimeSpecError, RuntimeUnavailable, load_runtime
-from nerfexport.deploy.views import dataset_views, orbit_views, parse_view_list
+from nerfexport.deploy.views import select_views
 
 
 class TorchNetwork:
@@ -83,11 +83,7 @@ def run_render_checkpoint(path: str | Path, runtime: str = "torch", views: str =
         emit({"event": "warning", "text": note})
     model, meta, _ = load_checkpoint(path, with_train_state=True)
     c = model.cfg
-    if views == "spiral":
-        v = orbit_views(c.camera, c.near, c.far, c.ndc)
-    else:
-        v = dataset_views(meta.get("data"), data, downscale, test_every, parse_view_list(views), ndc=c.ndc,
-                          owner=str(path))
+    v = select_views(views, c.camera, c.near, c.far, c.ndc, meta.get("data"), data, downscale, test_every, str(path))
     check_output(Path(out))
     if v.note:
         emit({"event": "note", "text": v.note})
