@@ -41,6 +41,34 @@ def orbit_views(camera: dict | None, near: float, far: float, ndc: bool, frames:
     return Views(poses.astype(np.float32), None, H, W, focal, True)
 
 
+def resize_camera(H: int, W: int, focal: float, resolution: tuple[int, int] | None = None,
+                  scale: float | None = None) -> tuple[int, int, float]:
+    """The camera ``(H, W, focal)`` rendered at ``resolution`` ``(W, H)`` or ``scale`` times its
+    size: square pixels, the focal length follows the width (a new aspect ratio changes the
+    vertical field of view only). Checked against the manifest's limits."""
+    if resolution is not None and scale is not None:
+        raise DatasetError("give --resolution or --scale, not both")
+    if resolution is not None:
+        new_w, new_h = resolution
+    elif scale is not None:
+        if not (np.isfinite(scale) and scale > 0):
+            raise DatasetError(f"--scale must be a positive number (got {scale})")
+        new_w, new_h = max(1, round(W * scale)), max(1, round(H * scale))
+    else:
+        return H, W, focal
+    new_h, new_w, _ = check_camera(new_h, new_w, focal, "the requested resolution")
+    return new_h, new_w, float(focal) * new_w / W
+
+
+def parse_resolution(spec: str) -> tuple[int, int]:
+    """``"640x480"`` -> ``(640, 480)`` (width, height)."""
+    try:
+        w, h = spec.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise DatasetError(f"--resolution is WIDTHxHEIGHT like 640x480 (got {spec!r})") from None
+
+
 def parse_view_list(spec: str) -> list[int] | None:
     """``"test"`` -> ``None`` (all test views); ``"0,3"`` -> ``[0, 3]``."""
     if spec == "test":
