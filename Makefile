@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# The local CPU wheel of torch where the machine has one; never the multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0 || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-	$(PY) -m pip install -q -e '.[train,bench,test]'
+	$(PY) -m pip install -q -e '.[train,bench,video,test]'
 	touch $@
 
 install: $(VENV)/.installed

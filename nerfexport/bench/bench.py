@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nerfexport.bench.nseval import ns_eval
+
 
 @dataclass
 class BenchItem:
@@ -278,8 +280,9 @@ def _run(items, images, poses, H, W, focal, out_dir: Path, repeat, reference, sa
     ref_imgs = np.load(ref["renders"]) if ref else None
     for r in ok:
         imgs = np.load(r["renders"])
-        r["psnr"] = float(np.mean([psnr(a, b) for a, b in zip(imgs, images)]))
-        r["ssim"] = float(np.mean([ssim(a, b) for a, b in zip(imgs, images)]))
+        r["per_view_psnr"] = [float(psnr(a, b)) for a, b in zip(imgs, images)]
+        r["per_view_ssim"] = [float(ssim(a, b)) for a, b in zip(imgs, images)]
+        r["psnr"], r["ssim"] = float(np.mean(r["per_view_psnr"])), float(np.mean(r["per_view_ssim"]))
         if ref is not None:
             r["psnr_vs_teacher"] = float(np.mean([psnr(a, b) for a, b in zip(imgs, ref_imgs)])) if r is not ref else None
             r["speedup_vs_teacher"] = ref["median_ms"] / r["median_ms"]
@@ -300,11 +303,33 @@ def _run(items, images, poses, H, W, focal, out_dir: Path, repeat, reference, sa
         raise BenchError("no configuration could run on this machine: "
                          + "; ".join(f"{r['label']}: {r['error']}" for r in rows))
     (out_dir / "bench.json").write_text(json.dumps(doc, indent=1))
+    (out_dir / "ns-eval.json").write_text(json.dumps(ns_eval_rows(doc), indent=1))
     (out_dir / "bench.md").write_text(markdown(doc))
     from nerfexport.bench.plots import plot_bench_grid, plot_pareto
     plot_pareto(doc, out_dir / "pareto.png")
     plot_bench_grid(doc, images[0], out_dir / "grid.png")
     return doc
+
+
+# the bench's own fields copied into each ns-eval document's results, after the standard ones
+NS_EXTRA = ("median_ms", "frame_ms", "precision", "runtime", "speedup_vs_teacher", "psnr_delta", "psnr_vs_teacher",
+            "samples_per_frame", "samples_per_s", "network_gops", "fraction_of_peak", "bytes", "per_view_psnr",
+            "per_view_ssim")
+
+
+def ns_eval_rows(doc: dict) -> list[dict]:
+    """One nerfstudio ns-eval document per configuration that ran (``ns-eval.json``): the label as
+    the experiment, ``nerfexport <runtime>`` as the method, the bundle or checkpoint, and the
+    frame rate from the median frame time."""
+    out = []
+    for r in doc["rows"]:
+        if "error" in r:
+            continue
+        extra = {k: r[k] for k in NS_EXTRA if k in r}
+        out.append(ns_eval(r["path"], r["per_view_psnr"], r["per_view_ssim"], r["median_ms"] / 1e3,
+                           r["rays_per_frame"], method=f"nerfexport {r['runtime']}", experiment=r["label"],
+                           machine=doc["machine"], views=doc["views"], **extra))
+    return out
 
 
 def parse_samples(text: str | None) -> tuple[int, int] | None:

@@ -37,6 +37,31 @@ def _save(path: Path, doc: dict) -> None:
     atomic_write(path, lambda f: f.write(json.dumps(doc, indent=1).encode()))
 
 
+def scratch_extra_minutes(rows: list[dict]) -> float:
+    """What shrinking and fine-tuning a width cost, from its shrink rows (``row["seconds"]``):
+    the median row's minutes (robust to one row slowed by other load on the machine)."""
+    costs = sorted(sum(r["seconds"].values()) for r in rows)
+    return (costs[len(costs) // 2] if costs else 0.0) / 60.0
+
+
+def scratch_train_config(train_config: dict | None, meta: dict | None, minutes: float,
+                         step_seconds: float | None, seed: int = 0) -> TrainConfig:
+    """The teacher's training recipe (``train_config``, as its checkpoint records it) for a
+    from-scratch baseline with a budget of ``minutes``: with ``step_seconds`` (seconds per step
+    of that width on an idle machine) a step count; without, wall-clock minutes, with the
+    learning rate decaying over a rough guess from the teacher's steps per minute (``meta``)."""
+    known = set(TrainConfig.__dataclass_fields__)
+    tc = TrainConfig(**{k: v for k, v in (train_config or {}).items() if k in known})
+    if step_seconds:
+        tc.steps, tc.max_minutes = int(round(minutes * 60.0 / step_seconds)), None
+    else:
+        train_minutes = float((meta or {}).get("train_seconds", 0.0)) / 60.0
+        est = float((meta or {}).get("steps", 0) or 0) / max(train_minutes, 1e-9)  # teacher's steps/minute
+        tc.steps, tc.max_minutes = max(1, int(est * minutes * 4)), minutes  # decay over a rough guess
+    tc.eval_every_minutes, tc.seed = None, seed
+    return tc
+
+
 def run_study(teacher_path: str | Path, scene: Scene, out_dir: str | Path, widths=(128, 64), methods=METHODS,
               finetune: dict[int, int] | None = None, eval_views: int = 10, eval_samples=(32, 64),
               calib_rays: int = 1024, distill_cfg: DistillConfig | None = None, scratch: bool = True,
@@ -124,21 +149,11 @@ def run_study(teacher_path: str | Path, scene: Scene, out_dir: str | Path, width
             if ("scratch", "scratch", width) in done:
                 continue
             rows = [r for r in doc["rows"] if r["kind"] == "shrink" and r["width"] == width]
-            # the median shrink row's cost (robust to one row slowed by other load on the machine)
-            costs = sorted(sum(r["seconds"].values()) for r in rows)
-            extra = (costs[len(costs) // 2] if costs else 0.0) / 60.0
-            minutes = train_minutes + extra
+            minutes = train_minutes + scratch_extra_minutes(rows)
             emit({"event": "stage", "stage": f"scratch w{width} ({minutes:.1f} min)"})
             model = new_model(scene, width, len(teacher.coarse.cfg.widths), teacher.fine is not None,
                               teacher.cfg.n_coarse, teacher.cfg.n_fine, seed=seed)
-            known = set(TrainConfig.__dataclass_fields__)
-            tc = TrainConfig(**{k: v for k, v in tc0.items() if k in known})
-            if step_seconds and width in step_seconds:
-                tc.steps, tc.max_minutes = int(round(minutes * 60.0 / step_seconds[width])), None
-            else:
-                est = float((meta or {}).get("steps", 0) or 0) / max(train_minutes, 1e-9)  # teacher's steps/minute
-                tc.steps, tc.max_minutes = max(1, int(est * minutes * 4)), minutes  # decay over a rough guess
-            tc.eval_every_minutes, tc.seed = None, seed
+            tc = scratch_train_config(tc0, meta, minutes, (step_seconds or {}).get(width), seed)
             path = out_dir / f"scratch-w{width}.pt"
             t = time.perf_counter()
             res = train(model, scene, tc, path, resume=True)

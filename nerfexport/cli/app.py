@@ -16,7 +16,7 @@ SHRUNK_MODEL = Path("shrunk.pt")
 DEFAULT_BUNDLE = Path("bundle")
 # a package an extra brings -> the extra (a command whose package is missing names it)
 EXTRAS = {"torch": "train", "onnxruntime.quantization": "train", "matplotlib": "bench",
-          "skimage": "test", "tensorrt": "tensorrt", "cuda": "tensorrt"}
+          "skimage": "test", "tensorrt": "tensorrt", "cuda": "tensorrt", "ray": "sweep"}
 
 
 class OneLineErrors(TyperGroup):

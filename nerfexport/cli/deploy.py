@@ -19,7 +19,14 @@ def render(target: Annotated[Optional[Path], typer.Argument(help="bundle folder 
            runtime: Annotated[str, typer.Option(help="ort-cpu, ort-cuda, ort-trt, tensorrt, torch, or a TOML "
                                                 "file")] = "ort-cpu",
            views: Annotated[str, typer.Option(help="test, spiral, or test-view numbers like 0,3")] = "test",
-           out: Annotated[Path, typer.Option("--out", "-o", help="folder for the PNGs (and spiral.gif)")] = Path(
+           camera_path: Annotated[Optional[Path], typer.Option(help="a nerfstudio camera_path.json to render "
+                                                               "instead of --views")] = None,
+           resolution: Annotated[Optional[str], typer.Option(help="render at WIDTHxHEIGHT, e.g. 640x480")] = None,
+           scale: Annotated[Optional[float], typer.Option(help="render at this multiple of the size")] = None,
+           depth: Annotated[bool, typer.Option("--depth", help="also depth-NNN.png (16-bit, millimetres "
+                                               "of the scene's units)")] = False,
+           opacity: Annotated[bool, typer.Option("--opacity", help="also opacity-NNN.png")] = False,
+           out: Annotated[Path, typer.Option("--out", "-o", help="folder for the PNGs (and spiral.gif/.mp4)")] = Path(
                "renders"),
            data: Annotated[Optional[Path], typer.Option("--data", help="dataset (default: recorded in the "
                                                         "bundle)")] = None,
@@ -31,19 +38,22 @@ def render(target: Annotated[Optional[Path], typer.Argument(help="bundle folder 
                                                               "this (default 1e-3 with --skip; 0 never)")] = None,
            ) -> None:
     """Render views of a bundle with the lean renderer (numpy + the runtime; no torch) and write PNGs."""
+    from nerfexport.deploy.views import ViewRequest, parse_resolution
     path = default_file(target, (DEFAULT_BUNDLE, "the bundle"))
+    req = ViewRequest(views, camera_path, data, downscale, test_every,
+                      parse_resolution(resolution) if resolution else None, scale, depth, opacity)
     if path.is_file():   # a checkpoint: the torch baseline (the train side)
         from nerfexport.model.torch_network import run_render_checkpoint as run
     else:
         from nerfexport.deploy.run import run_render as run
     with Reporter(f"render ({runtime})") as report:
-        s = run(path, runtime, views, out, data, downscale, test_every, skip, early_stop, report)
+        s = run(path, runtime, req, out, skip, early_stop, report)
     say(f"rendered {s.views} view(s) of {s.W}x{s.H} with {s.runtime} ({s.samples[0]}+{s.samples[1]} samples): "
         f"median {s.median_ms:.0f} ms/frame, {s.evaluations_per_frame:,.0f} network evaluations/frame "
         f"(network {100 * s.network_share:.0f}% of the time)")
     if s.psnr is not None:
         say(f"PSNR against the dataset's test views: {s.psnr:.2f} dB")
-    say(f"wrote {s.out}/" + (" (spiral.gif)" if views == "spiral" else ""))
+    say(f"wrote {s.out}/ ({', '.join(sorted({Path(f).suffix for f in s.files}))})")
 
 
 @app.command()

@@ -6,19 +6,33 @@ never silent."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 import typer
 
-PLAIN_EVERY = 10.0   # seconds between plain progress lines when the output is not a terminal
+
+
+def _every(default: float = 10.0) -> float:
+    """Seconds between plain progress lines: ``NERFEXPORT_PROGRESS_EVERY``, else 10."""
+    try:
+        v = float(os.environ.get("NERFEXPORT_PROGRESS_EVERY", default))
+    except ValueError:
+        return default
+    return v if v >= 0 else default
+
+
+PLAIN_EVERY = _every()   # seconds between plain progress lines when the output is not a terminal
 
 
 # the line each event prints above the bar, formatted with the event's own fields
 LINES = {
     "warning": "warning: {text}",
     "stage": "  {stage}...",
-    "eval": "step {step:6d}  {minutes:6.2f} min  held-out PSNR {psnr:.2f} dB SSIM {ssim:.3f}",
+    "eval": "step {step:6d}  {minutes:6.2f} min  held-out PSNR {psnr:.2f} dB ({pixels} pixels)",
+    "final": "held-out PSNR {psnr:.2f} dB, SSIM {ssim:.3f} on {views} full views ({n_coarse}+{n_fine} samples, "
+             "{seconds:.0f} s)",
     "resume": "resuming at step {step}",
     "complete": "the output already holds a finished run of {step} steps (--restart to train anew)",
     "grow": "step {step}: widened every layer to {width}",
@@ -70,6 +84,7 @@ class Reporter:
         self.tty = sys.stdout.isatty()
         self.bar = self.task = None
         self.t0 = self.last = time.monotonic()
+        self.budget: float | None = None
 
     def __enter__(self) -> "Reporter":
         if self.tty:
@@ -94,9 +109,10 @@ class Reporter:
     def __call__(self, e: dict) -> None:
         if e.get("event") == "start":   # a new counted stage: its own total, elapsed time and ETA
             self.total = e.get("total", self.total)
+            self.budget = e.get("minutes")  # a time budget: the ETA counts down its minutes
             self.t0 = self.last = time.monotonic()
             if self.bar is not None:
-                self.bar.update(self.task, total=self.total, completed=0)
+                self.bar.update(self.task, total=None if self.budget else self.total, completed=0)
             if e.get("text"):
                 self._print(e["text"])
             return
@@ -109,7 +125,11 @@ class Reporter:
             elif e.get("event") == "step" and time.monotonic() - self.last >= PLAIN_EVERY:
                 self.last = now = time.monotonic()
                 done, total = e["step"], self.total
-                eta = ("" if not total or not done else
-                       f", ETA {(now - self.t0) * (total - done) / done / 60:.1f} min")
-                typer.echo(f"{self.label}: step {done}/{total or '?'} {_info(e)} "
+                if self.budget and "minutes" in e:
+                    eta = f", {max(0.0, self.budget - e['minutes']):.1f} of {self.budget:g} min left"
+                    total = None
+                else:
+                    eta = ("" if not total or not done else
+                           f", ETA {(now - self.t0) * (total - done) / done / 60:.1f} min")
+                typer.echo(f"{self.label}: step {done}{f'/{total}' if total else ''} {_info(e)} "
                            f"({(now - self.t0) / 60:.1f} min{eta})")

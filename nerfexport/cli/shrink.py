@@ -25,8 +25,10 @@ def shrink(model: Annotated[Optional[Path], typer.Argument(help="checkpoint to s
            method: Annotated[Optional[str], typer.Option(help=METHODS_HELP)] = None,
            recipe: Annotated[Optional[str], typer.Option(help="TOML recipe (path or shipped name) with a [shrink] "
                                                         "table")] = None,
-           finetune: Annotated[Optional[int], typer.Option(help="distillation steps after pruning (default 1500; "
-                                                          "pruning alone loses most of the quality)")] = None,
+           minutes: Annotated[Optional[float], typer.Option(help="distillation time budget (default 8; pruning "
+                                                            "alone loses most of the quality)")] = None,
+           finetune: Annotated[Optional[int], typer.Option(help="distillation steps (alone: exactly this many, no "
+                                                          "time budget)")] = None,
            calib_rays: Annotated[Optional[int], typer.Option(help="training rays for calibration statistics "
                                                             "(default 1024)")] = None,
            seed: Annotated[Optional[int], typer.Option(help="seed for sampling and fine-tuning (default 0)")] = None,
@@ -43,10 +45,11 @@ def shrink(model: Annotated[Optional[Path], typer.Argument(help="checkpoint to s
     from nerfexport.shrink.run import run_shrink, shrink_spec
     path = default_file(model, (DEFAULT_MODEL, "the default model"))
     spec, note = shrink_spec({"width": width, "ratio": ratio, "view_width": view_width, "method": method,
-                              "finetune": finetune, "calib_rays": calib_rays, "seed": seed}, recipe)
+                              "finetune": finetune, "minutes": minutes, "calib_rays": calib_rays, "seed": seed},
+                             recipe)
     if note:
         say(note)
-    with Reporter("shrink", max(spec.finetune, 1)) as report:
+    with Reporter("shrink") as report:
         res = run_shrink(path, out, spec, data, downscale, test_every, white, eval_views, (eval_coarse, eval_fine),
                          report)
     rep = res.report
@@ -57,7 +60,9 @@ def shrink(model: Annotated[Optional[Path], typer.Argument(help="checkpoint to s
     if rep.psnr_before_finetune is not None:
         line = f"held-out PSNR {rep.psnr_before_finetune:.2f} dB after pruning"
         if rep.psnr_after_finetune is not None:
-            line += f", {rep.psnr_after_finetune:.2f} dB after {spec.finetune} fine-tune steps"
+            ft = rep.finetune or {}
+            line += (f", {rep.psnr_after_finetune:.2f} dB after {ft.get('steps_made', spec.finetune)} distillation "
+                     f"steps in {rep.seconds.get('finetune', 0) / 60:.1f} min")
         say(line + f" ({rep.eval['views']} views, {rep.eval['n_coarse']}+{rep.eval['n_fine']} samples)")
     say(f"wrote {res.checkpoint} and {res.report_path}")
 

@@ -14,16 +14,37 @@ Data = Annotated[Path, typer.Argument(help="dataset folder (Blender or LLFF)")]
 Model = Annotated[Optional[Path], typer.Argument(help="checkpoint (default: ./model.pt)")]
 
 
+class _Opt:
+    """``Opt[int, "help"]``: an optional option whose default (None) means "the measured preset's"."""
+
+    def __class_getitem__(cls, item):
+        kind, text = item
+        return Annotated[Optional[kind], typer.Option(help=text, show_default=False)]
+
+
+Opt = _Opt
+
+
 @app.command()
 @guard
-def synth(out: Annotated[Path, typer.Argument(help="folder to create (Blender format)")],
+def synth(out: Annotated[Path, typer.Argument(help="folder to create (Blender format; LLFF with --forward)")],
           size: Annotated[int, typer.Option(help="image width and height in pixels")] = 64,
           n_train: Annotated[int, typer.Option("--train", help="training views")] = 40,
           n_val: Annotated[int, typer.Option("--val", help="validation views")] = 5,
           n_test: Annotated[int, typer.Option("--test", help="test views (an orbit)")] = 8,
+          forward: Annotated[bool, typer.Option("--forward", help="a forward-facing LLFF scene instead "
+                                                "(every 8th view held out)")] = False,
+          resolution: Annotated[str, typer.Option(help="with --forward: WIDTHxHEIGHT")] = "504x378",
+          views: Annotated[int, typer.Option(help="with --forward: number of photos")] = 20,
           seed: Annotated[int, typer.Option(help="camera seed")] = 0) -> None:
-    """Write the embedded procedural scene as a Blender-format dataset."""
-    from nerfexport.data.synthetic import make_scene
+    """Write the embedded procedural scene as a Blender-format (or, --forward, LLFF) dataset."""
+    from nerfexport.data.synthetic import make_forward_scene, make_scene
+    from nerfexport.deploy.views import parse_resolution
+    if forward:
+        w, h = parse_resolution(resolution)
+        path = make_forward_scene(out, w, h, views, seed)
+        say(f"wrote {views} forward-facing views of {w}x{h} (LLFF) to {path}/")
+        return
     path = make_scene(out, size, n_train, n_val, n_test, seed)
     say(f"wrote {n_train}+{n_val}+{n_test} views of {size}x{size} to {path}/")
 
@@ -38,46 +59,46 @@ def train(data: Data,
           width: Annotated[int, typer.Option(help="hidden width of every layer")] = 256,
           depth: Annotated[int, typer.Option(help="trunk layers")] = 8,
           fine: Annotated[bool, typer.Option("--fine/--no-fine", help="train a fine network too")] = True,
-          steps: Annotated[int, typer.Option(help="optimizer steps")] = 5000,
-          minutes: Annotated[Optional[float], typer.Option(help="stop when training time reaches this (the "
-                                                           "learning rate then decays over the minutes)")] = None,
-          batch_rays: Annotated[int, typer.Option(help="rays per step")] = 1024,
-          n_coarse: Annotated[int, typer.Option(help="coarse samples per ray while training")] = 64,
-          n_fine: Annotated[int, typer.Option(help="fine samples per ray while training")] = 64,
+          minutes: Opt[float, "training-time budget (default: 30 on a CPU; evaluations not counted)"] = None,
+          steps: Opt[int, "optimizer steps (alone: exactly this many, no time budget)"] = None,
+          batch_rays: Opt[int, "rays per step (default: 128 on a CPU, 1024 on a GPU)"] = None,
+          n_coarse: Opt[int, "coarse samples per ray while training (default: 16 on a CPU)"] = None,
+          n_fine: Opt[int, "fine samples per ray while training (default: 24 on a CPU)"] = None,
           render_coarse: Annotated[int, typer.Option(help="coarse samples per ray stored for rendering")] = 64,
           render_fine: Annotated[int, typer.Option(help="fine samples per ray stored for rendering")] = 128,
-          lr: Annotated[float, typer.Option(help="initial learning rate")] = 5e-4,
-          lr_final: Annotated[float, typer.Option(help="learning rate at the last step")] = 5e-5,
-          occupancy: Annotated[bool, typer.Option("--occupancy/--no-occupancy",
-                                                  help="grid-guided sampling that skips empty space")] = True,
-          grid_every: Annotated[int, typer.Option(help="steps between occupancy-grid updates")] = 32,
-          grow_from: Annotated[Optional[int], typer.Option(help="train this width first, then widen every layer "
-                                                           "to --width keeping what the network computes")] = None,
-          grow_at: Annotated[float, typer.Option(help="fraction of the budget spent before widening")] = 0.5,
+          lr: Opt[float, "initial learning rate (5e-4)"] = None,
+          lr_final: Opt[float, "learning rate at the end of the budget (5e-5)"] = None,
+          occupancy: Annotated[Optional[bool], typer.Option("--occupancy/--no-occupancy", show_default=False,
+                                                            help="grid-guided sampling that skips empty space "
+                                                                 "(default on; NDC space for LLFF)")] = None,
+          grid_every: Opt[int, "steps between occupancy-grid updates"] = None,
+          grow_from: Opt[int, "train this width first, then widen every layer to --width (default: 128 on a "
+                              "CPU; 0: off)"] = None,
+          grow_at: Opt[float, "fraction of the budget spent before widening (0.75)"] = None,
           precision: Annotated[str, typer.Option(help="auto (bf16 where the CPU or GPU runs it natively, else "
                                                  "fp32), bf16 or fp32")] = "auto",
-          eval_every: Annotated[Optional[float], typer.Option(help="evaluate held-out views every N minutes")] = None,
-          eval_views: Annotated[int, typer.Option(help="held-out views per evaluation")] = 10,
+          eval_every: Opt[float, "evaluate held-out pixels every N minutes (default: a fifth of the budget)"] = None,
+          eval_views: Annotated[int, typer.Option(help="held-out views for the evaluations")] = 10,
           seed: Annotated[int, typer.Option()] = 0,
           device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
           resume: Annotated[bool, typer.Option("--resume/--restart", help="continue an interrupted run in OUT")] = True,
           ) -> None:
-    """Train a NeRF (coarse + fine) and write one checkpoint file."""
-    from nerfexport.train.loop import TrainConfig
-    from nerfexport.train.run import DataArgs, ModelShape, run_train
-    tc = TrainConfig(steps=steps, batch_rays=batch_rays, lr=lr, lr_final=lr_final, n_coarse=n_coarse, n_fine=n_fine,
-                     precision=precision, seed=seed, max_minutes=minutes, eval_every_minutes=eval_every,
-                     eval_views=eval_views, device=device, occupancy=occupancy, grid_every=grid_every,
-                     grow_from=grow_from, grow_at=grow_at)
-    with Reporter("train", steps) as report:
-        res, _ = run_train(DataArgs(data, downscale, white, test_every), out,
-                           ModelShape(width, depth, fine, render_coarse, render_fine), tc, resume, report)
-    say(f"trained {res.steps} steps in {res.train_seconds / 60:.2f} min of training "
-        f"({res.wall_seconds / 60:.2f} min wall); wrote {out}")
-    if res.history:
-        h = res.history[-1]
-        say(f"last held-out PSNR {h['psnr']:.2f} dB, SSIM {h['ssim']:.3f} "
-            f"(at training sample counts {tc.n_coarse}+{tc.n_fine})")
+    """Train a NeRF (coarse + fine) and write one checkpoint file. With no flags: the measured recipe
+    for this device (docs/train-defaults.md)."""
+    from nerfexport.train.run import DataArgs, ModelShape, run_train_cli
+    given = dict(max_minutes=minutes, steps=steps, batch_rays=batch_rays, n_coarse=n_coarse, n_fine=n_fine, lr=lr,
+                 lr_final=lr_final, occupancy=occupancy, grid_every=grid_every, grow_from=grow_from, grow_at=grow_at,
+                 eval_every_minutes=eval_every)
+    given = {k: v for k, v in given.items() if v is not None}
+    given.update(precision=precision, eval_views=eval_views, seed=seed, device=device)
+    with Reporter("train") as report:
+        res = run_train_cli(DataArgs(data, downscale, white, test_every), out,
+                            ModelShape(width, depth, fine, render_coarse, render_fine), given, resume, report)
+    say(f"trained {res.steps} steps in {res.train_seconds / 60:.2f} min of training, "
+        f"{res.wall_seconds / 60:.2f} min wall ({res.eval_seconds / 60:.2f} of them evaluating); wrote {out}")
+    if res.final is not None:
+        say(f"held-out PSNR {res.final.psnr:.2f} dB, SSIM {res.final.ssim:.3f} at the training sample counts "
+            f"(`nerfexport eval {out} --data {data}` for the stored {render_coarse}+{render_fine})")
 
 
 @app.command("eval")
@@ -124,9 +145,11 @@ def curve(out: Annotated[Path, typer.Option("-o", "--out", help="PNG to write")]
     """Plot held-out PSNR against training minutes and print it as a Markdown table."""
     from nerfexport.train.run import training_curve
     hist = training_curve(default_file(model, (DEFAULT_MODEL, "the default model")), out, title, final_json)
-    say("| step | training minutes | PSNR [dB] | SSIM |\n|---:|---:|---:|---:|")
+    say("| step | training minutes | held-out PSNR [dB] | SSIM | measured on |\n|---:|---:|---:|---:|---|")
     for h in hist:
-        say(f"| {h['step']} | {h['minutes']:.2f} | {h['psnr']:.2f} | {h['ssim']:.3f} |")
+        ssim = f"{h['ssim']:.3f}" if h.get("ssim") is not None else ""
+        on = f"{h['pixels']} pixels" if "pixels" in h else f"{h.get('views', '')} views"
+        say(f"| {h['step']} | {h['minutes']:.2f} | {h['psnr']:.2f} | {ssim} | {on} |")
     say(f"wrote {out}")
 
 

@@ -102,6 +102,85 @@ def render_view(c2w: np.ndarray, size: int, supersample: int = 2) -> np.ndarray:
     return np.concatenate([rgb, alpha], -1)
 
 
+WALL_Z = -1.5          # the forward-facing scene's back wall
+FORWARD_DISTANCE = 3.5 # its cameras' distance from the origin, looking down -z
+
+
+def _wall(o, d):
+    """Colour (N,3) of the forward-facing scene's back wall (a plane ``z = WALL_Z``): a two-tone
+    checkerboard under a soft vertical gradient, so every pixel has texture."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (WALL_Z - o[:, 2]) / d[:, 2]
+    p = o + d * np.where(t > 0, t, 0.0)[:, None]
+    check = (np.floor(p[:, 0] * 2.5) + np.floor(p[:, 1] * 2.5)) % 2
+    base = np.where(check[:, None] > 0, np.array([0.55, 0.35, 0.45]), np.array([0.85, 0.8, 0.6]))
+    shade = np.clip(0.75 + 0.12 * p[:, 1:2], 0.4, 1.0)
+    return np.where((t > 0)[:, None], base * shade, 0.0)
+
+
+def forward_view(c2w: np.ndarray, H: int, W: int, focal: float, supersample: int = 2) -> np.ndarray:
+    """RGB image ``(H, W, 3)`` in [0, 1] of the forward-facing scene (the three objects before the
+    back wall) from camera ``c2w``."""
+    s = supersample
+    o, d = get_rays(H * s, W * s, intrinsics(H * s, W * s, focal * s), c2w)
+    o, d = o.astype(np.float64), d.astype(np.float64)
+    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    rgb, a = _shade(o, d)
+    rgb = rgb * a[:, None] + _wall(o, d) * (1.0 - a[:, None])
+    return rgb.reshape(H, s, W, s, 3).mean(axis=(1, 3))
+
+
+def forward_poses(n: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``n`` cameras ``FORWARD_DISTANCE`` in front of the scene on a jittered 5-wide grid 1.2 x 0.8
+    across, all looking down -z (an LLFF-style hand-held capture)."""
+    cols = 5
+    rows = -(-n // cols)
+    out = []
+    for i in range(n):
+        x = -0.6 + 1.2 * (i % cols) / max(1, cols - 1) + rng.uniform(-0.05, 0.05)
+        y = -0.4 + 0.8 * (i // cols) / max(1, rows - 1) + rng.uniform(-0.05, 0.05)
+        c2w = np.eye(4)
+        c2w[:3, 3] = (x, y, FORWARD_DISTANCE)
+        out.append(c2w)
+    return out
+
+
+def make_forward_scene(out: str | Path, width: int = 504, height: int = 378, n: int = 20, seed: int = 0) -> Path:
+    """Write the procedural scene as an LLFF forward-facing dataset (``poses_bounds.npy`` and
+    ``images/`` at ``width`` x ``height``, a 55-degree horizontal field of view) to ``out``,
+    created whole via a temporary folder. LLFF holds out every 8th view for testing."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) if out.is_dir() else out.exists():
+        raise FileExistsError(f"{out} already exists and is not empty")
+    if min(width, height) < 8 or max(width, height) > 4096 or n < 2:
+        raise SceneError("width and height must be 8 to 4096 pixels and there must be at least 2 views")
+    parent = out.parent if str(out.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    from nerfexport.data.fileio import temp_dir_for
+    focal = 0.5 * width / np.tan(np.radians(27.5))
+    tmp = temp_dir_for(out)
+    try:
+        (tmp / "images").mkdir()
+        rows = []
+        for i, c2w in enumerate(forward_poses(n, np.random.default_rng(seed))):
+            img = forward_view(c2w, height, width, focal)
+            Image.fromarray((img * 255.0 + 0.5).astype(np.uint8), "RGB").save(tmp / "images" / f"{i:03d}.png")
+            r, u, b = c2w[:3, 0], c2w[:3, 1], c2w[:3, 2]
+            m = np.stack([-u, r, b, c2w[:3, 3], np.array([height, width, focal])], 1)  # LLFF: [down, right, back]
+            z = FORWARD_DISTANCE - WALL_Z
+            rows.append(np.concatenate([m.reshape(-1), [FORWARD_DISTANCE - 1.2, z * 1.15]]))
+        np.save(tmp / "poses_bounds.npy", np.array(rows))
+        (tmp / "README.txt").write_text(f"nerfexport procedural forward-facing scene, seed {seed}, {width}x{height}, "
+                                        f"{n} views, LLFF format.\n")
+        if out.is_dir():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
 def camera_poses(n: int, rng: np.random.Generator | None, elevation: float = -30.0) -> list[np.ndarray]:
     """``n`` cameras on the upper hemisphere (random with ``rng``, else an orbit at ``elevation``)."""
     if rng is None:

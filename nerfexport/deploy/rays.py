@@ -10,6 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 
+# The box of NDC space that forward-facing rays cross (t in [0, 1] runs z from -1 to 1; x and y a
+# little past +-1 at the image corners): the occupancy grid's box for NDC scenes, in training and in
+# the bundle.
+NDC_BOX = (-1.05, -1.05, -1.0, 1.05, 1.05, 1.0)
+
+
 def intrinsics(H: int, W: int, focal: float) -> np.ndarray:
     """3x3 pinhole matrix with the principal point at the image centre."""
     return np.array([[focal, 0.0, 0.5 * W], [0.0, focal, 0.5 * H], [0.0, 0.0, 1.0]], dtype=np.float64)

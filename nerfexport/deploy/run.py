@@ -20,7 +20,7 @@ from nerfexport.data.metrics import psnr
 from nerfexport.deploy.bundle import open_bundle
 from nerfexport.deploy.render import Renderer, SceneSettings, make_renderer
 from nerfexport.deploy.runtime import RuntimeSpecError, check_available, load_runtime, make_networks
-from nerfexport.deploy.views import Views, select_views
+from nerfexport.deploy.views import ViewRequest, Views
 
 ProgressFn = Callable[[dict], None]
 
@@ -44,9 +44,12 @@ class RenderSummary:
     notes: list[str] = field(default_factory=list)
 
 
+OUTPUT_SUFFIXES = (".png", ".gif", ".mp4")
+
+
 def check_output(out: Path) -> None:
-    """``out`` may be replaced: absent, or a folder of earlier renders (PNGs and GIFs only)."""
-    if out.exists() and (not out.is_dir() or any(p.suffix not in (".png", ".gif") for p in out.iterdir())):
+    """``out`` may be replaced: absent, or a folder of earlier renders (PNGs, GIFs and MP4s only)."""
+    if out.exists() and (not out.is_dir() or any(p.suffix not in OUTPUT_SUFFIXES for p in out.iterdir())):
         raise DatasetError(f"{out} exists and holds other files; choose another --out")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
@@ -62,29 +65,75 @@ def skip_note(r: Renderer, grid, skip: bool, where: Path) -> str:
     return "plain rendering: every sample evaluated"
 
 
+def video_writer():
+    """imageio-ffmpeg's ``write_frames`` when it is installed (``pip install imageio-ffmpeg``), else None."""
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return None
+    return imageio_ffmpeg.write_frames
+
+
+def write_mp4(frames: list[np.ndarray], path: Path, fps: float, write_frames) -> None:
+    """H.264 MP4 of ``frames (H, W, 3) uint8`` (edge-padded to even sizes, as yuv420p needs)."""
+    h, w = frames[0].shape[:2]
+    ph, pw = h % 2, w % 2
+    gen = write_frames(str(path), (w + pw, h + ph), fps=fps, macro_block_size=1, quality=8,
+                       output_params=["-loglevel", "error"])
+    gen.send(None)
+    try:
+        for f in frames:
+            gen.send(np.ascontiguousarray(np.pad(f, ((0, ph), (0, pw), (0, 0)), mode="edge")))
+    finally:
+        gen.close()
+
+
+def _extra_images(out: dict, req: ViewRequest, tmp: Path, i: int) -> None:
+    from PIL import Image
+    if req.depth:
+        mm = np.clip(np.nan_to_num(out["depth"], nan=0.0) * 1000.0, 0, 65535).astype(np.uint16)
+        Image.fromarray(mm).save(tmp / f"depth-{i:03d}.png")
+    if req.opacity:
+        Image.fromarray((np.clip(out["acc"], 0, 1) * 255 + 0.5).astype(np.uint8)).save(tmp / f"opacity-{i:03d}.png")
+
+
 def render_to_folder(r: Renderer, views: Views, out: str | Path, runtime: str,
-                     progress: ProgressFn | None = None) -> RenderSummary:
-    """Render every view of ``views`` with ``r`` into PNGs in ``out`` (atomically)."""
+                     progress: ProgressFn | None = None, req: ViewRequest | None = None) -> RenderSummary:
+    """Render every view of ``views`` with ``r`` into PNGs in ``out`` (atomically): ``NNN.png``,
+    ``depth-NNN.png`` / ``opacity-NNN.png`` when ``req`` asks, and for a sequence ``spiral.gif``
+    and, where imageio-ffmpeg is installed, ``spiral.mp4``."""
     from PIL import Image
     emit = progress or (lambda e: None)
+    req = req or ViewRequest()
     out = Path(out)
     check_output(out)
+    writer = video_writer() if views.orbit else None
+    if views.orbit and writer is None:
+        emit({"event": "note", "text": "no MP4: imageio-ffmpeg is not installed (pip install imageio-ffmpeg); "
+                                       "writing the GIF"})
     tmp = temp_dir_for(out)
     frames, scores, walls = [], [], []
     emit({"event": "start", "total": len(views.poses)})
     try:
         for i, pose in enumerate(views.poses):
             t0 = time.perf_counter()
-            rgb = r.render_view(views.H, views.W, views.focal, pose)["rgb"]
+            o = r.render_view(views.H, views.W, views.focal, pose)
             walls.append(time.perf_counter() - t0)
-            img = Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
-            img.save(tmp / f"{i:03d}.png")
-            frames.append(img)
+            rgb = o["rgb"]
+            frame = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+            Image.fromarray(frame).save(tmp / f"{i:03d}.png")
+            _extra_images(o, req, tmp, i)
+            if views.orbit:
+                frames.append(frame)
             if views.images is not None:
                 scores.append(psnr(rgb, views.images[i]))
             emit({"event": "step", "step": i + 1})
         if views.orbit:
-            frames[0].save(tmp / "spiral.gif", save_all=True, append_images=frames[1:], duration=80, loop=0)
+            gif = [Image.fromarray(f) for f in frames]
+            gif[0].save(tmp / "spiral.gif", save_all=True, append_images=gif[1:],
+                        duration=max(20, round(1000 / views.fps)), loop=0)
+            if writer is not None:
+                write_mp4(frames, tmp / "spiral.mp4", views.fps, writer)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -105,13 +154,14 @@ def early_stop_value(early_stop: float | None) -> float | None:
     return early_stop
 
 
-def run_render(bundle: str | Path, runtime: str = "ort-cpu", views: str = "test", out: str | Path = "renders",
-               data=None, downscale: int | None = None, test_every: int | None = None, skip: bool = True,
-               early_stop: float | None = None, progress: ProgressFn | None = None) -> RenderSummary:
-    """Render ``views`` (``test``, ``spiral`` or test-view numbers like ``0,3``) of the bundle
-    folder ``bundle`` on ``runtime`` into ``out``; ``progress`` gets ``{"event": "note", "text"}``
-    lines and one ``step`` per view."""
+def run_render(bundle: str | Path, runtime: str = "ort-cpu", req: ViewRequest | str = "test",
+               out: str | Path = "renders", skip: bool = True, early_stop: float | None = None,
+               progress: ProgressFn | None = None) -> RenderSummary:
+    """Render the views ``req`` asks for (a :class:`ViewRequest`, or just ``test``, ``spiral`` or
+    test-view numbers like ``0,3``) of the bundle folder ``bundle`` on ``runtime`` into ``out``;
+    ``progress`` gets ``{"event": "note", "text"}`` lines and one ``step`` per view."""
     emit = progress or (lambda e: None)
+    req = ViewRequest(req) if isinstance(req, str) else req
     bundle, out = Path(bundle), Path(out)
     early_stop_value(early_stop)
     spec = load_runtime(runtime)
@@ -120,7 +170,7 @@ def run_render(bundle: str | Path, runtime: str = "ort-cpu", views: str = "test"
     b = open_bundle(bundle)
     s = b.manifest.scene
     cam = None if s.camera is None else {"H": s.camera.H, "W": s.camera.W, "focal": s.camera.focal}
-    v = select_views(views, cam, s.near, s.far, s.ndc, b.manifest.data, data, downscale, test_every, str(bundle))
+    v = req.select(cam, s.near, s.far, s.ndc, b.manifest.data, str(bundle))
     check_output(out)
     check_available(spec)
     if b.precision == "int8" and spec.providers[:1] == ["CUDAExecutionProvider"]:
@@ -133,4 +183,4 @@ def run_render(bundle: str | Path, runtime: str = "ort-cpu", views: str = "test"
     r = make_renderer(spec, make_networks(spec, bundle=b), SceneSettings.from_manifest(b.manifest), grid, skip,
                       early_stop)
     emit({"event": "note", "text": skip_note(r, grid, skip, bundle)})
-    return render_to_folder(r, v, out, spec.name, progress)
+    return render_to_folder(r, v, out, spec.name, progress, req)

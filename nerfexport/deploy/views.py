@@ -14,6 +14,8 @@ from nerfexport.deploy.manifest import check_camera
 from nerfexport.deploy.rays import pose_spherical
 
 SPIRAL_FRAMES = 40
+MAX_PATH_FRAMES = 10_000
+MAX_PATH_BYTES = 64 << 20
 
 
 @dataclass
@@ -26,8 +28,17 @@ class Views:
     H: int
     W: int
     focal: float
-    orbit: bool = False
+    orbit: bool = False       # a sequence (orbit or camera path): written as a GIF (and an MP4) too
     note: str | None = None   # which dataset was used, when it came from a record
+    fps: float = 12.5
+
+    def resized(self, resolution: tuple[int, int] | None = None, scale: float | None = None) -> "Views":
+        """These views at ``resolution`` ``(W, H)`` or ``scale`` times their size (see
+        :func:`resize_camera`); the ground truth is dropped when the size changes."""
+        H, W, focal = resize_camera(self.H, self.W, self.focal, resolution, scale)
+        if (H, W) == (self.H, self.W):
+            return self
+        return Views(self.poses, None, H, W, focal, self.orbit, self.note, self.fps)
 
 
 def orbit_views(camera: dict | None, near: float, far: float, ndc: bool, frames: int = SPIRAL_FRAMES) -> Views:
@@ -69,6 +80,54 @@ def parse_resolution(spec: str) -> tuple[int, int]:
         raise DatasetError(f"--resolution is WIDTHxHEIGHT like 640x480 (got {spec!r})") from None
 
 
+def camera_path_views(path) -> Views:
+    """The cameras of a nerfstudio ``camera_path.json`` (what its viewer's render panel exports):
+    ``render_width``, ``render_height``, ``fps``, and ``camera_path``, a list of
+    ``{"camera_to_world": 16 numbers (a row-major 4x4, OpenGL axes as in the NeRF datasets),
+    "fov": vertical field of view in degrees}``. The poses are taken in the scene's own
+    coordinates (nerfstudio's for Blender scenes, whose dataparser leaves them as they are).
+    Every value is checked: a bad file raises :class:`DatasetError` naming what is wrong."""
+    import json
+    from pathlib import Path
+    path = Path(path)
+    where = f"camera path {path}"
+    try:
+        if path.stat().st_size > MAX_PATH_BYTES:
+            raise DatasetError(f"{where} is larger than {MAX_PATH_BYTES >> 20} MB; refused")
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DatasetError(f"{where} cannot be read as JSON ({type(e).__name__})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("camera_path"), list) or not doc["camera_path"]:
+        raise DatasetError(f"{where}: expected a nerfstudio camera path with a non-empty \"camera_path\" list")
+    if doc.get("camera_type", "perspective") != "perspective":
+        raise DatasetError(f"{where}: only perspective cameras are supported (got {doc.get('camera_type')!r})")
+    cams = doc["camera_path"]
+    if len(cams) > MAX_PATH_FRAMES:
+        raise DatasetError(f"{where} has {len(cams)} cameras; at most {MAX_PATH_FRAMES} are rendered")
+    H, W, _ = check_camera(doc.get("render_height"), doc.get("render_width"), 1.0, where)
+    fps = doc.get("fps", 24)
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 240:
+        raise DatasetError(f"{where}: fps must be a number in (0, 240]")
+    poses, fovs = [], []
+    for i, c in enumerate(cams):
+        try:
+            m = np.asarray(c["camera_to_world"], dtype=np.float64)
+            fov = float(c["fov"])
+        except (KeyError, TypeError, ValueError):
+            raise DatasetError(f"{where}: camera {i} needs \"camera_to_world\" (16 numbers) and \"fov\"") from None
+        if m.size != 16 or not np.isfinite(m).all() or np.abs(m).max() > 1e6:
+            raise DatasetError(f"{where}: camera {i}'s camera_to_world is not 16 finite numbers")
+        if not 0.0 < fov < 180.0:
+            raise DatasetError(f"{where}: camera {i}'s fov must be in (0, 180) degrees, not {fov}")
+        poses.append(m.reshape(4, 4))
+        fovs.append(fov)
+    if max(fovs) - min(fovs) > 1e-6:
+        raise DatasetError(f"{where}: the cameras change their field of view; one fov for the whole path is supported")
+    focal = 0.5 * H / np.tan(np.radians(fovs[0]) / 2.0)
+    H, W, focal = check_camera(H, W, focal, where)
+    return Views(np.stack(poses).astype(np.float32), None, H, W, focal, True, None, float(fps))
+
+
 def parse_view_list(spec: str) -> list[int] | None:
     """``"test"`` -> ``None`` (all test views); ``"0,3"`` -> ``[0, 3]``."""
     if spec == "test":
@@ -95,6 +154,34 @@ def dataset_views(record: dict | None, data=None, downscale: int | None = None, 
     elif first is not None:
         images, poses = images[:first], poses[:first]
     return Views(poses, images, scene.H, scene.W, scene.focal, False, note)
+
+
+@dataclass
+class ViewRequest:
+    """What ``render`` is asked to draw: ``views`` (``test``, ``spiral`` or test-view numbers),
+    or a nerfstudio ``camera_path`` file instead; the dataset (default: the recorded one); a new
+    size (``resolution`` ``(W, H)`` or ``scale``); and the extra images: ``depth`` (16-bit PNGs,
+    distance along the ray in the scene's units x 1000, clipped to 65.535) and ``opacity`` (8-bit PNGs)."""
+
+    views: str = "test"
+    camera_path: object = None
+    data: object = None
+    downscale: int | None = None
+    test_every: int | None = None
+    resolution: tuple[int, int] | None = None
+    scale: float | None = None
+    depth: bool = False
+    opacity: bool = False
+
+    def select(self, camera: dict | None, near: float, far: float, ndc: bool, record: dict | None,
+               owner: str = "the bundle") -> Views:
+        """The views, at the size asked for (checked before anything renders)."""
+        if self.camera_path is not None:
+            v = camera_path_views(self.camera_path)
+        else:
+            v = select_views(self.views, camera, near, far, ndc, record, self.data, self.downscale, self.test_every,
+                             owner)
+        return v.resized(self.resolution, self.scale)
 
 
 def select_views(views: str, camera: dict | None, near: float, far: float, ndc: bool, record: dict | None,

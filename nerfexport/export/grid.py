@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from nerfexport.deploy.occupancy import GridError, OccupancyBits
+from nerfexport.deploy.rays import NDC_BOX
 
 RELATIVE_FLOOR = 0.05   # the density threshold is at most this fraction of the largest density
 
@@ -48,7 +49,7 @@ def scene_box(camera_positions: np.ndarray | None, near: float, ndc: bool) -> li
     training grid used (every point at least ``near`` from every camera of an inward-facing
     capture: half-size ``max |camera| - near``)."""
     if ndc:
-        return [-1.05, -1.05, -1.0, 1.05, 1.05, 1.0]
+        return list(NDC_BOX)
     if camera_positions is None or len(camera_positions) == 0:
         raise GridError("the occupancy grid needs the training cameras to place its box (pass --data)")
     r = max(float(np.linalg.norm(np.asarray(camera_positions), axis=-1).max()) - float(near), 1e-3)

@@ -13,7 +13,7 @@ import numpy as np
 from nerfexport.deploy.render import SceneSettings, make_renderer
 from nerfexport.deploy.run import RenderSummary, check_output, early_stop_value, render_to_folder
 from nerfexport.deploy.runtime import RuntimeSpec, RuntimeSpecError, RuntimeUnavailable, load_runtime
-from nerfexport.deploy.views import select_views
+from nerfexport.deploy.views import ViewRequest
 
 
 class TorchNetwork:
@@ -60,15 +60,15 @@ def settings_of(model) -> SceneSettings:
     return SceneSettings(c.near, c.far, c.white_bkgd, c.ndc, c.n_coarse, c.n_fine)
 
 
-def run_render_checkpoint(path: str | Path, runtime: str = "torch", views: str = "test",
-                          out: str | Path = "renders", data=None, downscale: int | None = None,
-                          test_every: int | None = None, skip: bool = True, early_stop: float | None = None,
+def run_render_checkpoint(path: str | Path, runtime: str = "torch", req: ViewRequest | str = "test",
+                          out: str | Path = "renders", skip: bool = True, early_stop: float | None = None,
                           progress=None) -> RenderSummary:
-    """Render ``views`` of the checkpoint ``path`` with the torch runtime (plain, as nerf-pytorch
-    does) into ``out``."""
+    """Render the views ``req`` asks for of the checkpoint ``path`` with the torch runtime (plain,
+    as nerf-pytorch does) into ``out``."""
     from nerfexport.model.checkpoint import load_checkpoint
     from nerfexport.train.loop import bf16_warning, pick_device
     emit = progress or (lambda e: None)
+    req = ViewRequest(req) if isinstance(req, str) else req
     early_stop_value(early_stop)
     spec = load_runtime(runtime)
     if spec.kind != "torch":
@@ -83,10 +83,10 @@ def run_render_checkpoint(path: str | Path, runtime: str = "torch", views: str =
         emit({"event": "warning", "text": note})
     model, meta, _ = load_checkpoint(path, with_train_state=True)
     c = model.cfg
-    v = select_views(views, c.camera, c.near, c.far, c.ndc, meta.get("data"), data, downscale, test_every, str(path))
+    v = req.select(c.camera, c.near, c.far, c.ndc, meta.get("data"), str(path))
     check_output(Path(out))
     if v.note:
         emit({"event": "note", "text": v.note})
     r = make_renderer(spec, torch_networks(spec, model), settings_of(model), None, False, early_stop)
     emit({"event": "note", "text": "plain rendering: every sample evaluated"})
-    return render_to_folder(r, v, out, spec.name, progress)
+    return render_to_folder(r, v, out, spec.name, progress, req)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -44,6 +44,9 @@ class DistillConfig:
     w_alpha: float = 1.0
     precision: str = "auto"
     seed: int = 0
+    minutes: float | None = None   # stop when this much distillation time is spent (steps: a ceiling);
+                                   # the learning rate then decays over the minutes
+    eval_every_minutes: float | None = None  # held-out pixels evaluated on the clock's marks
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,11 +122,17 @@ class DistillResult:
     seconds: float
     bank_seconds: float
     final_photo_psnr: float
+    history: list[dict] = field(default_factory=list)   # {"step", "minutes", "psnr"} of the periodic evaluation
 
 
 def distill(student: NeRF, bank: Bank, cfg: DistillConfig, white_bkgd: bool,
-            progress: Callable[[dict], None] | None = None) -> DistillResult:
-    """Fine-tune ``student`` in place on ``bank`` for ``cfg.steps`` steps (Adam, exponential decay)."""
+            progress: Callable[[dict], None] | None = None,
+            evaluator: Callable[[NeRF], float] | None = None) -> DistillResult:
+    """Fine-tune ``student`` in place on ``bank`` for ``cfg.steps`` steps or ``cfg.minutes`` of
+    distillation, whichever ends first (Adam, exponential decay over that budget).
+
+    ``evaluator(student) -> PSNR`` is called every ``cfg.eval_every_minutes`` and at the end
+    (its time is not counted in the budget); each result is an ``{"event": "eval"}``."""
     emit = progress or (lambda e: None)
     device = torch.device("cpu")
     amp = autocast_dtype(cfg.precision, device)
@@ -135,8 +144,24 @@ def distill(student: NeRF, bank: Bank, cfg: DistillConfig, white_bkgd: bool,
     R = bank.o.shape[0]
     t0 = time.perf_counter()
     ema = None
-    for step in range(cfg.steps):
-        lr = cfg.lr * math.exp(decay * step / max(1, cfg.steps))
+    spent, history = 0.0, []
+    budget = cfg.minutes * 60.0 if cfg.minutes else None
+    every = cfg.eval_every_minutes * 60.0 if cfg.eval_every_minutes and evaluator is not None else None
+    next_eval = every
+
+    def run_eval(step: int) -> None:
+        rec = {"step": step, "minutes": spent / 60.0, "psnr": float(evaluator(student))}
+        student.train()
+        history.append(rec)
+        emit({"event": "eval", "pixels": getattr(evaluator, "pixels", "held-out"), **rec})
+
+    step = 0
+    while step < cfg.steps and (budget is None or spent < budget):
+        ts = time.perf_counter()
+        frac = step / max(1, cfg.steps)
+        if budget:
+            frac = max(frac, spent / budget)
+        lr = cfg.lr * math.exp(decay * min(1.0, frac))
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, R, (min(cfg.batch_rays, R),), generator=gen)
@@ -151,8 +176,15 @@ def distill(student: NeRF, bank: Bank, cfg: DistillConfig, white_bkgd: bool,
         opt.step()
         p = float(photo.detach())
         ema = p if ema is None else 0.95 * ema + 0.05 * p
-        emit({"event": "step", "step": step + 1, "loss": float(loss.detach()),
-              "psnr": -10.0 * math.log10(max(ema, 1e-10)), "lr": lr})
+        step += 1
+        spent += time.perf_counter() - ts
+        emit({"event": "step", "step": step, "loss": float(loss.detach()),
+              "psnr": -10.0 * math.log10(max(ema, 1e-10)), "lr": lr, "minutes": spent / 60.0})
+        if next_eval is not None and spent >= next_eval:
+            run_eval(step)
+            next_eval += every
+    if every is not None and (not history or history[-1]["step"] != step):
+        run_eval(step)
     student.eval()
-    return DistillResult(cfg.steps, time.perf_counter() - t0, bank.seconds,
-                         -10.0 * math.log10(max(ema, 1e-10)) if ema is not None else float("nan"))
+    return DistillResult(step, spent, bank.seconds,
+                         -10.0 * math.log10(max(ema, 1e-10)) if ema is not None else float("nan"), history)

@@ -26,7 +26,9 @@ class ShrinkSpec:
     widths: list[int] | None = None
     feature_width: int | None = None
     view_width: int | None = None
-    finetune: int = 0
+    finetune: int = 0               # distillation steps (a ceiling when ``minutes`` is set)
+    minutes: float | None = None    # distillation time budget
+    bank_rays: int | None = None    # teacher rays queried for distillation (default: DistillConfig's)
     calib_rays: int = 1024
     calib_points: int = 65536       # at most this many points per network for the statistics
     seed: int = 0
@@ -37,8 +39,14 @@ class ShrinkSpec:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(scoring.METHODS)}")
         if sum(x is not None for x in (self.width, self.ratio, self.widths)) != 1:
             raise ValueError("give exactly one target: --width, --ratio or per-layer widths from a recipe")
-        if self.finetune < 0:
-            raise ValueError("fine-tune steps must be zero or more")
+        if isinstance(self.finetune, bool) or not isinstance(self.finetune, int) or self.finetune < 0:
+            raise ValueError("fine-tune steps must be a whole number, zero or more")
+        if self.minutes is not None and (isinstance(self.minutes, bool) or not isinstance(self.minutes, (int, float))
+                                         or not 0 < self.minutes <= 24 * 60):
+            raise ValueError(f"minutes must be a positive number of minutes (at most a day), not {self.minutes!r}")
+        if self.bank_rays is not None and (isinstance(self.bank_rays, bool) or not isinstance(self.bank_rays, int)
+                                           or not 1 <= self.bank_rays <= 4_000_000):
+            raise ValueError(f"bank_rays must be a whole number from 1 to 4,000,000, not {self.bank_rays!r}")
         if self.calib_rays < 1:
             raise ValueError("calibration needs at least one ray")
 
@@ -208,13 +216,25 @@ def shrink_pipeline(teacher: NeRF, scene, spec: ShrinkSpec, eval_views: int | No
         secs["evaluate"] = time.perf_counter() - t
     if spec.finetune > 0:
         dc = distill_cfg or DistillConfig()
-        dc.steps, dc.seed = spec.finetune, spec.seed
+        dc.steps, dc.seed, dc.minutes = spec.finetune, spec.seed, spec.minutes
+        if spec.bank_rays is not None:
+            dc.bank_rays = spec.bank_rays
+        evaluator = None
+        if eval_views is not None and spec.minutes:
+            from nerfexport.train.loop import eval_pixels, pixel_psnr
+            held = {k: torch.from_numpy(a) for k, a in eval_pixels(scene, 4096, eval_views, spec.seed).items()}
+            n_c, n_f = nc or teacher.cfg.n_coarse, teacher.cfg.n_fine if nf is None else nf
+
+            def evaluator(m):
+                return pixel_psnr(m, held, n_c, n_f, amp)
+            evaluator.pixels = int(held["o"].shape[0])
+            dc.eval_every_minutes = dc.eval_every_minutes or spec.minutes / 8.0
         emit({"event": "stage", "stage": "bank"})
         bank = build_bank(teacher, scene, max(dc.bank_rays, 0), dc.n_coarse, dc.n_fine, spec.seed, amp)
         emit({"event": "stage", "stage": "finetune"})
-        res = distill(student, bank, dc, teacher.cfg.white_bkgd, progress)
+        res = distill(student, bank, dc, teacher.cfg.white_bkgd, progress, evaluator)
         secs["bank"], secs["finetune"] = res.bank_seconds, res.seconds
-        rep.finetune = dc.to_dict()
+        rep.finetune = {**dc.to_dict(), "steps_made": res.steps, "history": res.history}
         if eval_views is not None:
             t = time.perf_counter()
             emit({"event": "stage", "stage": "evaluate"})

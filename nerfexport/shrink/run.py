@@ -22,7 +22,8 @@ from nerfexport.shrink.recipe import load_recipe
 
 ProgressFn = Callable[[dict], None]
 DEFAULT_METHOD = "coreset"     # the best at width 128 on lego (docs/shrink.md)
-DEFAULT_FINETUNE = 1500        # distillation steps: pruning alone loses most of the quality
+DEFAULT_MINUTES = 8.0          # distillation budget: pruning alone loses most of the quality (docs/shrink.md)
+STEP_CEILING = 10_000_000      # the step count when only a time budget ends the distillation
 
 
 class ShrinkError(ValueError):
@@ -44,7 +45,13 @@ def shrink_spec(options: dict, recipe: str | None = None) -> tuple[ShrinkSpec, s
             fields.pop(k, None)
     fields.update(given)
     fields.setdefault("method", DEFAULT_METHOD)
-    fields.setdefault("finetune", DEFAULT_FINETUNE)
+    # the budget: steps alone (a recipe's or --finetune) are exact; else minutes with steps as a ceiling
+    if "finetune" not in fields and "minutes" not in fields:
+        fields["minutes"] = DEFAULT_MINUTES
+    if "minutes" in given and "finetune" not in given and "finetune" in fields:
+        fields.pop("finetune")   # --minutes replaces a recipe's step count
+    if fields.get("minutes") is not None:
+        fields.setdefault("finetune", STEP_CEILING)
     try:
         spec = ShrinkSpec(**fields)
         spec.validate()
@@ -94,8 +101,9 @@ def run_shrink(path: str | Path, out: str | Path, spec: ShrinkSpec, data: str | 
                                  owner=str(path))
     if note:
         emit({"event": "note", "text": note})
-    emit({"event": "start", "total": max(spec.finetune, 1), "text": f"shrinking {path} with {spec.method} "
-                                                                   f"(seed {spec.seed})"})
+    budget = f"{spec.minutes:g} minutes of distillation" if spec.minutes else f"{spec.finetune} distillation steps"
+    emit({"event": "start", "total": max(spec.finetune, 1), "minutes": spec.minutes,
+          "text": f"shrinking {path} with {spec.method} (seed {spec.seed}), {budget}"})
     samples = eval_samples if any(n is not None for n in eval_samples) else None
     student, rep = shrink_pipeline(teacher, scene, spec, eval_views or None, samples, progress=emit)
     rep.source = {"path": str(path), "sha256": file_sha256(path), "bytes": path.stat().st_size}

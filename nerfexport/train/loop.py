@@ -26,7 +26,7 @@ from nerfexport.data.datasets import Scene
 from nerfexport.data.metrics import psnr, ssim
 from nerfexport.model.mlp import MLPConfig, NeRF, NeRFConfig
 from nerfexport.train.occupancy import OccupancyGrid, default_aabb, grid_samples
-from nerfexport.deploy.rays import view_rays
+from nerfexport.deploy.rays import NDC_BOX, view_rays
 from nerfexport.model.surgery import widen_model
 from nerfexport.train.volume import composite, sample_pdf, stratified_samples
 
@@ -49,12 +49,15 @@ class TrainConfig:
     precision: str = "auto"          # auto | bf16 | fp32
     seed: int = 0
     max_minutes: float | None = None # stop early when training time (evaluation excluded) passes this
-    eval_every_minutes: float | None = None  # held-out evaluation on the clock's marks
-    eval_views: int = 10
+    eval_every_minutes: float | None = None  # held-out evaluation on the clock's marks, on a fixed
+                                     # random subset of held-out pixels (cheap; PSNR only)
+    eval_views: int = 10             # held-out views the pixels come from, and of the final evaluation
+    eval_pixels: int = 4096          # pixels of each periodic evaluation
+    final_eval: bool = True          # evaluate the full held-out views once at the end
     ckpt_every_steps: int = 500
     device: str = "auto"
     threads: int | None = None
-    occupancy: bool = True           # grid-guided sampling (not for NDC scenes); see occupancy.py
+    occupancy: bool = True           # grid-guided sampling (in NDC space for NDC scenes); see occupancy.py
     grid_res: int = 64
     grid_every: int = 32
     grid_warmup: int = 256
@@ -73,6 +76,8 @@ class EvalResult:
     ssim: float
     per_view_psnr: list[float]
     images: np.ndarray | None = None  # (V, H, W, 3) renders when kept
+    per_view_ssim: list[float] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 @dataclass
@@ -80,8 +85,9 @@ class TrainResult:
     steps: int
     train_seconds: float
     wall_seconds: float
-    history: list[dict] = field(default_factory=list)   # {"step", "minutes", "psnr", "ssim"}
-    final: EvalResult | None = None
+    history: list[dict] = field(default_factory=list)   # {"step", "minutes", "psnr", "pixels"}
+    final: EvalResult | None = None  # the full held-out views at the end (tc.final_eval)
+    eval_seconds: float = 0.0        # wall time of the evaluations (in wall_seconds, not train_seconds)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -200,6 +206,7 @@ def evaluate(model: NeRF, scene: Scene, split: str = "test", max_views: int | No
              n_coarse: int | None = None, n_fine: int | None = None, keep_images: bool = False,
              amp: torch.dtype | None = None, chunk: int | None = None) -> EvalResult:
     """Mean PSNR/SSIM of ``model`` over the views of ``split`` (first ``max_views`` of them)."""
+    t0 = time.perf_counter()
     was_training = model.training
     model.eval()
     images, poses = scene.subset(split)
@@ -213,7 +220,44 @@ def evaluate(model: NeRF, scene: Scene, split: str = "test", max_views: int | No
         if keep_images:
             outs.append(out["rgb"])
     model.train(was_training)
-    return EvalResult(float(np.mean(ps)), float(np.mean(ss)), ps, np.stack(outs) if keep_images else None)
+    return EvalResult(float(np.mean(ps)), float(np.mean(ss)), ps, np.stack(outs) if keep_images else None,
+                      [float(x) for x in ss], time.perf_counter() - t0)
+
+
+def eval_pixels(scene: Scene, n: int, views: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A fixed random subset of ``n`` held-out pixels from the first ``views`` test views: rays
+    ``o, d, v (n, 3)`` and target ``rgb (n, 3)`` (the periodic evaluation of :func:`train`)."""
+    images, poses = scene.subset("test")
+    images, poses = images[:views], poses[:views]
+    rng = np.random.default_rng(seed)
+    HW = scene.H * scene.W
+    flat = rng.choice(len(poses) * HW, size=min(n, len(poses) * HW), replace=False)
+    which, pix = flat // HW, flat % HW
+    out = {"o": [], "d": [], "v": [], "rgb": []}
+    for i in np.unique(which):
+        sel = pix[which == i]
+        o, d, v = view_rays(scene.H, scene.W, scene.focal, poses[i], scene.ndc)
+        for k, a in (("o", o), ("d", d), ("v", v), ("rgb", images[i].reshape(-1, 3))):
+            out[k].append(np.asarray(a, np.float32)[sel])
+    return {k: np.concatenate(a) for k, a in out.items()}
+
+
+@torch.no_grad()
+def pixel_psnr(model: NeRF, rays: dict[str, torch.Tensor], n_coarse: int, n_fine: int,
+               amp: torch.dtype | None) -> float:
+    """PSNR of ``model`` on the pixels of :func:`eval_pixels` (deterministic sampling)."""
+    was_training = model.training
+    model.eval()
+    chunk = max(64, 32768 // max(1, n_coarse + n_fine))
+    err = 0.0
+    for s in range(0, rays["o"].shape[0], chunk):
+        out_c, out_f = render_rays(model, rays["o"][s:s + chunk], rays["d"][s:s + chunk], rays["v"][s:s + chunk],
+                                   n_coarse, n_fine, False, amp)
+        out = out_f if out_f is not None else out_c
+        err += float(((out.rgb.clamp(0, 1) - rays["rgb"][s:s + chunk]) ** 2).sum())
+    model.train(was_training)
+    mse = err / (3 * rays["o"].shape[0])
+    return -10.0 * math.log10(max(mse, 1e-10))
 
 
 def scene_rays(scene: Scene, split: str = "train") -> dict[str, np.ndarray]:
@@ -289,7 +333,9 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
     ``out``: checkpoint path written every ``tc.ckpt_every_steps`` and at the end (atomic);
     with ``resume`` and an existing ``out`` holding a train state, training continues from it.
     ``progress`` receives dicts: ``{"event": "step", "step", "loss", "psnr", "lr"}``,
-    ``{"event": "eval", "step", "minutes", "psnr", "ssim"}``, ``{"event": "checkpoint", ...}``,
+    ``{"event": "eval", "step", "minutes", "psnr", "pixels"}`` (the periodic evaluation on
+    ``tc.eval_pixels`` held-out pixels), ``{"event": "final", "psnr", "ssim", "views", "seconds"}``
+    (the full held-out views at the end, ``tc.final_eval``), ``{"event": "checkpoint", ...}``,
     ``{"event": "grow", "step", "width"}``.
 
     ``tc.grow_from``: train a network of that uniform width first (128 wide: 2x the steps per second
@@ -354,6 +400,8 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
     crop = torch.from_numpy((ys * scene.W + xs).reshape(-1)).to(device)
     use_crop = tc.precrop_iters > 0 and not scene.ndc and crop.numel() > 0
 
+    final_rec = None  # the final evaluation, once made
+
     def save(step: int, final: bool = False) -> None:
         if out is None:
             return
@@ -365,20 +413,32 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
                          grid=grid.state_dict() if grid is not None else None)
         ckpt.save_checkpoint(cur, out, meta={"steps": step, "train_seconds": train_seconds,
                                                "dataset": scene.source, "data": scene.load_args,
-                                               "history": history},
+                                               "history": history, "final_eval": final_rec},
                              train_state=state)
         emit({"event": "checkpoint", "step": step, "path": str(out)})
 
+    held_out = None
+    eval_seconds = 0.0
+
     def run_eval(step: int) -> None:
-        res = evaluate(cur, scene, "test", tc.eval_views, tc.n_coarse, tc.n_fine, amp=amp)
-        rec = {"step": step, "minutes": train_seconds / 60.0, "psnr": res.psnr, "ssim": res.ssim}
+        nonlocal held_out, eval_seconds
+        t = time.perf_counter()
+        if held_out is None:
+            held_out = {k: torch.from_numpy(a).to(device)
+                        for k, a in eval_pixels(scene, tc.eval_pixels, tc.eval_views, tc.seed).items()}
+        p = pixel_psnr(cur, held_out, tc.n_coarse, tc.n_fine, amp)
+        rec = {"step": step, "minutes": train_seconds / 60.0, "psnr": p, "pixels": int(held_out["o"].shape[0])}
         history.append(rec)
+        eval_seconds += time.perf_counter() - t
         emit({"event": "eval", **rec})
 
     grid = None
-    if tc.occupancy and not scene.ndc:
-        cams = torch.from_numpy(scene.poses[scene.splits["train"], :3, 3])
-        grid = OccupancyGrid(default_aabb(cams, scene.near), tc.grid_res, device, decay=tc.grid_decay)
+    if tc.occupancy:
+        if scene.ndc:
+            box = list(NDC_BOX)
+        else:
+            box = default_aabb(torch.from_numpy(scene.poses[scene.splits["train"], :3, 3]), scene.near)
+        grid = OccupancyGrid(box, tc.grid_res, device, decay=tc.grid_decay)
         if state_grid is not None:
             grid.load_state_dict(state_grid)
         dt = (model.cfg.far - model.cfg.near) / max(1, model.cfg.n_coarse + model.cfg.n_fine)
@@ -509,6 +569,15 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
     # a run ends when it has made its steps or spent its time budget; an ended run keeps no
     # optimizer state (given more steps or minutes later, it continues with a fresh optimizer)
     budget_spent = tc.max_minutes is not None and train_seconds >= tc.max_minutes * 60.0
+    final = None
+    if tc.final_eval and len(scene.splits.get("test", [])) > 0:
+        emit({"event": "stage", "text": f"evaluating {min(tc.eval_views, len(scene.splits['test']))} held-out views"})
+        final = evaluate(cur, scene, "test", tc.eval_views, tc.n_coarse, tc.n_fine, amp=amp)
+        eval_seconds += final.seconds
+        final_rec = {"step": step, "minutes": train_seconds / 60.0, "psnr": final.psnr, "ssim": final.ssim,
+                     "views": len(final.per_view_psnr), "n_coarse": tc.n_coarse, "n_fine": tc.n_fine,
+                     "seconds": final.seconds}
+        emit({"event": "final", **final_rec})
     save(step, final=step >= tc.steps or budget_spent)
     model.eval()
-    return TrainResult(step, train_seconds, time.perf_counter() - wall0, history)
+    return TrainResult(step, train_seconds, time.perf_counter() - wall0, history, final, eval_seconds)

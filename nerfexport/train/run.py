@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from nerfexport.bench.nseval import ns_eval, read_psnr
 from nerfexport.data.datasets import Scene, load_scene
 from nerfexport.data.fileio import atomic_write
 from nerfexport.model.checkpoint import check_writable, load_checkpoint
+from nerfexport.train import defaults
 from nerfexport.train.loop import (EvalResult, TrainConfig, TrainResult, autocast_dtype, bf16_warning, evaluate,
                                    new_model, pick_device, train)
 
@@ -76,8 +78,32 @@ def check_train_options(shape: ModelShape, tc: TrainConfig) -> None:
         raise TrainError(f"eval-every must be positive, not {tc.eval_every_minutes}")
 
 
+def train_config(data: DataArgs, overrides: dict) -> tuple[TrainConfig, str]:
+    """The :class:`TrainConfig` ``nerfexport train`` runs: the measured preset for the device and
+    the kind of scene (:mod:`nerfexport.train.defaults`) with the user's ``overrides`` (fields of
+    TrainConfig) on top. Returns it and the preset's name."""
+    unknown = set(overrides) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise TrainError(f"unknown training options: {sorted(unknown)}")
+    try:
+        dev = pick_device(overrides.get("device", "auto"))
+    except (RuntimeError, ValueError) as e:
+        raise TrainError(str(e)) from None
+    forward = data.ndc and (Path(data.path) / "poses_bounds.npy").is_file()
+    name = defaults.preset_name(dev.type, forward)
+    return TrainConfig(**defaults.resolve(name, overrides)), name
+
+
+def describe_config(tc: TrainConfig, preset: str) -> str:
+    """One line naming the recipe a run uses."""
+    budget = f"{tc.max_minutes:g} minutes" if tc.max_minutes else f"{tc.steps} steps"
+    grow = f", {tc.grow_from} wide until {100 * tc.grow_at:.0f} %" if tc.grow_from else ""
+    return (f"recipe ({preset} preset and your flags): {budget}, {tc.batch_rays} rays x {tc.n_coarse}+{tc.n_fine} "
+            f"samples a step, occupancy grid {'on' if tc.occupancy else 'off'}{grow}")
+
+
 def run_train(data: DataArgs, out: str | Path, shape: ModelShape, tc: TrainConfig, resume: bool = True,
-              progress: ProgressFn | None = None) -> tuple[TrainResult, Scene]:
+              progress: ProgressFn | None = None, recipe: str | None = None) -> tuple[TrainResult, Scene]:
     """Train a fresh model of ``shape`` on ``data`` and write the checkpoint ``out`` (resuming an
     interrupted run there with ``resume``). ``progress`` gets ``{"event": "note", "text"}``
     (a bf16 warning), ``{"event": "scene", "scene"}`` and the training loop's events."""
@@ -95,9 +121,27 @@ def run_train(data: DataArgs, out: str | Path, shape: ModelShape, tc: TrainConfi
         emit({"event": "note", "text": note})
     scene = data.load()
     emit({"event": "scene", "scene": scene})
-    emit({"event": "start", "total": tc.steps})
+    if recipe:
+        emit({"event": "note", "text": recipe})
+    emit({"event": "start", "total": tc.steps, "minutes": tc.max_minutes})
     model = new_model(scene, shape.width, shape.depth, shape.fine, shape.render_coarse, shape.render_fine)
     return train(model, scene, tc, out, resume=resume, progress=emit), scene
+
+
+def run_train_cli(data: DataArgs, out: str | Path, shape: ModelShape, given: dict, resume: bool = True,
+                  progress: ProgressFn | None = None) -> TrainResult:
+    """``nerfexport train``: :func:`run_train` with the measured preset under the options the user
+    ``given`` (TrainConfig fields; ``grow_from`` 0 turns widening off). With a time budget and no
+    ``eval_every_minutes``, the held-out pixels are evaluated five times over the budget."""
+    emit = progress or (lambda e: None)
+    tc, preset = train_config(data, given)
+    if tc.grow_from == 0 or tc.grow_from == shape.width:
+        tc.grow_from = None
+    if tc.grow_from is not None and tc.grow_from > shape.width:
+        tc.grow_from = None if "grow_from" not in given else tc.grow_from   # a narrow model is not grown
+    if "eval_every_minutes" not in given and tc.max_minutes:
+        tc.eval_every_minutes = tc.max_minutes / 5.0
+    return run_train(data, out, shape, tc, resume, emit, recipe=describe_config(tc, preset))[0]
 
 
 @dataclass
@@ -113,9 +157,17 @@ class EvalReport:
     n_fine: int
     precision: str
     seconds: float
+    per_view_ssim: list[float] = field(default_factory=list)
+    rays_per_view: int = 0
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        """nerfstudio's ns-eval layout (:mod:`nerfexport.bench.nseval`): the torch renderer's
+        frame rate over the whole evaluation, our fields after the standard ones."""
+        n = max(1, len(self.per_view_psnr))
+        return ns_eval(self.model, self.per_view_psnr, self.per_view_ssim, self.seconds / n, self.rays_per_view,
+                       method="nerfexport (torch, training-time renderer)", split=self.split, views=n,
+                       per_view_psnr=self.per_view_psnr, per_view_ssim=self.per_view_ssim, n_coarse=self.n_coarse,
+                       n_fine=self.n_fine, precision=self.precision, seconds=self.seconds)
 
 
 def run_eval(path: str | Path, data: DataArgs, split: str = "test", views: int | None = None,
@@ -146,7 +198,8 @@ def run_eval(path: str | Path, data: DataArgs, split: str = "test", views: int |
     res: EvalResult = evaluate(net, scene, split, views, n_coarse, n_fine, amp=amp)
     rep = EvalReport(str(path), split, res.psnr, res.ssim, res.per_view_psnr,
                      net.cfg.n_coarse if n_coarse is None else n_coarse, net.cfg.n_fine if n_fine is None else n_fine,
-                     "bf16" if amp is not None else "fp32", time.perf_counter() - t)
+                     "bf16" if amp is not None else "fp32", time.perf_counter() - t, res.per_view_ssim,
+                     scene.H * scene.W)
     if json_out is not None:
         doc = json.dumps(rep.to_dict(), indent=1).encode()
         atomic_write(json_out, lambda f: f.write(doc))
@@ -179,14 +232,16 @@ def training_curve(path: str | Path, out: str | Path, title: str = "",
     from nerfexport.bench.plots import plot_training_curve
     out = Path(out)
     _, meta, _ = load_checkpoint(path, with_train_state=True)
-    hist = meta.get("history") or []
+    hist = list(meta.get("history") or [])
+    if isinstance(meta.get("final_eval"), dict):
+        hist.append({**meta["final_eval"], "final": True})
     if not hist:
         raise TrainError(f"{path} holds no evaluation history (train with --eval-every)")
     final = None
     if final_json is not None:
         try:
             f = json.loads(Path(final_json).read_text())
-            final = (hist[-1]["minutes"], float(f["psnr"]))
+            final = (hist[-1]["minutes"], read_psnr(f))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise TrainError(f"{final_json} is not an eval JSON ({type(e).__name__})") from None
     check_writable(out)
