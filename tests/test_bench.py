@@ -28,8 +28,8 @@ def test_markdown_reports_skipped_and_measured_rows():
                      "breakdown_ms": {"rays": 1, "sampling": 2, "network": 5, "compositing": 2}},
                     {"label": "gpu", "runtime": "ort-cuda", "error": "runtime ort-cuda needs a CUDA GPU and none is visible"}]}
     md = markdown(doc)
-    assert "| t | torch | fp32 | no | 2.00 | 100 | 1.00x |" in md
-    assert "| b | ort-cpu | int8 | grid + early stop | 1.00 | 10 | 10.00x | 1,600 | 400 | 40,000 | 250 | 50% |" in md
+    assert "| t | torch | fp32 | no |  | 2.00 | 100 | 1.00x |" in md
+    assert "| b | ort-cpu | int8 | grid + early stop |  | 1.00 | 10 | 10.00x |  |  | 1,600 | 400 | 40,000 | 250 | 50% |" in md
     assert "int8 500 GOP/s, fp32 100 GOP/s" in md
     assert "not run: runtime ort-cuda needs a CUDA GPU" in md
 
@@ -46,3 +46,18 @@ def test_worker_peak_rss_is_its_own():
             "print(float(out))\n")
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert 0 < child < 300
+
+
+def test_markdown_reports_samples_torch_speedups_and_the_layer_gemm():
+    peak = {"int8": {"gops": 500.0, "threads": 2, "per_size": {"1024": 500.0}, "runtime": "ort"},
+            "fp32": {"gops": 100.0, "threads": 2, "per_size": {"1024": 100.0}, "runtime": "ort"},
+            "layers": {"rows": 4096, "int8": {"128": 200.0}, "fp32": {"128": 50.0}}}
+    row = {"label": "b", "runtime": "my.toml", "precision": "int8", "bytes": 1e6, "median_ms": 10.0, "rays_per_s": 1.0,
+           "samples_per_frame": 400, "samples_per_s": 4e4, "network_gops": 100.0, "fraction_of_peak": 0.2,
+           "fraction_of_layer_gemm": 0.5, "speedup_vs_torch": 31.0, "speedup_vs_torch_bf16": 12.5, "samples": [64, 64],
+           "psnr": 19.9, "ssim": 0.5, "skip": True, "early_stop": 1e-3, "peak_rss_mb": 100.0,
+           "breakdown_ms": {"rays": 1, "sampling": 2, "network": 5, "compositing": 2}}
+    md = markdown({"machine": "cpu", "views": 1, "H": 4, "W": 4, "repeat": 1, "reference": "t", "gemm_peak": peak,
+                   "rows": [row]})
+    assert "| 64+64 |" in md and "| 31.0x | 12.5x |" in md and "| 20% | 50% |" in md
+    assert "int8 W=128 200 GOP/s" in md

@@ -128,3 +128,22 @@ def test_bench_writes_ns_eval_documents():
     res = d["results"]
     assert (res["psnr"], res["psnr_std"], res["ssim"]) == (21.0, 1.0, pytest.approx(0.6))
     assert res["fps"] == 4.0 and res["num_rays_per_sec"] == 400.0 and res["speedup_vs_teacher"] == 3.0
+
+
+def test_tune_writes_a_runtime_file_that_loads_and_renders(bundle, tmp_path):
+    from nerfexport.deploy.runtime import load_runtime
+    out = tmp_path / "my-cpu.toml"
+    r = runner.invoke(app, ["tune", str(bundle), "-o", str(out), "--views", "1"])
+    assert r.exit_code == 0, r.output
+    spec = load_runtime(out)
+    assert spec.kind == "onnxruntime" and spec.samples[0] == 8 and 0 < spec.samples[1] <= 8
+    assert spec.chunk in (128, 256, 512, 1024)
+    r = runner.invoke(app, ["render", str(bundle), "--runtime", str(out), "--views", "spiral", "-o", str(tmp_path / "r")])
+    assert r.exit_code == 0, r.output
+    assert f"{spec.samples[0]}+{spec.samples[1]} samples" in r.output
+    assert one_line_error(runner.invoke(app, ["tune", str(bundle), "-o", str(tmp_path / "x.json")]))
+    assert one_line_error(runner.invoke(app, ["tune", str(bundle), "-o", str(tmp_path / "y.toml"), "--base", "torch"]))
+    bad = tmp_path / "bad.toml"
+    bad.write_text(out.read_text().replace("samples = [", "samples = [1, "))
+    with pytest.raises(ValueError):
+        load_runtime(bad)

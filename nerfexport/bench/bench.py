@@ -109,7 +109,7 @@ def worker(job: dict) -> dict:
     """Render ``job["poses"]`` with one configuration; returns timings and the path of the renders."""
     from nerfexport.bench.peak import network_ops
     from nerfexport.deploy.render import SceneSettings, computes_colour, make_renderer
-    from nerfexport.deploy.runtime import load_runtime, make_networks
+    from nerfexport.deploy.runtime import load_runtime, make_networks, render_settings
     spec = load_runtime(job["runtime"])
     if "chunk" in job and job["chunk"]:
         spec.chunk = int(job["chunk"])
@@ -120,7 +120,7 @@ def worker(job: dict) -> dict:
         from nerfexport.deploy.bundle import open_bundle
         b = open_bundle(path)
         nets = make_networks(spec, bundle=b, n_fine=int(job["n_fine"]) if job.get("n_coarse") else None)
-        settings = SceneSettings.from_manifest(b.manifest)
+        settings = render_settings(spec, b.manifest)
         size = b.size_bytes()
         precision = b.precision
         widths = b.manifest.networks["coarse"].architecture["widths"]
@@ -179,7 +179,9 @@ def worker(job: dict) -> dict:
             "skip": r.grid is not None, "early_stop": r.early_stop,
             "grid_fraction": grid.fraction if grid is not None else None, "workers": r.workers,
             "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": base_rss, "bytes": int(size), "precision": precision,
-            "widths": widths, "chunk": spec.chunk, "runtime_kind": spec.kind}
+            "widths": widths, "chunk": spec.chunk, "runtime_kind": spec.kind,
+            "samples": [settings.n_coarse, settings.n_fine], "threads": spec.threads,
+            "coarse_samples_per_frame": float(np.mean([b["coarse_samples"] for b in breakdown[:len(poses)]]))}
 
 
 def run_item(item: BenchItem, job: dict, timeout: float = 3600) -> dict:
@@ -292,9 +294,20 @@ def _run(items, images, poses, H, W, focal, out_dir: Path, repeat, reference, sa
         if peak is not None and r["runtime_kind"] == "onnxruntime":
             p = peak["int8" if r["precision"] == "int8" else "fp32"]["gops"]
             r["fraction_of_peak"] = r["network_gops"] / p
+            lay = (peak.get("layers") or {}).get("int8" if r["precision"] == "int8" else "fp32", {})
+            w = str(max(r["widths"])) if r.get("widths") else None
+            if w in lay:
+                r["layer_gemm_gops"] = lay[w]
+                r["fraction_of_layer_gemm"] = r["network_gops"] / lay[w]
     if ref is not None:
         for r in ok:
             r["psnr_delta"] = r["psnr"] - ref["psnr"]
+    # speed-ups against the first checkpoint row on each torch runtime (fp32 and bf16: what users run today)
+    for name in ("torch", "torch-bf16"):
+        base = next((r for r in ok if Path(str(r["path"])).is_file() and r["runtime"] == name), None)
+        if base is not None:
+            for r in ok:
+                r[f"speedup_vs_{name.replace('-', '_')}"] = base["median_ms"] / r["median_ms"]
     doc = {"machine": machine(), "views": int(len(poses)), "H": H, "W": W, "repeat": repeat,
            "samples": list(samples) if samples else None, "reference": ref["label"] if ref else None,
            "gemm_peak": peak,
@@ -382,23 +395,33 @@ def markdown(doc: dict) -> str:
                      f"best of {'/'.join(str(s) for s in pk['int8']['per_size'])} cubed): int8 "
                      f"{pk['int8']['gops']:.0f} GOP/s, fp32 {pk['fp32']['gops']:.0f} GOP/s; a network's fraction of "
                      "peak is against the peak of its own precision.")
+    lay = (pk or {}).get("layers")
+    if lay:
+        lines[0] += (f" Layer-shape GEMM ({lay['rows']} x W x W, same provider and threads): int8 "
+                     + ", ".join(f"W={w} {g:.0f}" for w, g in lay["int8"].items()) + " GOP/s; fp32 "
+                     + ", ".join(f"W={w} {g:.0f}" for w, g in lay["fp32"].items()) + " GOP/s.")
+    sp = lambda r, k: "" if r.get(k) is None else f"{r[k]:.1f}x"
     lines += ["",
-              "| configuration | runtime | precision | skip | size [MB] | median ms/frame | speed-up | rays/s | "
-              "network evals/frame | samples/s | network GOP/s | of peak | PSNR | SSIM | PSNR vs teacher | "
-              "peak RSS [MB] | rays / sampling / network / compositing [ms] |",
-              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "| configuration | runtime | precision | skip | samples | size [MB] | median ms/frame | speed-up | "
+              "vs torch | vs torch-bf16 | rays/s | network evals/frame | samples/s | network GOP/s | of peak | "
+              "of layer GEMM | PSNR | SSIM | PSNR vs teacher | peak RSS [MB] | "
+              "rays / sampling / network / compositing [ms] |",
+              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in doc["rows"]:
         if "error" in r:
-            lines.append(f"| {r['label']} | {r['runtime']} | not run: {r['error']} |||||||||||||||")
+            lines.append(f"| {r['label']} | {r['runtime']} | not run: {r['error']} |||||||||||||||||||")
             continue
         b = r["breakdown_ms"]
         vt = "" if r.get("psnr_vs_teacher") is None else f"{r['psnr_vs_teacher']:.2f}"
         skip = "grid + early stop" if r.get("skip") else ("early stop" if r.get("early_stop") else "no")
         fr = "" if r.get("fraction_of_peak") is None else f"{100 * r['fraction_of_peak']:.0f}%"
         rt = r["runtime"]
-        lines.append(f"| {r['label']} | {rt} | {r['precision']} | {skip} | {r['bytes'] / 1e6:.2f} | "
-                     f"{r['median_ms']:.0f} | {r.get('speedup_vs_teacher', 1.0):.2f}x | {r['rays_per_s']:,.0f} | "
-                     f"{r['samples_per_frame']:,.0f} | {r['samples_per_s']:,.0f} | {r.get('network_gops', 0):.0f} | {fr} | "
+        fl = "" if r.get("fraction_of_layer_gemm") is None else f"{100 * r['fraction_of_layer_gemm']:.0f}%"
+        smp = "+".join(str(n) for n in r["samples"]) if r.get("samples") else ""
+        lines.append(f"| {r['label']} | {rt} | {r['precision']} | {skip} | {smp} | {r['bytes'] / 1e6:.2f} | "
+                     f"{r['median_ms']:.0f} | {r.get('speedup_vs_teacher', 1.0):.2f}x | {sp(r, 'speedup_vs_torch')} | "
+                     f"{sp(r, 'speedup_vs_torch_bf16')} | {r['rays_per_s']:,.0f} | "
+                     f"{r['samples_per_frame']:,.0f} | {r['samples_per_s']:,.0f} | {r.get('network_gops', 0):.0f} | {fr} | {fl} | "
                      f"{r['psnr']:.2f} | {r['ssim']:.3f} | {vt} | {r['peak_rss_mb']:.0f} | "
                      f"{b['rays']:.0f} / {b['sampling']:.0f} / {b['network']:.0f} / {b['compositing']:.0f} |")
     return "\n".join(lines) + "\n"

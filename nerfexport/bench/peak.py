@@ -97,9 +97,37 @@ def gemm_peak(dtype: str = "int8", sizes: tuple[int, ...] = (1024, 2048, 4096), 
             "runtime": "onnxruntime CPUExecutionProvider " + ort.__version__}
 
 
+LAYER_ROWS = 4096          # samples per product in the layer-shape probe (a chunk's worth)
+LAYER_WIDTHS = (64, 128, 256)
+
+
+def layer_gemm(dtype: str, width: int, rows: int = LAYER_ROWS, threads: int = 0, repeat: int = 20,
+               min_seconds: float = 0.3) -> float:
+    """Best GOP/s of one ``rows x width x width`` product, the shape of a hidden layer of that
+    width on a chunk of samples, through onnxruntime's CPU provider with ``threads`` intra-op
+    threads (0: all cores). The network's throughput is quoted against this as well as the
+    square peak: a 128-wide layer cannot reach what a 4096-cubed product does."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    sess = ort.InferenceSession(_matmul_model(dtype, width, width), so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(2)
+    a = (rng.integers(0, 256, (rows, width)).astype(np.uint8) if dtype == "int8"
+         else rng.standard_normal((rows, width)).astype(np.float32))
+    sess.run(None, {"A": a})
+    ts = []
+    while len(ts) < repeat or sum(ts) < min_seconds:
+        t = time.perf_counter()
+        sess.run(None, {"A": a})
+        ts.append(time.perf_counter() - t)
+    return 2.0 * rows * width * width / min(ts) / 1e9
+
+
 def _main(argv: list[str]) -> int:
     sizes = tuple(int(x) for x in argv[0].split(",")) if argv else (1024, 2048, 4096)
-    print(json.dumps({"int8": gemm_peak("int8", sizes), "fp32": gemm_peak("fp32", sizes)}))
+    layers = {d: {str(w): layer_gemm(d, w) for w in LAYER_WIDTHS} for d in ("int8", "fp32")}
+    print(json.dumps({"int8": gemm_peak("int8", sizes), "fp32": gemm_peak("fp32", sizes),
+                      "layers": {"rows": LAYER_ROWS, **layers}}))
     return 0
 
 

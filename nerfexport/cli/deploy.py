@@ -58,6 +58,31 @@ def render(target: Annotated[Optional[Path], typer.Argument(help="bundle folder 
 
 @app.command()
 @guard
+def tune(bundle: Annotated[Optional[Path], typer.Argument(help="bundle folder (default: ./bundle)")] = None,
+         out: Annotated[Path, typer.Option("-o", "--out", help="runtime TOML to write")] = Path("my-cpu.toml"),
+         base: Annotated[str, typer.Option(help="runtime to start from (onnxruntime on the CPU)")] = "ort-cpu",
+         views: Annotated[int, typer.Option(help="held-out views to measure on")] = 2,
+         tolerance: Annotated[float, typer.Option(help="largest PSNR loss against the plain render, dB")] = 0.1,
+         repeat: Annotated[int, typer.Option(help="renders of each view per setting")] = 1,
+         data: Annotated[Optional[Path], typer.Option("--data", help="dataset (default: recorded in the bundle)")] = None,
+         downscale: Annotated[Optional[int], typer.Option()] = None,
+         test_every: Annotated[Optional[int], typer.Option()] = None) -> None:
+    """Measure the fastest renderer settings for this bundle on this machine (samples within a PSNR
+    tolerance, chunk, threads) and write them as a runtime file: then `render --runtime my-cpu.toml`."""
+    from nerfexport.deploy.tune import tune_runtime
+    path = default_file(bundle, (DEFAULT_BUNDLE, "the bundle"))
+    with Reporter("tune") as report:
+        r = tune_runtime(path, out, base, views, tolerance, repeat, data, downscale, test_every, progress=report)
+    s = r.spec
+    kept = min((t for t in r.trials if t.kept), key=lambda t: t.median_ms)
+    say(f"plain render {r.plain_ms:.0f} ms/frame; tuned {kept.median_ms:.0f} ms/frame ({r.plain_ms / kept.median_ms:.1f}x) "
+        f"with {s.samples[0]}+{s.samples[1]} samples, chunk {s.chunk}, {s.threads or 'all'} thread(s) x {s.workers} "
+        f"worker(s): {kept.psnr:.2f} dB against {r.reference}")
+    say(f"wrote {out} (nerfexport render --runtime {out})")
+
+
+@app.command()
+@guard
 def doctor(probe: Annotated[bool, typer.Option("--probe/--no-probe", help="run a tiny network on each available "
                                                "runtime")] = True) -> None:
     """One table for bug reports: every shipped runtime (available or not, and why), versions, GPU, CPU features."""

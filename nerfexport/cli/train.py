@@ -79,6 +79,8 @@ def train(data: Data,
                                                  "fp32), bf16 or fp32")] = "auto",
           eval_every: Opt[float, "evaluate held-out pixels every N minutes (default: a fifth of the budget)"] = None,
           eval_views: Annotated[int, typer.Option(help="held-out views for the evaluations")] = 10,
+          final_eval: Annotated[bool, typer.Option("--final-eval/--no-final-eval", help="evaluate the full "
+                                                   "held-out views at the end")] = True,
           seed: Annotated[int, typer.Option()] = 0,
           device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
           resume: Annotated[bool, typer.Option("--resume/--restart", help="continue an interrupted run in OUT")] = True,
@@ -90,7 +92,7 @@ def train(data: Data,
                  lr_final=lr_final, occupancy=occupancy, grid_every=grid_every, grow_from=grow_from, grow_at=grow_at,
                  eval_every_minutes=eval_every)
     given = {k: v for k, v in given.items() if v is not None}
-    given.update(precision=precision, eval_views=eval_views, seed=seed, device=device)
+    given.update(precision=precision, eval_views=eval_views, final_eval=final_eval, seed=seed, device=device)
     with Reporter("train") as report:
         res = run_train_cli(DataArgs(data, downscale, white, test_every), out,
                             ModelShape(width, depth, fine, render_coarse, render_fine), given, resume, report)

@@ -148,8 +148,12 @@ class Renderer:
     """
 
     def __init__(self, coarse: Network, fine: Network | None, scene: SceneSettings, chunk: int = 64,
-                 grid=None, early_stop: float = 0.0, segment: int = 32, workers: int = 1) -> None:
+                 grid=None, early_stop: float = 0.0, segment: int = 32, workers: int = 1,
+                 coarse_density: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.coarse, self.fine, self.s, self.chunk = coarse, fine, scene, int(chunk)
+        # ``coarse_density(points (N,3)) -> (N,)``: the coarse pass reads densities from it (a
+        # :class:`nerfexport.deploy.density.DensityGrid`) instead of running the coarse network
+        self.coarse_density = coarse_density
         self.grid, self.early_stop, self.segment, self.workers = grid, float(early_stop), int(segment), int(workers)
         if self.segment < 1 or self.chunk < 1 or self.workers < 1:
             raise ValueError("chunk, segment and workers must be positive")
@@ -225,7 +229,15 @@ class Renderer:
         z = linspace_depths(s.near, s.far, s.n_coarse, R)
         pts = o[:, None] + d[:, None] * z[..., None]
         tm.sampling += time.perf_counter() - t
-        rgb, dens, occ = self._evaluate(self.coarse, pts, z, d, v, tm)
+        if self.coarse_density is not None and s.n_fine > 0:
+            t = time.perf_counter()
+            dens = self.coarse_density(pts.reshape(-1, 3)).reshape(R, -1).astype(np.float32)
+            rgb = np.zeros(pts.shape, np.float32)
+            occ = self.grid.query(pts) if self.grid is not None else np.ones(dens.shape, bool)
+            dens = np.where(occ, dens, np.float32(0.0))
+            tm.sampling += time.perf_counter() - t
+        else:
+            rgb, dens, occ = self._evaluate(self.coarse, pts, z, d, v, tm)
         tm.coarse_samples = tm.samples
         t = time.perf_counter()
         res = composite(rgb, dens, z, d, s.white_bkgd)

@@ -19,7 +19,8 @@ from nerfexport.data.fileio import temp_dir_for
 from nerfexport.data.metrics import psnr
 from nerfexport.deploy.bundle import open_bundle
 from nerfexport.deploy.render import Renderer, SceneSettings, make_renderer
-from nerfexport.deploy.runtime import RuntimeSpecError, check_available, load_runtime, make_networks
+from nerfexport.deploy.runtime import (RuntimeSpecError, check_available, load_runtime, make_networks,
+                                       render_settings)
 from nerfexport.deploy.views import ViewRequest, Views
 
 ProgressFn = Callable[[dict], None]
@@ -180,7 +181,6 @@ def run_render(bundle: str | Path, runtime: str = "ort-cpu", req: ViewRequest | 
     if v.note:
         emit({"event": "note", "text": v.note})
     grid = b.occupancy()
-    r = make_renderer(spec, make_networks(spec, bundle=b), SceneSettings.from_manifest(b.manifest), grid, skip,
-                      early_stop)
+    r = make_renderer(spec, make_networks(spec, bundle=b), render_settings(spec, b.manifest), grid, skip, early_stop)
     emit({"event": "note", "text": skip_note(r, grid, skip, bundle)})
     return render_to_folder(r, v, out, spec.name, progress, req)

@@ -46,7 +46,7 @@ else:  # pragma: no cover
 
 KINDS = ("onnxruntime", "tensorrt", "torch")
 KEYS = {"description", "kind", "providers", "provider_options", "threads", "graph_optimization", "chunk",
-        "workers", "segment", "device", "precision", "encoding"}
+        "workers", "segment", "device", "precision", "encoding", "samples"}
 ENCODINGS = ("graph", "host")
 
 
@@ -81,6 +81,7 @@ class RuntimeSpec:
     device: str | int = "auto"
     precision: str = "fp32"
     encoding: str = "graph"    # onnxruntime: "host" computes the encodings' Sin/Cos in numpy (see OrtNetwork)
+    samples: list[int] | None = None  # [coarse, fine] samples per ray instead of the bundle's (`nerfexport tune`)
     path: str = ""
 
     @property
@@ -122,7 +123,7 @@ def load_runtime(ref: str | Path) -> RuntimeSpec:
         raise RuntimeSpecError(f"{path}: an onnxruntime runtime needs a providers list")
     types = {"description": str, "kind": str, "providers": list, "provider_options": dict, "threads": int,
              "graph_optimization": str, "chunk": int, "workers": int, "segment": int, "device": (str, int),
-             "precision": str, "encoding": str}
+             "precision": str, "encoding": str, "samples": list}
     for k, v in doc.items():
         if not isinstance(v, types[k]) or isinstance(v, bool) and types[k] is int:
             raise RuntimeSpecError(f"{path}: {k} has the wrong type ({type(v).__name__})")
@@ -138,6 +139,12 @@ def load_runtime(ref: str | Path) -> RuntimeSpec:
         raise RuntimeSpecError(f"{path}: segment must be a positive integer")
     if not isinstance(spec.workers, int) or spec.workers < 0:
         raise RuntimeSpecError(f"{path}: workers must be 0 (one per core) or a positive integer")
+    if spec.samples is not None:
+        smp = spec.samples
+        if (len(smp) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) for n in smp)
+                or not (1 <= smp[0] <= 4096 and 0 <= smp[1] <= 4096) or (smp[1] > 0 and smp[0] < 3)):
+            raise RuntimeSpecError(f"{path}: samples is [coarse, fine], at most 4096 each, and fine samples need "
+                                   "at least 3 coarse ones")
     if spec.encoding not in ENCODINGS:
         raise RuntimeSpecError(f"{path}: encoding must be one of {', '.join(ENCODINGS)}")
     if spec.workers == 0:
@@ -617,6 +624,16 @@ def provider_options(spec: RuntimeSpec, bundle, which: str, density_only: bool =
     return opts
 
 
+def render_settings(spec: RuntimeSpec, manifest):
+    """The renderer's scene settings for a bundle's ``manifest`` on ``spec``: the bundle's bounds
+    and sample counts, or the runtime file's ``samples`` when it names them."""
+    from nerfexport.deploy.render import SceneSettings
+    s = SceneSettings.from_manifest(manifest)
+    if spec.samples:
+        s.n_coarse, s.n_fine = int(spec.samples[0]), int(spec.samples[1])
+    return s
+
+
 def make_networks(spec: RuntimeSpec, bundle=None, n_fine: int | None = None) -> dict:
     """``{"coarse": net, "fine": net | None}`` for a bundle on onnxruntime or TensorRT (the torch
     baseline renders a checkpoint: :func:`nerfexport.model.torch_network.torch_networks`). ``n_fine``: the fine samples per ray the renderer will take (the
@@ -644,7 +661,7 @@ def make_networks(spec: RuntimeSpec, bundle=None, n_fine: int | None = None) -> 
     # with a fine network the renderer reads only the coarse network's density (its colour is never
     # composited), so the coarse session computes the density alone
     if n_fine is None:
-        n_fine = bundle.manifest.scene.n_fine
+        n_fine = spec.samples[1] if spec.samples else bundle.manifest.scene.n_fine
     density_only = bundle.network_path("fine") is not None and n_fine > 0
     out = {}
     for w in ("coarse", "fine"):

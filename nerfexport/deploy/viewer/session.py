@@ -24,7 +24,7 @@ from nerfexport.deploy.bundle import Bundle, open_bundle
 from nerfexport.deploy.rays import pose_spherical
 from nerfexport.deploy.render import Renderer, SceneSettings, make_renderer
 from nerfexport.deploy.run import early_stop_value, skip_note
-from nerfexport.deploy.runtime import RuntimeSpec, RuntimeSpecError, make_networks
+from nerfexport.deploy.runtime import RuntimeSpec, RuntimeSpecError, make_networks, render_settings
 from nerfexport.deploy.viewer.request import RADIUS_FACTOR, FrameRequest, Limits
 from nerfexport.deploy.views import dataset_views, resize_camera
 
@@ -182,7 +182,7 @@ def open_viewed(path: str | Path, spec: RuntimeSpec, early_stop: float | None = 
         raise DatasetError(f"{path} records no camera; the viewer needs the bundle's image size and focal length")
     nets = make_networks(spec, bundle=b)
     grid = b.occupancy()
-    settings = SceneSettings.from_manifest(b.manifest)
+    settings = render_settings(spec, b.manifest)
     renderers = {k: make_renderer(spec, nets, settings, grid, k, early_stop) for k in (True, False)}
     return ViewedBundle(path.resolve().name or str(path), b, spec.name, renderers, s.camera.H, s.camera.W,
                         s.camera.focal, skip_note(renderers[True], grid, True, path), FrameQueue())

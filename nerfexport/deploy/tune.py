@@ -1,0 +1,199 @@
+"""``nerfexport tune``: measure, on this machine and this bundle, the renderer settings that are
+fastest while the picture stays within a tolerance of the plain render, and write them as a
+runtime TOML file (``--runtime my-cpu.toml`` afterwards).
+
+What is searched, in this order (each step keeps the best of the one before):
+
+1. fine samples per ray (the bundle's, then fewer): the fewest whose PSNR against the ground
+   truth stays within ``tolerance`` dB of the plain render's (every sample evaluated, the
+   bundle's counts); without ground truth, against the plain render itself (at least
+   ``40 - 10 log10`` of the tolerance... see :data:`NO_TRUTH_PSNR`);
+2. rays per chunk;
+3. threads: one intra-op thread per call with one worker per core, or all cores in one call.
+
+Every timing is the median of ``repeat`` renders of each view after one warm-up render, in this
+process; numpy only (the deploy side).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from nerfexport.data.fileio import atomic_write
+from nerfexport.data.metrics import psnr
+from nerfexport.deploy.bundle import open_bundle
+from nerfexport.deploy.render import Renderer, make_renderer
+from nerfexport.deploy.runtime import RuntimeSpec, RuntimeSpecError, load_runtime, make_networks, render_settings
+from nerfexport.deploy.views import Views, select_views
+
+FINE_CANDIDATES = (128, 96, 64, 48, 32)
+CHUNK_CANDIDATES = (128, 256, 512, 1024)
+NO_TRUTH_PSNR = 40.0   # without ground truth: a setting must stay this close (PSNR) to the plain render
+
+
+class TuneError(ValueError):
+    """The tuning cannot run with these inputs."""
+
+
+@dataclass
+class Trial:
+    what: str
+    samples: tuple[int, int]
+    chunk: int
+    threads: int
+    workers: int
+    median_ms: float
+    evaluations: float
+    psnr: float          # against the ground truth, or against the plain render without one
+    kept: bool = False
+
+
+@dataclass
+class TuneResult:
+    spec: RuntimeSpec
+    trials: list[Trial] = field(default_factory=list)
+    plain_ms: float = 0.0
+    plain_psnr: float | None = None
+    reference: str = "ground truth"
+    out: Path | None = None
+
+
+def _render(spec: RuntimeSpec, bundle, views: Views, repeat: int, skip: bool = True):
+    r: Renderer = make_renderer(spec, make_networks(spec, bundle=bundle), render_settings(spec, bundle.manifest),
+                                bundle.occupancy(), skip)
+    r.render_view(views.H, views.W, views.focal, views.poses[0])   # warm-up
+    r.timings.reset()
+    imgs, times = [], []
+    for pose in views.poses:
+        ts = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            out = r.render_view(views.H, views.W, views.focal, pose)["rgb"]
+            ts.append(time.perf_counter() - t)
+        imgs.append(out)
+        times.append(float(np.median(ts)))
+    return imgs, float(np.median(times)) * 1e3, r.timings.samples / (len(views.poses) * repeat)
+
+
+def _score(imgs, truth) -> float:
+    return float(np.mean([psnr(a, b) for a, b in zip(imgs, truth)]))
+
+
+def tune_runtime(bundle_path: str | Path, out: str | Path, base: str = "ort-cpu", views: int = 2,
+                 tolerance: float = 0.1, repeat: int = 1, data=None, downscale: int | None = None,
+                 test_every: int | None = None, fine: tuple[int, ...] = FINE_CANDIDATES,
+                 chunks: tuple[int, ...] = CHUNK_CANDIDATES,
+                 progress: Callable[[dict], None] | None = None) -> TuneResult:
+    """Tune ``base`` (a runtime name or file, onnxruntime on the CPU) for the bundle at
+    ``bundle_path`` on its first ``views`` held-out views (or orbit views when the bundle records
+    no dataset) and write the result to the TOML file ``out``."""
+    emit = progress or (lambda e: None)
+    out = Path(out)
+    if out.suffix != ".toml":
+        raise TuneError(f"--out {out} must be a .toml file (a runtime file)")
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise TuneError(f"cannot write {out}: {out.parent} does not exist")
+    if views < 1 or repeat < 1 or not tolerance >= 0:
+        raise TuneError("--views and --repeat must be at least 1 and --tolerance zero or more")
+    spec0 = load_runtime(base)
+    if spec0.kind != "onnxruntime" or spec0.uses_cuda:
+        raise TuneError(f"tune measures onnxruntime on the CPU; {spec0.name} is {spec0.kind} "
+                        f"{'on a GPU' if spec0.uses_cuda else ''}".rstrip())
+    b = open_bundle(bundle_path)
+    s = b.manifest.scene
+    cam = None if s.camera is None else {"H": s.camera.H, "W": s.camera.W, "focal": s.camera.focal}
+    try:
+        v = select_views("test", cam, s.near, s.far, s.ndc, b.manifest.data, data, downscale, test_every,
+                         str(bundle_path))
+        v = Views(v.poses[:views], v.images[:views], v.H, v.W, v.focal)
+    except ValueError:
+        v = select_views("spiral", cam, s.near, s.far, s.ndc, None)
+        v = Views(v.poses[:views], None, v.H, v.W, v.focal)
+    n_c, n_f = s.n_coarse, s.n_fine
+    emit({"event": "note", "text": f"reference: the plain render ({n_c}+{n_f} samples, every one evaluated) of "
+                                   f"{len(v.poses)} view(s) of {v.W}x{v.H}"})
+    plain_spec = dataclasses.replace(spec0, samples=None)
+    plain, plain_ms, _ = _render(plain_spec, b, v, 1, skip=False)
+    res = TuneResult(spec0, plain_ms=plain_ms)
+    if v.images is not None:
+        truth, res.plain_psnr, res.reference = v.images, _score(plain, v.images), "ground truth"
+        floor = res.plain_psnr - tolerance
+    else:
+        truth, res.reference = plain, "the plain render"
+        floor = NO_TRUTH_PSNR
+    best = dataclasses.replace(spec0, samples=[n_c, n_f])
+
+    def trial(what: str, spec: RuntimeSpec) -> Trial:
+        imgs, ms, ev = _render(spec, b, v, repeat)
+        t = Trial(what, tuple(spec.samples or (n_c, n_f)), spec.chunk, spec.threads, spec.workers, ms, ev,
+                  _score(imgs, truth))
+        res.trials.append(t)
+        emit({"event": "note", "text": f"  {what}: {t.samples[0]}+{t.samples[1]} samples, chunk {t.chunk}, "
+                                       f"{t.threads} thread(s) x {t.workers} worker(s): {ms:.0f} ms, "
+                                       f"{ev:,.0f} evaluations, {t.psnr:.2f} dB"})
+        return t
+
+    # 1. fine samples: the fewest that keep the picture
+    keep = None
+    for nf in sorted({x for x in fine if 0 < x <= n_f} | {n_f}, reverse=True):
+        t = trial("samples", dataclasses.replace(best, samples=[n_c, nf]))
+        if t.psnr >= floor:
+            keep = t
+        else:
+            break
+    if keep is None:
+        raise TuneError(f"even the bundle's own {n_c}+{n_f} samples with skipping fall below the tolerance")
+    keep.kept = True
+    best = dataclasses.replace(best, samples=list(keep.samples))
+    # 2. rays per chunk, 3. threads: the fastest
+    for what, options in (("chunk", [dataclasses.replace(best, chunk=c) for c in chunks]),
+                          ("threads", [dataclasses.replace(best, threads=1, workers=os.cpu_count() or 1),
+                                       dataclasses.replace(best, threads=0, workers=1)])):
+        ts = [(trial(what, o), o) for o in options]
+        t, best = min(ts, key=lambda x: x[0].median_ms)
+        t.kept = True
+    res.spec = best
+    res.out = out
+    text = runtime_toml(best, res)
+    atomic_write(out, lambda f: f.write(text.encode()))
+    load_runtime(out)   # what was written loads
+    return res
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise RuntimeSpecError(f"cannot write {type(v).__name__} to a runtime file")
+
+
+def runtime_toml(spec: RuntimeSpec, res: TuneResult) -> str:
+    """The runtime file for ``spec``, with what was measured as comments."""
+    import platform
+    best = min((t for t in res.trials if t.kept), key=lambda t: t.median_ms, default=None)
+    lines = [f"# written by nerfexport tune on {platform.node() or 'this machine'} "
+             f"({os.cpu_count()} cores), {time.strftime('%Y-%m-%d %H:%M')}",
+             f"# plain render {res.plain_ms:.0f} ms/frame; tuned "
+             f"{best.median_ms:.0f} ms/frame, {best.psnr:.2f} dB against {res.reference}"
+             + (f" (plain {res.plain_psnr:.2f} dB)" if res.plain_psnr is not None else "") if best else "# no trial"]
+    fields = {"description": f"{spec.description} (tuned)".strip(), "kind": spec.kind, "providers": spec.providers,
+              "threads": spec.threads, "workers": spec.workers, "graph_optimization": spec.graph_optimization,
+              "chunk": spec.chunk, "encoding": spec.encoding, "segment": spec.segment, "samples": spec.samples}
+    lines += [f"{k} = {_toml_value(v)}" for k, v in fields.items() if v is not None]
+    if spec.provider_options:
+        for prov, opts in spec.provider_options.items():
+            lines.append(f"\n[provider_options.{prov}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in opts.items()]
+    return "\n".join(lines) + "\n"
