@@ -48,6 +48,8 @@ def test_forward_facing_training_uses_the_ndc_grid(tmp_path):
     train(model, scene, tc, progress=events.append)
     occ = [e["occupied"] for e in events if e.get("event") == "step"]
     assert occ[0] == 1.0 and min(occ) < 1.0   # the grid was built (in NDC space) and has empty cells
+    # no background in a forward-facing scene: every ray is trained, none skipped as empty
+    assert all(e["skipped"] == 0 and e["rays"] == 64 for e in events if e.get("event") == "step")
 
 
 def test_periodic_evaluation_is_a_fixed_pixel_subset_that_matches_the_full_view(tmp_path):

@@ -511,8 +511,10 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
         if gridded and grid_frac > 0.0:
             z_coarse, active = grid_samples(grid, o, d, cur.cfg.near, cur.cfg.far, tc.n_coarse,
                                             floor=tc.grid_floor, generator=gen)
-            if not bool(active.all()):
-                # rays that cross only empty cells render as background and need no network
+            if not bool(active.all()) and not scene.ndc:
+                # rays that cross only empty cells render as background and need no network (a
+                # forward-facing scene has no background: every ray is trained, its samples spread
+                # evenly where the grid sees nothing)
                 bg = 1.0 if cur.cfg.white_bkgd else 0.0
                 n_skipped = int((~active).sum())
                 skipped_err = float(((target[~active] - bg) ** 2).sum())
