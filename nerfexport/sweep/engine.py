@@ -10,8 +10,8 @@ it arrives (``on_result``: the sweep writes it to its cache at once). Bench stag
 nothing else of the sweep is left to run, and then run one per node at a time: each takes the
 custom resource ``nerfexport_timer``, of which the local Ray has one and cluster nodes have one
 when started with ``--resources='{"nerfexport_timer": 1}'``; on a cluster where some node lacks
-it, the benches run one at a time. Each bench also measures how busy its machine was just
-before and after (another job on the node), which the table reports as timings under load.
+it, the benches run one at a time. Each bench also measures how much of its machine's CPU other
+work took while it timed (another job on the node), which the table reports as timings under load.
 
 A failing stage fails the cells that need it, with its one-line error, and the others go on.
 Ctrl-C (or SIGTERM) cancels what is pending and running and raises; what finished is kept.
@@ -19,6 +19,7 @@ Ctrl-C (or SIGTERM) cancels what is pending and running and raises; what finishe
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -56,7 +57,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> tuple[bo
     if ray.is_initialized():
         return False, "the Ray this process had already started"
     addr = address or os.environ.get("RAY_ADDRESS") or None
-    kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # Ray's own log lines (a warning that token authentication is on, for one) stay in its logs
+    kw = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     if addr:
         import importlib.util
         if addr.startswith("ray://") and importlib.util.find_spec("grpc") is None:
@@ -70,7 +72,14 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> tuple[bo
             raise EngineError(f"cannot join the Ray cluster at {addr}: {text[:300]} (is its head running, and does "
                               "this machine have the cluster's token: RAY_AUTH_MODE=token, ~/.ray/auth_token?)") from None
         return True, f"the Ray cluster at {addr}"
-    ray.init(address="local", num_cpus=num_cpus, resources={TIMER: 1}, **kw)
+    for attempt in range(3):   # Ray gives its node 30 s to start: too little on a machine busy with other work
+        try:
+            ray.init(address="local", num_cpus=num_cpus, resources={TIMER: 1}, **kw)
+            break
+        except Exception as e:
+            ray.shutdown()
+            if attempt == 2 or "timed out during startup" not in str(e):
+                raise EngineError(f"could not start Ray on this machine: {str(e).strip().splitlines()[0]}") from None
     return True, "a local Ray on this machine"
 
 
@@ -147,6 +156,9 @@ def run_stages(stages: dict[str, Stage], done: dict[str, object], cpus: int = 1,
     rep = EngineReport()
     rep.timer, rep.nodes = timer_mode()
     gpu_ok = cluster_has_gpu()
+    most = max((float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0.0)
+    if cpus > most:   # no node could take a task: Ray would wait for one forever
+        raise EngineError(f"[sweep] cpus = {cpus}, but the largest node of the Ray cluster has {most:g} CPUs")
     refs: dict[str, ray.ObjectRef] = {}
     outcome: dict[str, object] = dict(done)
     todo = [k for k in stages if k not in done]

@@ -17,6 +17,7 @@ cells are tried again) and reuses every finished stage.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -158,6 +159,8 @@ def run_sweep(path: str | Path, out: str | Path, address: str | None = None, max
             raise SweepError(f"{name} must be positive, not {v}")
     if num_cpus is not None and num_cpus < 1:
         raise SweepError(f"--num-cpus must be at least 1, not {num_cpus}")
+    if num_cpus is not None and (address or os.environ.get("RAY_ADDRESS")):
+        raise SweepError("--num-cpus sizes the Ray started on this machine; a cluster has the CPUs its nodes declare")
     spec = load_sweep(path)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -216,8 +219,7 @@ def run_sweep(path: str | Path, out: str | Path, address: str | None = None, max
         for c in todo:   # cells whose stages were all cached (a cell JSON lost)
             if all(k in done for k in c.stages):
                 write_cell(c, outcome)
-    if run_keys:
-        from nerfexport.sweep import engine
+    if run_keys:   # (then todo is not empty: engine is imported)
         started, result.where = engine.connect(address, num_cpus)
         try:
             timer["mode"] = engine.timer_mode()[0]
@@ -238,11 +240,13 @@ def run_sweep(path: str | Path, out: str | Path, address: str | None = None, max
            "node has a nerfexport_timer resource)"}
     timer_text = ("no cell was timed" if not modes else "bench cells ran after every other stage of their run had "
                   "finished, " + " or ".join(how.get(m, "as recorded") for m in sorted(modes, key=str)))
-    timings = (f"Timings: {timer_text}." + (f" {loaded} cell(s) were timed while their machine was busy with other work "
-                                        f"(over {100 * tbl.LOAD:.0f}% of its CPU just before or after): their timings "
-                                        "were taken under load." if loaded else ""))
+    timings = (f"Timings: {timer_text}." + (f" {loaded} cell(s) were timed while other work took over "
+                                        f"{100 * tbl.LOAD:.0f}% of their machine's CPU: their timings were taken "
+                                        "under load." if loaded else ""))
     limits = {"max_ms": max_ms, "max_mb": max_mb}
     doc = tbl.sweep_doc(str(spec.path), spec.description, cells, settings, limits, timings)
+    doc["run"] = {"executed": result.executed, "cached": result.cached, "failed": result.failed,
+                  "stages": result.stages, "where": result.where or None, "seconds": time.perf_counter() - t0}
     _dump(out / "sweep.json", doc)
     md = tbl.markdown(doc)
     atomic_write(out / "sweep.md", lambda f: f.write(md.encode()))

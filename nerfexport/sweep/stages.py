@@ -194,20 +194,28 @@ def export(params: dict, model_result: dict) -> dict:
     return {"info": info, "files": files}
 
 
-def cpu_busy(seconds: float = 0.5) -> float:
-    """The fraction of this machine's CPU time spent busy over ``seconds`` (``/proc/stat``;
-    0 where it cannot be read): another job on the node shows here."""
-    def sample():
+def _busy_seconds() -> float | None:
+    """CPU seconds this machine has spent busy since boot, all cores (``/proc/stat``)."""
+    try:
         with open("/proc/stat") as f:
             v = [int(x) for x in f.readline().split()[1:]]
-        return sum(v), v[3] + (v[4] if len(v) > 4 else 0)
-    try:
-        t1, i1 = sample()
-        time.sleep(seconds)
-        t2, i2 = sample()
+        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
-        return 0.0
-    return max(0.0, 1.0 - (i2 - i1) / max(t2 - t1, 1))
+        return None
+
+
+def run_timed(fn):
+    """``fn()`` and the share of the machine's CPU that work other than ``fn``'s child
+    processes took while it ran (the machine's busy time less the children's CPU time, over
+    wall time x cores); ``None`` where ``/proc/stat`` cannot be read."""
+    import resource
+    b0, c0, t0 = _busy_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    res = fn()
+    b1, c1, t1 = _busy_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    if b0 is None or b1 is None:
+        return res, None
+    own = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
+    return res, max(0.0, (b1 - b0) - own) / max((t1 - t0) * (os.cpu_count() or 1), 1e-9)
 
 
 def bench(params: dict, model_result: dict, export_result: dict | None = None) -> dict:
@@ -238,14 +246,13 @@ def bench(params: dict, model_result: dict, export_result: dict | None = None) -
                "renders": str(tmp / "renders.npy")}
         if params.get("samples"):
             job["n_coarse"], job["n_fine"] = params["samples"]
-        busy = cpu_busy()
+        item = BenchItem(str(path), rt["ref"], sp["name"], plain=not params.get("skip", False))
         saved = os.environ.pop("OMP_NUM_THREADS", None)   # Ray's per-task setting: the bench uses the machine
         try:
-            r = run_item(BenchItem(str(path), rt["ref"], sp["name"], plain=not params.get("skip", False)), job)
+            r, busy = run_timed(lambda: run_item(item, job))   # the bench's own worker process
         finally:
             if saved is not None:
                 os.environ["OMP_NUM_THREADS"] = saved
-        busy = max(busy, cpu_busy())
         imgs = np.load(tmp / "renders.npy")
     ps = [float(psnr(a, b)) for a, b in zip(imgs, v.images)]
     ss = [float(ssim(a, b)) for a, b in zip(imgs, v.images)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-LOAD = 0.25   # a node busier than this (outside the bench) just before or after its timing: under load
+LOAD = 0.25   # other work took more than this share of a machine's CPU while a bench timed on it: under load
 
 
 def cell_row(recipe: dict, key: str, infos: dict[str, dict], error: str | None = None) -> dict:
