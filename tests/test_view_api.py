@@ -240,7 +240,10 @@ NO_TORCH = ("import sys\n"
 def test_the_command_serves_without_torch_warns_off_localhost_and_stops_on_ctrl_c(bundles):
     p = subprocess.Popen([sys.executable, "-c", NO_TORCH, "view", str(bundles["fp32"]), str(bundles["int8"]),
                           "--port", "0", "--host", "0.0.0.0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+                         text=True,
+                         # a job a shell started in the background inherits SIGINT ignored, and Python
+                         # then installs no Ctrl-C handler: give the child the terminal's default
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = []
         while not any("viewer at" in ln for ln in lines):
