@@ -147,3 +147,14 @@ def test_tune_writes_a_runtime_file_that_loads_and_renders(bundle, tmp_path):
     bad.write_text(out.read_text().replace("samples = [", "samples = [1, "))
     with pytest.raises(ValueError):
         load_runtime(bad)
+
+
+def test_tune_builds_each_step_on_the_best_of_the_one_before(bundle, tmp_path, monkeypatch):
+    import nerfexport.deploy.tune as tune
+    times = {128: 5.0, 256: 9.0}   # chunk 128 is the fastest: the thread trials must use it
+
+    def fake(spec, b, views, repeat, skip=True):
+        return [np.zeros((views.H, views.W, 3), np.float32)] * len(views.poses), times.get(spec.chunk, 7.0), 1.0
+    monkeypatch.setattr(tune, "_render", fake)
+    r = tune.tune_runtime(bundle, tmp_path / "t.toml", views=1, chunks=(128, 256))
+    assert all(t.chunk == 128 for t in r.trials if t.what == "threads") and r.spec.chunk == 128

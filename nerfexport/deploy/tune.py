@@ -9,7 +9,8 @@ What is searched, in this order (each step keeps the best of the one before):
    bundle's counts); without ground truth, against the plain render itself (at least
    ``40 - 10 log10`` of the tolerance... see :data:`NO_TRUTH_PSNR`);
 2. rays per chunk;
-3. threads: one intra-op thread per call with one worker per core, or all cores in one call.
+3. threads: one intra-op thread per call with one worker per core, or all cores in one call
+   (each step starts from the best of the one before).
 
 Every timing is the median of ``repeat`` renders of each view after one warm-up render, in this
 process; numpy only (the deploy side).
@@ -153,10 +154,12 @@ def tune_runtime(bundle_path: str | Path, out: str | Path, base: str = "ort-cpu"
     keep.kept = True
     best = dataclasses.replace(best, samples=list(keep.samples))
     # 2. rays per chunk, 3. threads: the fastest
-    for what, options in (("chunk", [dataclasses.replace(best, chunk=c) for c in chunks]),
-                          ("threads", [dataclasses.replace(best, threads=1, workers=os.cpu_count() or 1),
-                                       dataclasses.replace(best, threads=0, workers=1)])):
-        ts = [(trial(what, o), o) for o in options]
+    # (each step's options are made from the best of the step before)
+    steps = (("chunk", lambda sp: [dataclasses.replace(sp, chunk=c) for c in chunks]),
+             ("threads", lambda sp: [dataclasses.replace(sp, threads=1, workers=os.cpu_count() or 1),
+                                     dataclasses.replace(sp, threads=0, workers=1)]))
+    for what, make in steps:
+        ts = [(trial(what, o), o) for o in make(best)]
         t, best = min(ts, key=lambda x: x[0].median_ms)
         t.kept = True
     res.spec = best
