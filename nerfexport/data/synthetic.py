@@ -149,17 +149,11 @@ def make_forward_scene(out: str | Path, width: int = 504, height: int = 378, n: 
     """Write the procedural scene as an LLFF forward-facing dataset (``poses_bounds.npy`` and
     ``images/`` at ``width`` x ``height``, a 55-degree horizontal field of view) to ``out``,
     created whole via a temporary folder. LLFF holds out every 8th view for testing."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) if out.is_dir() else out.exists():
-        raise FileExistsError(f"{out} already exists and is not empty")
     if min(width, height) < 8 or max(width, height) > 4096 or n < 2:
         raise SceneError("width and height must be 8 to 4096 pixels and there must be at least 2 views")
-    parent = out.parent if str(out.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    from nerfexport.data.fileio import temp_dir_for
     focal = 0.5 * width / np.tan(np.radians(27.5))
-    tmp = temp_dir_for(out)
-    try:
+
+    def fill(tmp: Path) -> None:
         (tmp / "images").mkdir()
         rows = []
         for i, c2w in enumerate(forward_poses(n, np.random.default_rng(seed))):
@@ -172,6 +166,21 @@ def make_forward_scene(out: str | Path, width: int = 504, height: int = 378, n: 
         np.save(tmp / "poses_bounds.npy", np.array(rows))
         (tmp / "README.txt").write_text(f"nerfexport procedural forward-facing scene, seed {seed}, {width}x{height}, "
                                         f"{n} views, LLFF format.\n")
+    return _write_folder(out, fill)
+
+
+def _write_folder(out: str | Path, fill) -> Path:
+    """Create the folder ``out`` whole: ``fill(tmp)`` writes into a temporary folder beside it,
+    which is then renamed into place (an empty ``out`` is replaced; anything else is refused)."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) if out.is_dir() else out.exists():
+        raise FileExistsError(f"{out} already exists and is not empty")
+    parent = out.parent if str(out.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    from nerfexport.data.fileio import temp_dir_for
+    tmp = temp_dir_for(out)
+    try:
+        fill(tmp)
         if out.is_dir():
             out.rmdir()
         os.replace(tmp, out)
@@ -201,17 +210,11 @@ def make_scene(out: str | Path, size: int = 64, n_train: int = 40, n_val: int = 
     Returns the folder. Train and val views are random on the upper hemisphere; test views
     orbit at 30 degrees elevation.
     """
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) if out.is_dir() else out.exists():
-        raise FileExistsError(f"{out} already exists and is not empty")
     if size < 8 or min(n_train, n_val, n_test) < 1:
         raise SceneError("size must be at least 8 and every split needs at least one view")
-    parent = out.parent if str(out.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    from nerfexport.data.fileio import temp_dir_for
-    tmp = temp_dir_for(out)
-    try:
+
+    def fill(tmp: Path) -> None:
         for split, poses in (("train", camera_poses(n_train, rng)), ("val", camera_poses(n_val, rng)),
                              ("test", camera_poses(n_test, None))):
             (tmp / split).mkdir()
@@ -223,10 +226,4 @@ def make_scene(out: str | Path, size: int = 64, n_train: int = 40, n_val: int = 
             (tmp / f"transforms_{split}.json").write_text(
                 json.dumps({"camera_angle_x": CAMERA_ANGLE_X, "frames": frames}, indent=1))
         (tmp / "README.txt").write_text(f"nerfexport procedural scene, seed {seed}, {size}x{size}, Blender format.\n")
-        if out.is_dir():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return _write_folder(out, fill)
