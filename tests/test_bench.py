@@ -61,3 +61,21 @@ def test_markdown_reports_samples_torch_speedups_and_the_layer_gemm():
                    "rows": [row]})
     assert "| 64+64 |" in md and "| 31.0x | 12.5x |" in md and "| 20% | 50% |" in md
     assert "int8 W=128 200 GOP/s" in md
+
+
+def test_the_machine_line_names_the_cpu_with_its_family_and_model():
+    """Tables name the CPU: its model name and, on x86 Linux, family and model (a VM's model name is
+    often generic), then the core count."""
+    import os
+    import pathlib
+
+    from nerfexport.bench.bench import machine
+    line = machine()
+    assert line.endswith(f", {os.cpu_count()} cores")
+    info = pathlib.Path("/proc/cpuinfo")
+    text = info.read_text() if info.is_file() else ""
+    names = [ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")]
+    if names:
+        assert line.startswith(names[0])
+    if "cpu family" in text:
+        assert " (family " in line and " model " in line

@@ -210,14 +210,22 @@ def measure_peak(sizes: tuple[int, ...] = (1024, 2048, 4096), timeout: float = 6
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
+    """The CPU by name, with its family and model (a VM's name is often generic), and its cores."""
+    cpu, fm = platform.processor() or platform.machine(), {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and cpu in (platform.processor(), platform.machine()):
+                cpu = value.strip()
+            elif key in ("cpu family", "model") and key not in fm:
+                fm[key] = value.strip()
+            elif not key:
                 break
     except OSError:
         pass
+    if "cpu family" in fm and "model" in fm:
+        cpu += f" (family {fm['cpu family']} model {fm['model']})"
     return f"{cpu}, {os.cpu_count()} cores"
 
 

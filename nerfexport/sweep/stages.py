@@ -13,7 +13,6 @@ Each stage calls the function the matching command runs: shrinking is
 from __future__ import annotations
 
 import os
-import platform
 import socket
 import tempfile
 import time
@@ -36,8 +35,8 @@ def read_files(root: Path, prefix: str = "") -> dict[str, bytes]:
 
 
 def node() -> dict:
-    return {"host": socket.gethostname(), "machine": f"{platform.processor() or platform.machine()}, "
-                                                     f"{os.cpu_count()} cores"}
+    from nerfexport.bench.bench import machine
+    return {"host": socket.gethostname(), "machine": machine()}
 
 
 def _scene(sp: dict, record, ndc: bool, owner: str):
