@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from nerfexport.bench.bench import machine
 from nerfexport.model import checkpoint as ckpt
 from nerfexport.shrink.calibration import draw_samples
 from nerfexport.data.datasets import Scene
@@ -101,8 +101,8 @@ def run_study(teacher_path: str | Path, scene: Scene, out_dir: str | Path, width
                           "train_config": (state or {}).get("train_config")}
         doc["settings"] = {"eval_views": eval_views, "eval_samples": list(eval_samples), "calib_rays": calib_rays,
                            "finetune": {str(k): v for k, v in finetune.items()}, "distill": dc.to_dict(),
-                           "seed": seed, "machine": f"{platform.processor() or platform.machine()}, "
-                                                     f"{os.cpu_count()} cores, torch {torch.__version__}"}
+                           "seed": seed, "machine": f"{machine()}, torch {torch.__version__}",
+                           "precision": eval_precision()}
         _save(jpath, doc)
         emit({"event": "teacher", **doc["teacher"]})
 
@@ -174,12 +174,18 @@ METHOD_LABELS = {"uniform": "uniform (random)", "magnitude-in": "magnitude, inco
                  "scratch": "trained from scratch"}
 
 
+def eval_precision() -> str:
+    """What the held-out evaluations on this machine's CPU run in: ``bf16`` or ``fp32``."""
+    return "bf16" if autocast_dtype("auto", torch.device("cpu")) is not None else "fp32"
+
+
 def markdown_table(doc: dict) -> str:
     """The study as a Markdown table (teacher first, then each width's rows)."""
     t = doc["teacher"]
     s = doc["settings"]
     lines = [f"Held-out PSNR/SSIM on {s['eval_views']} test views at {s['eval_samples'][0]}+{s['eval_samples'][1]} "
-             f"samples per ray (bf16); parameters and fp32 checkpoint size are for coarse + fine together. "
+             f"samples per ray{f' ({p})' if (p := s.get('precision')) else ''}; parameters and fp32 checkpoint "
+             f"size are for coarse + fine together. "
              f"Machine: {s['machine']}.", "",
              "| method | width | parameters | size [MB] | PSNR pruned | PSNR fine-tuned | vs teacher [dB] | SSIM | "
              "time [min] |",

@@ -179,8 +179,9 @@ def shrink_study_doc(cells: list[dict], scene: str, machine: str) -> dict:
                      "ssim_pruned": m.get("ssim_pruned"), "psnr": m["psnr"], "ssim": m["ssim"],
                      "finetune_steps": rc["finetune"], "steps": m.get("steps"), "seconds": m["cost_seconds"]})
     s = cells[0]["settings"]
+    from nerfexport.bench.study import eval_precision
     return {"teacher": teacher, "settings": {"eval_views": s["eval_views"], "eval_samples": s["eval_samples"],
-                                             "machine": machine}, "rows": rows}
+                                             "machine": machine, "precision": eval_precision()}, "rows": rows}
 
 
 def export_study_doc(cells: list[dict], scene: str) -> tuple[dict, str]:
