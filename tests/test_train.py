@@ -199,3 +199,11 @@ def test_a_grown_run_ends_at_full_width_and_resumes_across_the_growth(tmp_path):
         assert torch.allclose(a, b, atol=1e-5)
     final = load_checkpoint(out)
     assert final.cfg == model.cfg
+
+
+def test_a_from_scratch_baseline_of_a_grown_teacher_trains_its_own_width_throughout():
+    """make teacher grows from width 128; the width-64 baseline must not inherit that growth
+    (it failed with 'grow_from 128 is wider than the model')."""
+    from nerfexport.bench.study import scratch_train_config
+    tc = scratch_train_config({"grow_from": 128, "grow_at": 0.75, "steps": 10, "lr": 1e-3}, {}, 2.0, 0.1)
+    assert tc.grow_from is None and tc.steps == 1200 and tc.max_minutes is None and tc.lr == 1e-3
