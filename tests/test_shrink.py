@@ -71,3 +71,56 @@ def test_pipeline_reports_before_and_after(setup):
     assert rep.psnr_before_finetune is not None and rep.psnr_after_finetune is not None
     assert rep.widths["coarse"]["pts.0"] == 16 and rep.params_after["total"] < rep.params_before["total"]
     assert rep.finetune["steps"] == 5 and rep.seconds["finetune"] > 0
+
+
+def test_auto_finds_the_narrow_network_inside_a_grown_one(blender_dir):
+    """A network widened from 16 to 32 (``train``'s ``grow_from``) holds its narrow self in the
+    neurons that magnitude scoring keeps; ``auto`` must find that student (the others lose it).
+    As in the trained lego teacher (docs/shrink.md), the new neurons' outgoing weights stay
+    smaller than the old ones' (here 0.1x, into the new neurons only: the old ones read none)."""
+    from nerfexport.model.surgery import widen_model
+    from nerfexport.shrink.pipeline import AUTO_CANDIDATES, choose_method
+    from nerfexport.train.loop import eval_pixels
+
+    scene = load_scene(blender_dir)
+    torch.manual_seed(0)
+    narrow = NeRF(tiny_config(width=16, depth=4)).eval()
+    grown, maps = widen_model(narrow, tiny_config(width=32, depth=4), torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for name, mod in grown.named_modules():
+            if isinstance(mod, torch.nn.Linear) and name in maps:
+                new_cols = torch.ones(mod.in_features, dtype=torch.bool)
+                new_cols[maps[name][1]] = False
+                mod.weight[:, new_cols] *= 0.1
+    grown.eval()
+    cal = draw_samples(grown, scene, n_rays=64)
+    spec = ShrinkSpec(method="auto", width=16)
+    method, student, info, scores = choose_method(grown, scene, spec, cal, n_pixels=256)
+    assert method == "magnitude" and set(scores) == set(AUTO_CANDIDATES)
+    assert scores["magnitude"] > 40 and scores["magnitude"] > max(scores["coreset"], scores["data-coreset"]) + 10
+    pts = torch.rand(64, 3)
+    dirs = torch.nn.functional.normalize(torch.randn(64, 3), dim=-1)
+    with torch.no_grad():
+        assert torch.allclose(student.fine(pts, dirs), narrow.fine(pts, dirs), atol=1e-5)
+    assert info.params_after["total"] < info.params_before["total"]
+    # the pixels it judges by come from the training views, never the held-out ones
+    train = eval_pixels(scene, 10**6, 10**6, 0, split="train")
+    test = eval_pixels(scene, 10**6, 10**6, 0, split="test")
+    assert train["rgb"].shape[0] == len(scene.splits["train"]) * scene.H * scene.W
+    assert test["rgb"].shape[0] == len(scene.splits["test"]) * scene.H * scene.W != train["rgb"].shape[0]
+    with pytest.raises(ValueError, match="auto"):
+        shrink_model(grown, spec, cal)
+
+
+def test_pipeline_with_auto_records_the_choice(setup):
+    model, scene, _ = setup
+    from nerfexport.shrink.distill import DistillConfig
+    from nerfexport.shrink.pipeline import AUTO_CANDIDATES
+    events = []
+    small, rep = shrink_pipeline(model, scene, ShrinkSpec(method="auto", width=16, finetune=2, calib_rays=32),
+                                 eval_views=None, distill_cfg=DistillConfig(bank_rays=64, batch_rays=32, n_coarse=4,
+                                                                            n_fine=4), progress=events.append)
+    assert rep.method in AUTO_CANDIDATES and set(rep.auto) == set(AUTO_CANDIDATES)
+    assert rep.auto[rep.method] == max(rep.auto.values())
+    assert [e["method"] for e in events if e["event"] == "chose"] == [rep.method]
+    assert small.coarse.cfg.widths == [16] * 4

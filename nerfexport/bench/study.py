@@ -175,7 +175,7 @@ def run_study(teacher_path: str | Path, scene: Scene, out_dir: str | Path, width
 METHOD_LABELS = {"uniform": "uniform (random)", "magnitude-in": "magnitude, incoming", "magnitude-out":
                  "magnitude, outgoing", "magnitude": "magnitude, in x out", "activation": "activation-aware",
                  "coreset": "coreset (Mussay et al.)", "data-coreset": "data-aware coreset",
-                 "scratch": "trained from scratch"}
+                 "auto": "auto (best pruned of coreset, magnitude, data-coreset)", "scratch": "trained from scratch"}
 
 
 def eval_precision() -> str:

@@ -55,6 +55,9 @@ def describe(e: dict) -> str | None:
         s = e["scene"]
         return (f"{s.kind} scene: {len(s.splits['train'])} train views of {s.W}x{s.H}, near {s.near:.3g} "
                 f"far {s.far:.3g}{' (NDC)' if s.ndc else ''}")
+    if kind == "chose":
+        tried = ", ".join(f"{m} {v:.2f} dB" for m, v in e["scores"].items())
+        return f"    method auto: {e['method']} (pruned students against the teacher on training pixels: {tried})"
     if kind == "item":
         return f"[{e['index'] + 1}] {e['label']}"
     if kind == "row" and "method" in e:

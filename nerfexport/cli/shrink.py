@@ -10,7 +10,8 @@ import typer
 from nerfexport.cli.app import DEFAULT_MODEL, SHRUNK_MODEL, app, default_file, guard, say
 from nerfexport.cli.progress import Reporter
 
-METHODS_HELP = "uniform, magnitude[-in|-out], activation, coreset, data-coreset (default: coreset, the best at width 128 on lego)"
+METHODS_HELP = ("uniform, magnitude[-in|-out], activation, coreset, data-coreset, or auto (the default: prunes with "
+                "coreset, magnitude and data-coreset and distils the one closest to the teacher on training pixels)")
 
 
 @app.command()

@@ -16,6 +16,14 @@ from nerfexport.model.mlp import NeRF, NeRFMLP, count_parameters
 from nerfexport.model.surgery import ActivationStats, Selection, _linear, activation_stats, layers, prune_model, target_widths
 
 
+AUTO = "auto"
+#: what ``method = "auto"`` tries: each is pruned and the one whose pruned student agrees best with
+#: the teacher on training pixels is distilled (docs/shrink.md: which of them wins depends on the
+#: teacher; a grown teacher, ``make teacher``, keeps its narrow phase in the neurons that
+#: ``magnitude`` keeps)
+AUTO_CANDIDATES = ("coreset", "magnitude", "data-coreset")
+
+
 @dataclass
 class ShrinkSpec:
     """What to shrink to and how. One of ``width``, ``ratio``, ``widths`` is set."""
@@ -35,8 +43,8 @@ class ShrinkSpec:
     fold: bool = True               # fold removed neurons' calibration means into the next bias
 
     def validate(self) -> None:
-        if self.method not in scoring.METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(scoring.METHODS)}")
+        if self.method not in scoring.METHODS + (AUTO,):
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(scoring.METHODS + (AUTO,))}")
         if sum(x is not None for x in (self.width, self.ratio, self.widths)) != 1:
             raise ValueError("give exactly one target: --width, --ratio or per-layer widths from a recipe")
         if isinstance(self.finetune, bool) or not isinstance(self.finetune, int) or self.finetune < 0:
@@ -128,6 +136,8 @@ def shrink_model(model: NeRF, spec: ShrinkSpec, calib: CalibrationSet | None) ->
     neurons are simply dropped).
     """
     spec.validate()
+    if spec.method == AUTO:
+        raise ValueError("method auto chooses among pruned students on a scene: use shrink_pipeline or choose_method")
     targets = target_widths(model.coarse.cfg, spec.width, spec.ratio, spec.widths, spec.feature_width,
                             spec.view_width)
     if model.fine is not None:
@@ -172,9 +182,35 @@ class ShrinkReport:
     eval: dict | None = None
     source: dict | None = None
     files: dict | None = None
+    auto: dict | None = None        # method "auto": each candidate's pruned PSNR against the teacher
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def choose_method(teacher: NeRF, scene, spec: ShrinkSpec, calib: CalibrationSet,
+                  candidates: tuple[str, ...] = AUTO_CANDIDATES, n_pixels: int = 2048,
+                  ) -> tuple[str, NeRF, ShrinkInfo, dict[str, float]]:
+    """Prune ``teacher`` with each of ``candidates`` and keep the student whose colours agree best
+    with the teacher's on ``n_pixels`` random pixels of the training views (the held-out views are
+    not looked at). Returns the method, its pruned student, its :class:`ShrinkInfo` and every
+    candidate's PSNR against the teacher [dB]."""
+    from dataclasses import replace
+
+    from nerfexport.train.loop import eval_pixels, pixel_psnr, render_rays
+
+    px = {k: torch.from_numpy(a) for k, a in eval_pixels(scene, n_pixels, 10**9, spec.seed, split="train").items()}
+    nc, nf = teacher.cfg.n_coarse, teacher.cfg.n_fine
+    with torch.no_grad():
+        out_c, out_f = render_rays(teacher.eval(), px["o"], px["d"], px["v"], nc, nf, False, None)
+    px["rgb"] = (out_f if out_f is not None else out_c).rgb.clamp(0, 1)
+    best, scores = None, {}
+    for m in candidates:
+        student, info = shrink_model(teacher, replace(spec, method=m), calib)
+        scores[m] = pixel_psnr(student, px, nc, nf, None)
+        if best is None or scores[m] > scores[best[0]]:
+            best = (m, student, info)
+    return best[0], best[1], best[2], scores
 
 
 def shrink_pipeline(teacher: NeRF, scene, spec: ShrinkSpec, eval_views: int | None = 10,
@@ -199,15 +235,22 @@ def shrink_pipeline(teacher: NeRF, scene, spec: ShrinkSpec, eval_views: int | No
     secs["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
     emit({"event": "stage", "stage": "prune"})
-    student, info = shrink_model(teacher, spec, calib)
+    auto = None
+    if spec.method == AUTO:
+        method, student, info, auto = choose_method(teacher, scene, spec, calib)
+        emit({"event": "chose", "method": method, "scores": auto})
+    else:
+        method = spec.method
+        student, info = shrink_model(teacher, spec, calib)
     secs["prune"] = time.perf_counter() - t
     amp = autocast_dtype("auto", torch.device("cpu"))
     nc, nf = eval_samples if eval_samples else (None, None)
-    rep = ShrinkReport(spec.method, spec.seed, spec.to_dict(), info.widths, info.params_before, info.params_after, secs,
+    rep = ShrinkReport(method, spec.seed, spec.to_dict(), info.widths, info.params_before, info.params_after, secs,
                        eval=None if eval_views is None else {"views": eval_views, "split": "test",
                                                             "n_coarse": nc or teacher.cfg.n_coarse,
                                                             "n_fine": teacher.cfg.n_fine if nf is None else nf,
                                                             "precision": "bf16" if amp is not None else "fp32"})
+    rep.auto = auto
     if eval_views is not None:
         t = time.perf_counter()
         emit({"event": "stage", "stage": "evaluate"})

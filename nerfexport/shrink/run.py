@@ -21,7 +21,7 @@ from nerfexport.shrink.pipeline import ShrinkReport, ShrinkSpec, shrink_pipeline
 from nerfexport.shrink.recipe import load_recipe
 
 ProgressFn = Callable[[dict], None]
-DEFAULT_METHOD = "coreset"     # the best at width 128 on lego (docs/shrink.md)
+DEFAULT_METHOD = "auto"        # coreset, magnitude or data-coreset, whichever prunes best (docs/shrink.md)
 DEFAULT_MINUTES = 8.0          # distillation budget: pruning alone loses most of the quality (docs/shrink.md)
 STEP_CEILING = 10_000_000      # the step count when only a time budget ends the distillation
 

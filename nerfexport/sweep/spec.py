@@ -256,7 +256,7 @@ def _axes(axes, where: str, base: Path, until: str) -> Axes:
             raise SweepSpecError(f"{where}: axes.{key} has no effect when the sweep stops after {until} "
                                  f"([sweep] until = {until!r})")
     methods = _list(axes, "method", ["coreset"], where)
-    known = METHODS + ("none", "scratch")
+    known = METHODS + ("auto", "none", "scratch")
     for m in methods:
         if m not in known:
             raise SweepSpecError(f"{where}: axes.method {m!r} is not one of {', '.join(known)}")

@@ -244,10 +244,11 @@ def evaluate(model: NeRF, scene: Scene, split: str = "test", max_views: int | No
                       [float(x) for x in ss], time.perf_counter() - t0)
 
 
-def eval_pixels(scene: Scene, n: int, views: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """A fixed random subset of ``n`` held-out pixels from the first ``views`` test views: rays
-    ``o, d, v (n, 3)`` and target ``rgb (n, 3)`` (the periodic evaluation of :func:`train`)."""
-    images, poses = scene.subset("test")
+def eval_pixels(scene: Scene, n: int, views: int, seed: int = 0, split: str = "test") -> dict[str, np.ndarray]:
+    """A fixed random subset of ``n`` held-out pixels from the first ``views`` test views (or
+    those of ``split``): rays ``o, d, v (n, 3)`` and target ``rgb (n, 3)`` (the periodic evaluation
+    of :func:`train`)."""
+    images, poses = scene.subset(split)
     images, poses = images[:views], poses[:views]
     rng = np.random.default_rng(seed)
     HW = scene.H * scene.W
