@@ -254,6 +254,15 @@ def test_paths_are_relative_to_the_sweep_file(scene_root):
     assert spec.scenes[0].data == (scene_root / "scene0").resolve() and spec.scenes[0].name == "teacher"
 
 
+def test_auto_is_a_sweep_method(scene_root):
+    f = scene_root / "auto.toml"
+    f.write_text("[[scene]]\ncheckpoint = 'teacher.pt'\n[axes]\nmethod = ['auto', 'coreset']\nwidth = [8]\n")
+    assert load_sweep(f).axes.method == ["auto", "coreset"]
+    f.write_text("[[scene]]\ncheckpoint = 'teacher.pt'\n[axes]\nmethod = ['best']\nwidth = [8]\n")
+    with pytest.raises(SweepSpecError, match="auto"):   # the error lists it among the methods
+        load_sweep(f)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
