@@ -54,8 +54,7 @@ def scratch_train_config(train_config: dict | None, meta: dict | None, minutes: 
     tc = TrainConfig(**{k: v for k, v in (train_config or {}).items() if k in known})
     # a teacher grown from a narrower width (make teacher: 128, then 256) records that growth; the
     # baseline trains its own width throughout, as the shrunk students have it
-    if "grow_from" in known:
-        tc.grow_from = None
+    tc.grow_from = None
     if step_seconds:
         tc.steps, tc.max_minutes = int(round(minutes * 60.0 / step_seconds)), None
     else:

@@ -22,6 +22,8 @@ AUTO = "auto"
 #: teacher; a grown teacher, ``make teacher``, keeps its narrow phase in the neurons that
 #: ``magnitude`` keeps)
 AUTO_CANDIDATES = ("coreset", "magnitude", "data-coreset")
+#: every value ``ShrinkSpec.method`` accepts
+SPEC_METHODS = scoring.METHODS + (AUTO,)
 
 
 @dataclass
@@ -43,8 +45,8 @@ class ShrinkSpec:
     fold: bool = True               # fold removed neurons' calibration means into the next bias
 
     def validate(self) -> None:
-        if self.method not in scoring.METHODS + (AUTO,):
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(scoring.METHODS + (AUTO,))}")
+        if self.method not in SPEC_METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(SPEC_METHODS)}")
         if sum(x is not None for x in (self.width, self.ratio, self.widths)) != 1:
             raise ValueError("give exactly one target: --width, --ratio or per-layer widths from a recipe")
         if isinstance(self.finetune, bool) or not isinstance(self.finetune, int) or self.finetune < 0:

@@ -244,7 +244,7 @@ def _list(axes: dict, key: str, default: list, where: str) -> list:
 
 def _axes(axes, where: str, base: Path, until: str) -> Axes:
     from nerfexport.export.quantize import CALIBRATION_METHODS
-    from nerfexport.shrink.scoring import METHODS
+    from nerfexport.shrink.pipeline import SPEC_METHODS
     if not isinstance(axes, dict):
         raise SweepSpecError(f"{where}: [axes] must be a table, got {axes!r}")
     unknown = sorted(set(axes) - set(AXES))
@@ -256,7 +256,7 @@ def _axes(axes, where: str, base: Path, until: str) -> Axes:
             raise SweepSpecError(f"{where}: axes.{key} has no effect when the sweep stops after {until} "
                                  f"([sweep] until = {until!r})")
     methods = _list(axes, "method", ["coreset"], where)
-    known = METHODS + ("auto", "none", "scratch")
+    known = SPEC_METHODS + ("none", "scratch")
     for m in methods:
         if m not in known:
             raise SweepSpecError(f"{where}: axes.method {m!r} is not one of {', '.join(known)}")
