@@ -36,8 +36,10 @@ def synth(out: Annotated[Path, typer.Argument(help="folder to create (Blender fo
                                                 "(every 8th view held out)")] = False,
           resolution: Annotated[str, typer.Option(help="with --forward: WIDTHxHEIGHT")] = "504x378",
           views: Annotated[int, typer.Option(help="with --forward: number of photos")] = 20,
-          seed: Annotated[int, typer.Option(help="camera seed")] = 0) -> None:
-    """Write the embedded procedural scene as a Blender-format (or, --forward, LLFF) dataset."""
+          seed: Annotated[int, typer.Option(help="camera seed")] = 0,
+          fmt: Annotated[str, typer.Option("--format", help="blender (transforms_{train,val,test}.json) or nerfstudio "
+                                           "(one transforms.json, the same views)")] = "blender") -> None:
+    """Write the embedded procedural scene as a Blender-format (or nerfstudio, or --forward LLFF) dataset."""
     from nerfexport.data.synthetic import make_forward_scene, make_scene
     from nerfexport.deploy.views import parse_resolution
     if forward:
@@ -45,8 +47,8 @@ def synth(out: Annotated[Path, typer.Argument(help="folder to create (Blender fo
         path = make_forward_scene(out, w, h, views, seed)
         say(f"wrote {views} forward-facing views of {w}x{h} (LLFF) to {path}/")
         return
-    path = make_scene(out, size, n_train, n_val, n_test, seed)
-    say(f"wrote {n_train}+{n_val}+{n_test} views of {size}x{size} to {path}/")
+    path = make_scene(out, size, n_train, n_val, n_test, seed, fmt)
+    say(f"wrote {n_train}+{n_val}+{n_test} views of {size}x{size} ({fmt}) to {path}/")
 
 
 @app.command()

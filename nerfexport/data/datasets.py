@@ -36,6 +36,13 @@ class Scene:
     kind: str = "blender"
     source: str = ""
     load_args: dict = field(default_factory=dict)  # how load_scene was called (to load it again)
+    pinhole: tuple | None = None         # (fx, fy, cx, cy) when not `focal` with the centre at (W/2, H/2)
+    notes: list = field(default_factory=list)  # what the loader assumed (held-out views, moved cameras)
+
+    @property
+    def cam(self):
+        """The camera for the ray generator: ``focal``, or ``(fx, fy, cx, cy)`` (see ``deploy.rays.pinhole``)."""
+        return self.focal if self.pinhole is None else self.pinhole
 
     def subset(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         idx = self.splits[split]
@@ -239,12 +246,19 @@ def load_scene(root: str | Path, downscale: int = 1, white_bkgd: bool = True, te
     args = {"path": str(root.resolve()), "downscale": downscale, "white": white_bkgd, "test_every": test_every,
             "ndc": ndc}
     if (root / "transforms_train.json").is_file():
-        scene = load_blender(root, downscale, white_bkgd, test_every=test_every)
+        if all((root / f"transforms_{s}.json").is_file() for s in ("val", "test")):
+            scene = load_blender(root, downscale, white_bkgd, test_every=test_every)
+        else:
+            from nerfexport.data.transforms import load_blender_partial
+            scene = load_blender_partial(root, downscale, white_bkgd, test_every)
+    elif (root / "transforms.json").is_file():
+        from nerfexport.data.transforms import load_transforms
+        scene = load_transforms(root, downscale, white_bkgd, test_every)
     elif (root / "poses_bounds.npy").is_file():
         scene = load_llff(root, factor=downscale, ndc=ndc)
     else:
-        raise DatasetError(f"{root} is neither a Blender dataset (transforms_train.json) "
-                           "nor an LLFF dataset (poses_bounds.npy)")
+        raise DatasetError(f"{root} is neither a Blender dataset (transforms_train.json), a nerfstudio / "
+                           "instant-ngp one (transforms.json) nor an LLFF dataset (poses_bounds.npy)")
     scene.load_args = args
     return scene
 

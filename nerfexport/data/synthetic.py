@@ -203,18 +203,28 @@ class SceneError(ValueError):
     """The embedded scene cannot be made with these options."""
 
 
+FORMATS = ("blender", "nerfstudio")
+
+
 def make_scene(out: str | Path, size: int = 64, n_train: int = 40, n_val: int = 5, n_test: int = 8,
-               seed: int = 0) -> Path:
+               seed: int = 0, fmt: str = "blender") -> Path:
     """Write a Blender-format dataset to ``out`` (created whole via a temporary folder).
 
     Returns the folder. Train and val views are random on the upper hemisphere; test views
-    orbit at 30 degrees elevation.
+    orbit at 30 degrees elevation. ``fmt="nerfstudio"``: the same images and cameras in one
+    nerfstudio ``transforms.json`` (``fl_x``... and the split lists), with the principal point
+    at ``size/2 + 0.5`` in nerfstudio's pixel-centre convention: the camera the Blender loader
+    uses, so both formats give the same rays.
     """
     if size < 8 or min(n_train, n_val, n_test) < 1:
         raise SceneError("size must be at least 8 and every split needs at least one view")
+    if fmt not in FORMATS:
+        raise SceneError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     rng = np.random.default_rng(seed)
 
     def fill(tmp: Path) -> None:
+        if fmt == "nerfstudio":
+            return fill_nerfstudio(tmp)
         for split, poses in (("train", camera_poses(n_train, rng)), ("val", camera_poses(n_val, rng)),
                              ("test", camera_poses(n_test, None))):
             (tmp / split).mkdir()
@@ -226,4 +236,20 @@ def make_scene(out: str | Path, size: int = 64, n_train: int = 40, n_val: int = 
             (tmp / f"transforms_{split}.json").write_text(
                 json.dumps({"camera_angle_x": CAMERA_ANGLE_X, "frames": frames}, indent=1))
         (tmp / "README.txt").write_text(f"nerfexport procedural scene, seed {seed}, {size}x{size}, Blender format.\n")
+
+    def fill_nerfstudio(tmp: Path) -> None:
+        focal = 0.5 * size / np.tan(0.5 * CAMERA_ANGLE_X)
+        meta = {"camera_model": "PINHOLE", "fl_x": focal, "fl_y": focal, "cx": 0.5 * size + 0.5,
+                "cy": 0.5 * size + 0.5, "w": size, "h": size, "frames": []}
+        for split, poses in (("train", camera_poses(n_train, rng)), ("val", camera_poses(n_val, rng)),
+                             ("test", camera_poses(n_test, None))):
+            (tmp / split).mkdir()
+            meta[f"{split}_filenames"] = []
+            for i, c2w in enumerate(poses):
+                img = render_view(c2w, size)
+                Image.fromarray((img * 255.0 + 0.5).astype(np.uint8), "RGBA").save(tmp / split / f"r_{i}.png")
+                meta["frames"].append({"file_path": f"{split}/r_{i}.png", "transform_matrix": np.asarray(c2w).tolist()})
+                meta[f"{split}_filenames"].append(f"{split}/r_{i}.png")
+        (tmp / "transforms.json").write_text(json.dumps(meta, indent=1))
+        (tmp / "README.txt").write_text(f"nerfexport procedural scene, seed {seed}, {size}x{size}, nerfstudio format.\n")
     return _write_folder(out, fill)

@@ -16,9 +16,22 @@ import numpy as np
 NDC_BOX = (-1.05, -1.05, -1.0, 1.05, 1.05, 1.0)
 
 
-def intrinsics(H: int, W: int, focal: float) -> np.ndarray:
-    """3x3 pinhole matrix with the principal point at the image centre."""
-    return np.array([[focal, 0.0, 0.5 * W], [0.0, focal, 0.5 * H], [0.0, 0.0, 1.0]], dtype=np.float64)
+def pinhole(H: int, W: int, focal) -> tuple[float, float, float, float]:
+    """``(fx, fy, cx, cy)`` in pixels of a camera given as ``focal``: one focal length (square
+    pixels, the principal point at the image centre ``(W/2, H/2)``) or already four numbers
+    ``(fx, fy, cx, cy)`` (a general pinhole, as nerfstudio's ``fl_x, fl_y, cx, cy``)."""
+    if np.ndim(focal) == 0:
+        f = float(focal)
+        return f, f, 0.5 * W, 0.5 * H
+    fx, fy, cx, cy = (float(v) for v in focal)
+    return fx, fy, cx, cy
+
+
+def intrinsics(H: int, W: int, focal) -> np.ndarray:
+    """3x3 pinhole matrix of ``focal`` (see :func:`pinhole`: a focal length with the principal
+    point at the image centre, or ``(fx, fy, cx, cy)``)."""
+    fx, fy, cx, cy = pinhole(H, W, focal)
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float64)
 
 
 def get_rays(H: int, W: int, K: np.ndarray, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -35,31 +48,33 @@ def get_rays(H: int, W: int, K: np.ndarray, c2w: np.ndarray) -> tuple[np.ndarray
     return np.ascontiguousarray(rays_o, dtype=np.float32), np.ascontiguousarray(rays_d, dtype=np.float32)
 
 
-def ndc_rays(H: int, W: int, focal: float, near: float, rays_o: np.ndarray, rays_d: np.ndarray
+def ndc_rays(H: int, W: int, focal, near: float, rays_o: np.ndarray, rays_d: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray]:
     """Warp rays ``(N,3)`` into normalised device coordinates (nerf-pytorch ``ndc_rays``).
 
     The ray origins are first moved onto the plane ``z = -near``; in NDC the scene spans
-    ``t`` in ``[0, 1]``.
+    ``t`` in ``[0, 1]``. ``focal`` as in :func:`pinhole` (``fx`` scales x, ``fy`` scales y).
     """
+    fx, fy, _, _ = pinhole(H, W, focal)
     rays_o = np.asarray(rays_o, dtype=np.float64)
     rays_d = np.asarray(rays_d, dtype=np.float64)
     t = -(near + rays_o[..., 2]) / rays_d[..., 2]
     rays_o = rays_o + t[..., None] * rays_d
     ox, oy, oz = rays_o[..., 0], rays_o[..., 1], rays_o[..., 2]
     dx, dy, dz = rays_d[..., 0], rays_d[..., 1], rays_d[..., 2]
-    o0 = -1.0 / (W / (2.0 * focal)) * ox / oz
-    o1 = -1.0 / (H / (2.0 * focal)) * oy / oz
+    o0 = -1.0 / (W / (2.0 * fx)) * ox / oz
+    o1 = -1.0 / (H / (2.0 * fy)) * oy / oz
     o2 = 1.0 + 2.0 * near / oz
-    d0 = -1.0 / (W / (2.0 * focal)) * (dx / dz - ox / oz)
-    d1 = -1.0 / (H / (2.0 * focal)) * (dy / dz - oy / oz)
+    d0 = -1.0 / (W / (2.0 * fx)) * (dx / dz - ox / oz)
+    d1 = -1.0 / (H / (2.0 * fy)) * (dy / dz - oy / oz)
     d2 = -2.0 * near / oz
     return (np.stack([o0, o1, o2], -1).astype(np.float32), np.stack([d0, d1, d2], -1).astype(np.float32))
 
 
-def view_rays(H: int, W: int, focal: float, c2w: np.ndarray, ndc: bool = False
+def view_rays(H: int, W: int, focal, c2w: np.ndarray, ndc: bool = False
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Everything the renderer needs for one view.
+    """Everything the renderer needs for one view; ``focal`` is a focal length or ``(fx, fy,
+    cx, cy)`` (:func:`pinhole`).
 
     Returns ``origins (H*W,3)``, ``directions (H*W,3)`` (in NDC when ``ndc``) and unit
     ``viewdirs (H*W,3)`` taken from the world-space directions before any NDC warp.
