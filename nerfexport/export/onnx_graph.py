@@ -22,7 +22,8 @@ every node has a stable name (``pts.3/Gemm``), which the int8 stage uses to keep
 layers in float, and it depends only on the weights, not on the torch version.
 
 Each layer is one ``Gemm`` (weight in torch's ``(out, in)`` layout with ``transB=1``, bias
-included) followed by its ``Relu``: the shape onnxruntime's int8 stage turns into one fused
+included) followed by its ``Relu`` (a low-rank layer: ``{name}.down/Gemm`` without bias, then
+``{name}/Gemm``): the shape onnxruntime's int8 stage turns into one fused
 integer ``QGemm`` per layer (uint8 in, uint8 out, the ReLU folded into the output range), with
 no float round trip between layers.
 """
@@ -84,6 +85,17 @@ class _Builder:
                       f"{name}/Gemm", transB=1)
         return self.node("Relu", [y], f"{name}/Relu") if relu else y
 
+    def layer(self, x: str, state: dict[str, np.ndarray], path: str, name: str, relu: bool,
+              columns=lambda w: w) -> str:
+        """The Linear at ``path`` of ``state``: one ``Gemm`` (``{name}/Gemm``), or for a low-rank
+        pair (``{path}.down.weight (r, in)``, ``{path}.up.weight (out, r)``) two: ``{name}.down/Gemm``
+        without bias, then ``{name}/Gemm`` with it. ``columns`` reorders the input columns."""
+        if f"{path}.down.weight" in state:
+            t = self.node("Gemm", [x, self.const(f"{name}.down.weight", columns(state[f"{path}.down.weight"]))],
+                          f"{name}.down/Gemm", transB=1)
+            return self.linear(t, state[f"{path}.up.weight"], state[f"{path}.up.bias"], name, relu)
+        return self.linear(x, columns(state[f"{path}.weight"]), state[f"{path}.bias"], name, relu)
+
 
 def mlp_to_onnx(state: dict[str, np.ndarray], cfg, name: str = "nerf", metadata: dict[str, str] | None = None,
                 dtype: str = "fp32") -> onnx.ModelProto:
@@ -102,26 +114,25 @@ def mlp_to_onnx(state: dict[str, np.ndarray], cfg, name: str = "nerf", metadata:
     n_enc = len(perm)
     h = enc
     for i in range(len(cfg.widths)):
-        w = state[f"pts_linears.{i}.weight"]
         if i == 0:
-            w = w[:, perm]
+            cols = lambda w: w[:, perm]
         elif (i - 1) in cfg.skips:
-            w = np.concatenate((w[:, :n_enc][:, perm], w[:, n_enc:]), 1)
-        h = b.linear(h, w, state[f"pts_linears.{i}.bias"], f"pts.{i}", relu=True)
+            cols = lambda w: np.concatenate((w[:, :n_enc][:, perm], w[:, n_enc:]), 1)
+        else:
+            cols = lambda w: w
+        h = b.layer(h, state, f"pts_linears.{i}", f"pts.{i}", True, cols)
         if i in cfg.skips:
             h = b.node("Concat", [enc, h], f"skip.{i}", axis=1)
     if cfg.use_viewdirs:
         sigma = b.linear(h, state["alpha_linear.weight"], state["alpha_linear.bias"], "alpha", relu=False)
-        feat = b.linear(h, state["feature_linear.weight"], state["feature_linear.bias"], "feature", relu=False)
+        feat = b.layer(h, state, "feature_linear", "feature", False)
         vperm = encoding_permutation(cfg.multires_views)
         venc = b.encoding(v_in, cfg.multires_views, "view_encoding")
         g = b.node("Concat", [feat, venc], "views.concat", axis=1)
+        fw = cfg.feature_width
         for i in range(len(cfg.view_widths)):
-            w = state[f"views_linears.{i}.weight"]
-            if i == 0:
-                fw = cfg.feature_width
-                w = np.concatenate((w[:, :fw], w[:, fw:][:, vperm]), 1)
-            g = b.linear(g, w, state[f"views_linears.{i}.bias"], f"views.{i}", relu=True)
+            cols = (lambda w: np.concatenate((w[:, :fw], w[:, fw:][:, vperm]), 1)) if i == 0 else (lambda w: w)
+            g = b.layer(g, state, f"views_linears.{i}", f"views.{i}", True, cols)
         rgb_raw = b.linear(g, state["rgb_linear.weight"], state["rgb_linear.bias"], "rgb", relu=False)
     else:
         out = b.linear(h, state["output_linear.weight"], state["output_linear.bias"], "output", relu=False)

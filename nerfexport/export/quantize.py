@@ -137,7 +137,8 @@ def quantize_int8(fp32_model: str | Path, out_path: str | Path, pts: np.ndarray,
              "QuantizeBias": settings.target != "tensorrt"}
     if settings.method == "percentile":
         extra["CalibPercentile"] = settings.percentile
-    exclude = list(ALWAYS_FLOAT) + [f"{name}/{op}" for name in settings.exclude for op in ("Gemm", "Relu")]
+    exclude = list(ALWAYS_FLOAT) + [f"{name}{op}" for name in settings.exclude
+                                    for op in ("/Gemm", "/Relu", ".down/Gemm")]
     with tempfile.TemporaryDirectory(prefix="nerfexport-q-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_model), str(pre), skip_optimization=True)
@@ -149,9 +150,10 @@ def quantize_int8(fp32_model: str | Path, out_path: str | Path, pts: np.ndarray,
 
 
 def quantized_layers(model_path: str | Path) -> list[str]:
-    """Names of the layers whose Gemm reads int8 (a DequantizeLinear feeds its weight)."""
+    """Names of the layers whose Gemm reads int8 (a DequantizeLinear feeds its weight); a low-rank
+    pair counts once, by its layer name."""
     import onnx
     m = onnx.load(str(model_path))
     dq_outputs = {o for n in m.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    return sorted({n.name.rsplit("/", 1)[0] for n in m.graph.node
+    return sorted({n.name.rsplit("/", 1)[0].removesuffix(".down") for n in m.graph.node
                    if n.op_type == "Gemm" and any(i in dq_outputs for i in n.input[1:])})

@@ -7,7 +7,9 @@ Heads (with view directions): ``alpha_linear`` (density, from the trunk output),
 ``[feature, encoded view direction]``) and ``rgb_linear``.
 
 Every hidden width is stored per layer so that a pruned network, whose layers differ in
-width, is rebuilt with exactly the shapes it holds.
+width, is rebuilt with exactly the shapes it holds. A hidden layer named in ``ranks`` (``pts.i``,
+``feature``, ``views.i``) is a low-rank pair :class:`LowRankLinear` (``down`` then ``up``) of that
+rank: same input and output width, fewer multiply-adds.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class MLPConfig:
     multires: int = 10
     multires_views: int = 4
     use_viewdirs: bool = True
+    ranks: dict[str, int] = field(default_factory=dict)   # low-rank hidden layers: name -> rank
 
     @classmethod
     def uniform(cls, depth: int = 8, width: int = 256, use_viewdirs: bool = True, **kw) -> "MLPConfig":
@@ -75,6 +78,36 @@ class MLPConfig:
             raise ValueError(f"feature_width must be a positive integer, got {self.feature_width}")
         if any(s < 0 or s >= len(self.widths) - 1 for s in self.skips):
             raise ValueError(f"skips {self.skips} must index trunk layers before the last")
+        if not isinstance(self.ranks, dict):
+            raise ValueError("ranks must be a table of layer name -> rank")
+        shapes = {name: (i, o) for name, _, i, o in self.linear_shapes()}
+        for name, r in self.ranks.items():
+            if name not in shapes or name in ("alpha", "rgb", "output"):
+                raise ValueError(f"ranks name {name!r}, which is not a hidden layer of this network")
+            if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= min(shapes[name]):
+                raise ValueError(f"rank of {name} must be an integer from 1 to {min(shapes[name])}, not {r!r}")
+
+    def linear_shapes(self) -> list[tuple[str, str, int, int]]:
+        """Every Linear of the network as ``(name, attribute path, in, out)``, input to output."""
+        out = [(f"pts.{i}", f"pts_linears.{i}", n_in, w)
+               for i, (n_in, w) in enumerate(zip(self.trunk_in_dims(), self.widths))]
+        if not self.use_viewdirs:
+            return out + [("output", "output_linear", self.widths[-1], 4)]
+        out += [("alpha", "alpha_linear", self.widths[-1], 1),
+                ("feature", "feature_linear", self.widths[-1], self.feature_width)]
+        v_in = [self.feature_width + self.input_ch_views] + self.view_widths[:-1]
+        out += [(f"views.{i}", f"views_linears.{i}", n_in, w)
+                for i, (n_in, w) in enumerate(zip(v_in, self.view_widths))]
+        return out + [("rgb", "rgb_linear", self.view_widths[-1], 3)]
+
+    def layer_macs(self) -> dict[str, int]:
+        """Multiply-adds per evaluated point of each Linear (a low-rank pair: ``r * (in + out)``)."""
+        return {name: (self.ranks[name] * (i + o) if name in self.ranks else i * o)
+                for name, _, i, o in self.linear_shapes()}
+
+    def macs(self) -> int:
+        """Multiply-adds per evaluated point of the whole network (its cost per sample)."""
+        return sum(self.layer_macs().values())
 
     def trunk_in_dims(self) -> list[int]:
         """Input width of each trunk layer."""
@@ -82,6 +115,26 @@ class MLPConfig:
         for i in range(len(self.widths) - 1):
             dims.append(self.widths[i] + (self.input_ch if i in self.skips else 0))
         return dims
+
+
+class LowRankLinear(nn.Module):
+    """``y = up(down(x))``: a Linear of rank ``r`` stored as ``down`` (in -> r, no bias) and
+    ``up`` (r -> out, with the bias); ``(N, in) -> (N, out)`` in ``r * (in + out)`` multiply-adds."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.down = nn.Linear(in_features, rank, bias=False)
+        self.up = nn.Linear(rank, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x))
+
+
+def make_linear(cfg: MLPConfig, name: str, n_in: int, n_out: int) -> nn.Module:
+    """The module of layer ``name``: :class:`LowRankLinear` when ``cfg.ranks`` names it, else ``nn.Linear``."""
+    r = cfg.ranks.get(name)
+    return LowRankLinear(n_in, n_out, r) if r else nn.Linear(n_in, n_out)
 
 
 class NeRFMLP(nn.Module):
@@ -98,13 +151,15 @@ class NeRFMLP(nn.Module):
         self.embed = PositionalEncoding(cfg.multires)
         self.embed_views = PositionalEncoding(cfg.multires_views)
         ins = cfg.trunk_in_dims()
-        self.pts_linears = nn.ModuleList(nn.Linear(i, o) for i, o in zip(ins, cfg.widths))
+        self.pts_linears = nn.ModuleList(make_linear(cfg, f"pts.{n}", i, o)
+                                         for n, (i, o) in enumerate(zip(ins, cfg.widths)))
         w_out = cfg.widths[-1]
         if cfg.use_viewdirs:
-            self.feature_linear = nn.Linear(w_out, cfg.feature_width)
+            self.feature_linear = make_linear(cfg, "feature", w_out, cfg.feature_width)
             self.alpha_linear = nn.Linear(w_out, 1)
             v_in = [cfg.feature_width + cfg.input_ch_views] + cfg.view_widths[:-1]
-            self.views_linears = nn.ModuleList(nn.Linear(i, o) for i, o in zip(v_in, cfg.view_widths))
+            self.views_linears = nn.ModuleList(make_linear(cfg, f"views.{n}", i, o)
+                                               for n, (i, o) in enumerate(zip(v_in, cfg.view_widths)))
             self.rgb_linear = nn.Linear(cfg.view_widths[-1], 3)
         else:
             self.output_linear = nn.Linear(w_out, 4)
