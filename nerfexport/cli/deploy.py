@@ -36,12 +36,14 @@ def render(target: Annotated[Optional[Path], typer.Argument(help="bundle folder 
                                               "occupancy grid, and early ray termination")] = True,
            early_stop: Annotated[Optional[float], typer.Option(help="stop a ray once its transmittance is below "
                                                               "this (default 1e-3 with --skip; 0 never)")] = None,
+           force: Annotated[bool, typer.Option("--force", help="replace an output folder that is not an "
+                                               "earlier render")] = False,
            ) -> None:
     """Render views of a bundle with the lean renderer (numpy + the runtime; no torch) and write PNGs."""
     from nerfexport.deploy.views import ViewRequest, parse_resolution
     path = default_file(target, (DEFAULT_BUNDLE, "the bundle"))
     req = ViewRequest(views, camera_path, data, downscale, test_every,
-                      parse_resolution(resolution) if resolution else None, scale, depth, opacity)
+                      parse_resolution(resolution) if resolution else None, scale, depth, opacity, force)
     if path.is_file():   # a checkpoint: the torch baseline (the train side)
         from nerfexport.model.torch_network import run_render_checkpoint as run
     else:
@@ -84,7 +86,12 @@ def tune(bundle: Annotated[Optional[Path], typer.Argument(help="bundle folder (d
 @app.command()
 @guard
 def doctor(probe: Annotated[bool, typer.Option("--probe/--no-probe", help="run a tiny network on each available "
-                                               "runtime")] = True) -> None:
-    """One table for bug reports: every shipped runtime (available or not, and why), versions, GPU, CPU features."""
+                                               "runtime")] = True,
+           int8: Annotated[bool, typer.Option("--int8/--no-int8", help="check this CPU's int8 kernels against the "
+                                              "float simulation of the same graphs")] = True,
+           bundle: Annotated[Optional[Path], typer.Option(help="also check this int8 bundle's networks on points "
+                                                          "of real rays")] = None) -> None:
+    """One table for bug reports: every shipped runtime (available or not, and why), versions, GPU, CPU features,
+    and whether this CPU's int8 kernels compute what an int8 graph says."""
     from nerfexport.bench.doctor import diagnose, table
-    say(table(diagnose(probe)))
+    say(table(diagnose(probe, bundle=bundle, int8=int8)))

@@ -20,6 +20,15 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(21, "is a folder", str(path))
+    from nerfexport.data.safety import check_output_file, writes_through
+    check_output_file(path)   # never a symlink, FIFO or socket
+    if writes_through(path):  # a character device (/dev/null, /dev/stdout): written in place, never replaced
+        try:
+            with open(path, "wb") as f:
+                write(f)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        return path
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise FileNotFoundError(2, "does not exist" if not parent.exists() else "is not a folder", str(parent))

@@ -16,6 +16,7 @@ import numpy as np
 
 from nerfexport.data.datasets import DatasetError
 from nerfexport.data.fileio import temp_dir_for
+from nerfexport.data.safety import MARKER, check_output_folder, mark, swap_into_place
 from nerfexport.data.metrics import psnr
 from nerfexport.deploy.bundle import open_bundle
 from nerfexport.deploy.render import Renderer, SceneSettings, make_renderer
@@ -48,13 +49,22 @@ class RenderSummary:
 OUTPUT_SUFFIXES = (".png", ".gif", ".mp4")
 
 
-def check_output(out: Path) -> None:
-    """``out`` may be replaced: absent, or a folder of earlier renders (PNGs, GIFs and MP4s only)."""
-    if out.exists() and (not out.is_dir() or any(p.suffix not in OUTPUT_SUFFIXES for p in out.iterdir())):
-        raise DatasetError(f"{out} exists and holds other files; choose another --out")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise DatasetError(f"cannot write {out}: {parent} does not exist")
+RENDERS = "renders"   # the kind written in the marker file of a render folder
+
+
+def render_inputs(req: ViewRequest | None, *more) -> list:
+    """What a render reads: the bundle or checkpoint, the dataset (given or recorded), the camera path."""
+    req = req or ViewRequest()
+    out = [m for m in more if m is not None and not isinstance(m, dict)]
+    out += [p for p in (req.data, req.camera_path) if p is not None]
+    out += [m["path"] for m in more if isinstance(m, dict) and isinstance(m.get("path"), str)]
+    return out
+
+
+def check_output(out: Path, inputs=(), force: bool = False) -> Path:
+    """``out`` may be replaced: absent, empty, or an earlier render folder (it holds nerfexport's
+    marker file), or anything but a symlink, a file or an input with ``force``."""
+    return check_output_folder(out, RENDERS, inputs, force, what="render folder")
 
 
 def skip_note(r: Renderer, grid, skip: bool, where: Path) -> str:
@@ -106,8 +116,7 @@ def render_to_folder(r: Renderer, views: Views, out: str | Path, runtime: str,
     from PIL import Image
     emit = progress or (lambda e: None)
     req = req or ViewRequest()
-    out = Path(out)
-    check_output(out)
+    out = check_output(Path(out), render_inputs(req), req.force)
     writer = video_writer() if views.orbit else None
     if views.orbit and writer is None:
         emit({"event": "note", "text": "no MP4: imageio-ffmpeg is not installed (pip install imageio-ffmpeg); "
@@ -135,9 +144,8 @@ def render_to_folder(r: Renderer, views: Views, out: str | Path, runtime: str,
                         duration=max(20, round(1000 / views.fps)), loop=0)
             if writer is not None:
                 write_mp4(frames, tmp / "spiral.mp4", views.fps, writer)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        mark(tmp, RENDERS)
+        swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -146,7 +154,7 @@ def render_to_folder(r: Renderer, views: Views, out: str | Path, runtime: str,
     return RenderSummary(n, views.H, views.W, runtime, (r.s.n_coarse, r.s.n_fine),
                          float(np.median(walls)) * 1e3, t.samples / n, t.network / busy if busy else 0.0,
                          float(np.mean(scores)) if scores else None, out,
-                         sorted(str(p) for p in out.iterdir()))
+                         sorted(str(p) for p in out.iterdir() if p.name != MARKER))
 
 
 def early_stop_value(early_stop: float | None) -> float | None:
@@ -170,9 +178,9 @@ def run_render(bundle: str | Path, runtime: str = "ort-cpu", req: ViewRequest | 
         raise RuntimeSpecError("the torch runtime renders a checkpoint (model.pt); give the checkpoint, not a bundle")
     b = open_bundle(bundle)
     s = b.manifest.scene
-    cam = None if s.camera is None else {"H": s.camera.H, "W": s.camera.W, "focal": s.camera.focal}
+    cam = None if s.camera is None else s.camera.to_dict()
     v = req.select(cam, s.near, s.far, s.ndc, b.manifest.data, str(bundle))
-    check_output(out)
+    check_output(out, render_inputs(req, bundle, b.manifest.data), req.force)
     check_available(spec)
     if b.precision == "int8" and spec.providers[:1] == ["CUDAExecutionProvider"]:
         emit({"event": "warning", "text": "onnxruntime's CUDA provider has no int8 kernels; this int8 bundle runs "

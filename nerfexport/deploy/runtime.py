@@ -100,19 +100,21 @@ def shipped_runtimes() -> dict[str, Path]:
 
 def load_runtime(ref: str | Path) -> RuntimeSpec:
     """A runtime by shipped name (``ort-cpu``) or by path to a TOML file."""
+    from nerfexport.data.safety import UnsafeInput, load_toml
     path = Path(ref)
-    if not path.is_file():
-        shipped = shipped_runtimes()
-        if str(ref) in shipped:
-            path = shipped[str(ref)]
-        elif str(ref).endswith(".toml") or os.sep in str(ref):
+    shipped = shipped_runtimes()
+    as_path = isinstance(ref, Path) or os.sep in str(ref) or path.suffix != ""
+    if str(ref) in shipped and not as_path:   # a shipped name means the shipped file (./ort-cpu for a file here)
+        path = shipped[str(ref)]
+    elif not path.exists():
+        if as_path:
             raise RuntimeSpecError(f"runtime file {ref} does not exist")
-        else:
-            raise RuntimeSpecError(f"unknown runtime {ref!r}; choose one of {', '.join(sorted(shipped))} "
-                                   "or give the path of a runtime TOML file")
+        raise RuntimeSpecError(f"unknown runtime {ref!r}; choose one of {', '.join(sorted(shipped))} "
+                               "or give the path of a runtime TOML file")
+    trusted = path in shipped.values()
     try:
-        doc = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as e:
+        doc = load_toml(path, "runtime file", 1 << 20)
+    except UnsafeInput as e:
         raise RuntimeSpecError(f"{path} is not a valid runtime file ({e})") from None
     unknown = sorted(set(doc) - KEYS)
     if unknown:
@@ -132,6 +134,10 @@ def load_runtime(ref: str | Path) -> RuntimeSpec:
         raise RuntimeSpecError(f"{path}: providers must be a list of names and provider_options a table of tables")
     if doc.get("precision", "fp32") not in ("fp32", "bf16", "fp16") or doc.get("threads", 0) < 0:
         raise RuntimeSpecError(f"{path}: precision must be fp32, bf16 or fp16 and threads zero or more")
+    _check_providers(doc, path, trusted)
+    for k, hi in (("threads", 1024), ("workers", 1024), ("chunk", 1 << 20), ("segment", 4096)):
+        if isinstance(doc.get(k), int) and doc[k] > hi:
+            raise RuntimeSpecError(f"{path}: {k} must be at most {hi}, not {doc[k]}")
     spec = RuntimeSpec(name=path.stem, path=str(path), **{k: v for k, v in doc.items()})
     if not isinstance(spec.chunk, int) or spec.chunk < 1:
         raise RuntimeSpecError(f"{path}: chunk must be a positive integer")
@@ -150,6 +156,44 @@ def load_runtime(ref: str | Path) -> RuntimeSpec:
     if spec.workers == 0:
         spec.workers = os.cpu_count() or 1
     return spec
+
+
+# the execution providers nerfexport runs, and the options of each it passes on
+PROVIDER_OPTIONS = {
+    "CPUExecutionProvider": set(),
+    "CUDAExecutionProvider": {"device_id", "use_tf32", "gpu_mem_limit", "arena_extend_strategy",
+                              "cudnn_conv_algo_search", "do_copy_in_default_stream", "cudnn_conv_use_max_workspace",
+                              "enable_cuda_graph", "prefer_nhwc", "tunable_op_enable", "tunable_op_tuning_enable"},
+    "TensorrtExecutionProvider": {
+        "device_id", "trt_max_workspace_size", "trt_fp16_enable", "trt_int8_enable", "trt_engine_cache_enable",
+        "trt_engine_cache_path", "trt_engine_cache_prefix", "trt_timing_cache_enable", "trt_timing_cache_path",
+        "trt_force_timing_cache", "trt_builder_optimization_level", "trt_auxiliary_streams",
+        "trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes", "trt_max_partition_iterations",
+        "trt_min_subgraph_size", "trt_detailed_build_log", "trt_build_heuristics_enable", "trt_sparsity_enable",
+        "trt_context_memory_sharing_enable", "trt_layer_norm_fp32_fallback", "trt_cuda_graph_enable",
+        "trt_force_sequential_engine_build"},
+}
+PATH_OPTIONS = {"trt_engine_cache_path", "trt_timing_cache_path"}   # confined to a user file's folder
+
+
+def _check_providers(doc: dict, path: Path, trusted: bool) -> None:
+    """Known providers and options only; a user file's path options stay inside its folder."""
+    from nerfexport.data.fileio import OutsideFolder, confine
+    for p in list(doc.get("providers", [])) + list(doc.get("provider_options", {})):
+        if p not in PROVIDER_OPTIONS:
+            raise RuntimeSpecError(f"{path}: unknown provider {p!r} (known: {', '.join(PROVIDER_OPTIONS)})")
+    for p, opts in doc.get("provider_options", {}).items():
+        unknown = sorted(set(opts) - PROVIDER_OPTIONS[p])
+        if unknown:
+            raise RuntimeSpecError(f"{path}: unknown {p} option(s) {', '.join(unknown)}")
+        for k, v in opts.items():
+            if not isinstance(v, (str, int, float, bool)):
+                raise RuntimeSpecError(f"{path}: {p} option {k} must be a string, number or boolean")
+            if k in PATH_OPTIONS and not trusted:
+                try:
+                    opts[k] = str(confine(path.parent, v, f"{p} option {k}"))
+                except OutsideFolder as e:
+                    raise RuntimeSpecError(str(e)) from None
 
 
 def cuda_device_count() -> int:

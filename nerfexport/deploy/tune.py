@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from nerfexport.data.fileio import atomic_write
+from nerfexport.data.safety import check_output_file, writes_through
 from nerfexport.data.metrics import psnr
 from nerfexport.deploy.bundle import open_bundle
 from nerfexport.deploy.render import Renderer, make_renderer
@@ -101,15 +102,16 @@ def tune_runtime(bundle_path: str | Path, out: str | Path, base: str = "ort-cpu"
         raise TuneError(f"--out {out} must be a .toml file (a runtime file)")
     if not (out.parent if str(out.parent) else Path(".")).is_dir():
         raise TuneError(f"cannot write {out}: {out.parent} does not exist")
-    if views < 1 or repeat < 1 or not tolerance >= 0:
-        raise TuneError("--views and --repeat must be at least 1 and --tolerance zero or more")
+    if views < 1 or repeat < 1 or not 0 <= tolerance < 1e6:
+        raise TuneError("--views and --repeat must be at least 1 and --tolerance a finite number, zero or more")
+    check_output_file(out, [bundle_path, data], "--out")
     spec0 = load_runtime(base)
     if spec0.kind != "onnxruntime" or spec0.uses_cuda:
         raise TuneError(f"tune measures onnxruntime on the CPU; {spec0.name} is {spec0.kind} "
                         f"{'on a GPU' if spec0.uses_cuda else ''}".rstrip())
     b = open_bundle(bundle_path)
     s = b.manifest.scene
-    cam = None if s.camera is None else {"H": s.camera.H, "W": s.camera.W, "focal": s.camera.focal}
+    cam = None if s.camera is None else s.camera.to_dict()
     try:
         v = select_views("test", cam, s.near, s.far, s.ndc, b.manifest.data, data, downscale, test_every,
                          str(bundle_path))
@@ -165,8 +167,14 @@ def tune_runtime(bundle_path: str | Path, out: str | Path, base: str = "ort-cpu"
     res.spec = best
     res.out = out
     text = runtime_toml(best, res)
-    atomic_write(out, lambda f: f.write(text.encode()))
-    load_runtime(out)   # what was written loads
+
+    def write(f) -> None:   # what is written loads, or it is never put in place
+        f.write(text.encode())
+        f.flush()
+        if not writes_through(out):
+            load_runtime(Path(f.name))
+
+    atomic_write(out, write)
     return res
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nerfexport.data.datasets import DatasetError, recorded_scene
-from nerfexport.deploy.manifest import check_camera
+from nerfexport.deploy.manifest import Camera, check_camera
 from nerfexport.deploy.rays import pose_spherical
 
 SPIRAL_FRAMES = 40
@@ -27,7 +27,7 @@ class Views:
     images: np.ndarray | None
     H: int
     W: int
-    focal: float
+    focal: float | tuple   # a focal length, or (fx, fy, cx, cy) for a general pinhole (deploy.rays.pinhole)
     orbit: bool = False       # a sequence (orbit or camera path): written as a GIF (and an MP4) too
     note: str | None = None   # which dataset was used, when it came from a record
     fps: float = 12.5
@@ -43,20 +43,23 @@ class Views:
 
 def orbit_views(camera: dict | None, near: float, far: float, ndc: bool, frames: int = SPIRAL_FRAMES) -> Views:
     """An orbit at 30 degrees elevation, radius halfway between ``near`` and ``far``, with the
-    recorded training camera ``{"H", "W", "focal"}``."""
+    recorded training camera ``{"H", "W", "focal"[, "fx", "fy", "cx", "cy"]}``."""
     if ndc or not camera:
         raise DatasetError("spiral views need a 360-degree scene with a recorded camera; use --views test")
-    H, W, focal = check_camera(camera.get("H"), camera.get("W"), camera.get("focal"), "the recorded camera")
+    cam = Camera.parse(camera, "the recorded camera")
+    H, W, focal = cam.H, cam.W, cam.cam
     radius = 0.5 * (float(near) + float(far))
     poses = np.stack([pose_spherical(a, -30.0, radius) for a in np.linspace(-180, 180, frames, endpoint=False)])
     return Views(poses.astype(np.float32), None, H, W, focal, True)
 
 
-def resize_camera(H: int, W: int, focal: float, resolution: tuple[int, int] | None = None,
+def resize_camera(H: int, W: int, focal, resolution: tuple[int, int] | None = None,
                   scale: float | None = None) -> tuple[int, int, float]:
     """The camera ``(H, W, focal)`` rendered at ``resolution`` ``(W, H)`` or ``scale`` times its
-    size: square pixels, the focal length follows the width (a new aspect ratio changes the
-    vertical field of view only). Checked against the manifest's limits."""
+    size: the focal length follows the width (a new aspect ratio changes the vertical field of
+    view only). A pinhole ``focal = (fx, fy, cx, cy)`` keeps its pixel aspect, and its principal
+    point stays at the same fraction of the image (pixel centres at ``i + 0.5``). Checked against
+    the manifest's limits."""
     if resolution is not None and scale is not None:
         raise DatasetError("give --resolution or --scale, not both")
     if resolution is not None:
@@ -67,6 +70,11 @@ def resize_camera(H: int, W: int, focal: float, resolution: tuple[int, int] | No
         new_w, new_h = max(1, round(W * scale)), max(1, round(H * scale))
     else:
         return H, W, focal
+    if np.ndim(focal):
+        fx, fy, cx, cy = (float(v) for v in focal)
+        new_h, new_w, _ = check_camera(new_h, new_w, fx, "the requested resolution")
+        s = new_w / W
+        return new_h, new_w, (fx * s, fy * s, (cx + 0.5) * s - 0.5, (cy + 0.5) * new_h / H - 0.5)
     new_h, new_w, _ = check_camera(new_h, new_w, focal, "the requested resolution")
     return new_h, new_w, float(focal) * new_w / W
 
@@ -153,7 +161,7 @@ def dataset_views(record: dict | None, data=None, downscale: int | None = None, 
         images, poses = images[which], poses[which]
     elif first is not None:
         images, poses = images[:first], poses[:first]
-    return Views(poses, images, scene.H, scene.W, scene.focal, False, note)
+    return Views(poses, images, scene.H, scene.W, scene.cam, False, note)
 
 
 @dataclass
@@ -172,6 +180,7 @@ class ViewRequest:
     scale: float | None = None
     depth: bool = False
     opacity: bool = False
+    force: bool = False   # replace an output folder nerfexport did not write
 
     def select(self, camera: dict | None, near: float, far: float, ndc: bool, record: dict | None,
                owner: str = "the bundle") -> Views:

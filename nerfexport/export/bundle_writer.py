@@ -29,6 +29,7 @@ import onnx
 
 from nerfexport import __version__
 from nerfexport.data.fileio import temp_dir_for
+from nerfexport.data.safety import check_output_folder, swap_into_place
 from nerfexport.data.fileio import sha256
 from nerfexport.deploy.bundle import open_bundle
 from nerfexport.deploy.manifest import FORMAT, MANIFEST, VERSION, Camera, Grid, Manifest, Network, Scene, is_bundle
@@ -86,38 +87,32 @@ def _metadata(model, which: str, precision: str, source_sha: str) -> dict[str, s
             "widths": json.dumps(net.cfg.to_dict()), "source_sha256": source_sha}
 
 
-def prepare_output(out: str | Path, force: bool) -> Path:
-    """Refuse to replace a folder that is not an earlier bundle unless ``force``."""
-    out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise ExportError(f"output {out} exists and is not a folder")
-        if not is_bundle(out) and any(out.iterdir()) and not force:
-            raise ExportError(f"output folder {out} exists and is not a nerfexport bundle; "
-                              "choose another -o or pass --force to replace it")
+def _own_bundle(out: Path) -> bool:
+    """An earlier bundle that holds nothing but the files its manifest names."""
+    try:
+        m = Manifest.read(out)
+    except ValueError:
+        return False
+    names = {MANIFEST} | {e.file for _, e in m.files()}
+    for p in out.rglob("*"):
+        if p.is_dir() and not p.is_symlink():
+            continue
+        if str(p.relative_to(out)) not in names:
+            return False
+    return True
+
+
+def prepare_output(out: str | Path, force: bool, inputs=()) -> Path:
+    """Refuse to replace a folder that is not an earlier bundle (holding only its own files)
+    unless ``force``; never a symlink, a file, or a folder that holds an input."""
+    out = check_output_folder(out, "bundle", inputs, force, owned=_own_bundle)
     parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise ExportError(f"cannot write {out}: {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise ExportError(f"cannot write {out}: permission denied")
     return out
 
 
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Put ``tmp`` at ``out``, keeping the earlier ``out`` until the new one is there: on any
-    failure or signal between the two renames the earlier bundle is put back."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None and not out.exists():
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+_swap_into_place = swap_into_place
 
 
 def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Path | None = None,
@@ -132,7 +127,7 @@ def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Pat
     """
     emit = progress or (lambda e: None)
     opts.validate()
-    out = prepare_output(out, force)
+    out = prepare_output(out, force, [source])
     if opts.precision == "int8":
         if calib is None:
             raise ExportError("int8 export needs calibration samples")
@@ -269,7 +264,7 @@ def _manifest(model, root: Path, opts: ExportOptions, source, src_sha: str, cali
             Network(p.name, sha256(p), p.stat().st_size, net.cfg.to_dict())
     cam = c.camera or {}
     scene = Scene(float(c.near), float(c.far), bool(c.white_bkgd), bool(c.ndc), int(c.n_coarse), int(c.n_fine),
-                  Camera(int(cam["H"]), int(cam["W"]), float(cam["focal"])) if cam else None)
+                  Camera.parse(cam, "the checkpoint's camera") if cam else None)
     m = Manifest(precision=opts.precision, scene=scene, networks=nets, opset=OPSET,
                  created_by=f"nerfexport {__version__}",
                  source={"checkpoint": str(source) if source else None, "sha256": src_sha})

@@ -78,7 +78,7 @@ def bundle_scorer(scene, views: int, threads: int | None = None) -> Callable[[Pa
         nets = {w: OrtNetwork(b.network_path(w), threads=threads) if b.network_path(w) else None
                 for w in ("coarse", "fine")}
         r = Renderer(nets["coarse"], nets["fine"], SceneSettings.from_manifest(b.manifest))
-        return render_and_score(r, images, poses, scene.H, scene.W, scene.focal).psnr
+        return render_and_score(r, images, poses, scene.H, scene.W, scene.cam).psnr
     return score
 
 
@@ -92,7 +92,7 @@ def run_export(path: str | Path, out: str | Path, req: ExportRequest, data: str 
     opts, note = export_options(req)
     if note:
         emit({"event": "note", "text": note})
-    prepare_output(out, req.force)
+    prepare_output(out, req.force, [path, data])
     if opts.tensorrt:
         from nerfexport.export.tensorrt import check_tensorrt
         check_tensorrt(opts.int8 if opts.precision == "int8" else None)
@@ -126,6 +126,6 @@ def run_export(path: str | Path, out: str | Path, req: ExportRequest, data: str 
             from nerfexport.export.grid import ray_points, scene_box
             opts.grid_box = scene_box(scene.poses[:, :3, 3], net.cfg.near, False)
             train_poses = scene.subset("train")[1]
-            opts.grid_probe = ray_points(train_poses, scene.H, scene.W, scene.focal, net.cfg.near, net.cfg.far, False)
+            opts.grid_probe = ray_points(train_poses, scene.H, scene.W, scene.cam, net.cfg.near, net.cfg.far, False)
     return export_bundle(net, out, opts, source=path, calib=calib, evaluate=scorer, force=req.force, progress=emit,
                          data=record or (scene.load_args if scene is not None else None))

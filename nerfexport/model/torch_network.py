@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from nerfexport.deploy.render import SceneSettings, make_renderer
-from nerfexport.deploy.run import RenderSummary, check_output, early_stop_value, render_to_folder
+from nerfexport.deploy.run import RenderSummary, check_output, early_stop_value, render_inputs, render_to_folder
 from nerfexport.deploy.runtime import RuntimeSpec, RuntimeSpecError, RuntimeUnavailable, load_runtime
 from nerfexport.deploy.views import ViewRequest
 
@@ -84,7 +84,7 @@ def run_render_checkpoint(path: str | Path, runtime: str = "torch", req: ViewReq
     model, meta, _ = load_checkpoint(path, with_train_state=True)
     c = model.cfg
     v = req.select(c.camera, c.near, c.far, c.ndc, meta.get("data"), str(path))
-    check_output(Path(out))
+    check_output(Path(out), render_inputs(req, path, meta.get("data")), req.force)
     if v.note:
         emit({"event": "note", "text": v.note})
     r = make_renderer(spec, torch_networks(spec, model), settings_of(model), None, False, early_stop)
