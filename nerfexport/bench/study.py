@@ -249,7 +249,7 @@ def run_export_study(models: dict[str, str | Path], scene: Scene, out_dir: str |
                          OrtNetwork(b.network_path("fine"), threads=threads) if b.network_path("fine") else None,
                          SceneSettings.from_manifest(b.manifest), chunk=256,
                          workers=max(1, (os.cpu_count() or 1) // max(1, threads or (os.cpu_count() or 1))))
-            sc = render_and_score(r, images, poses, scene.H, scene.W, scene.focal)
+            sc = render_and_score(r, images, poses, scene.H, scene.W, scene.cam)
             row = {"model": label, "checkpoint": str(path), "precision": prec, "method": method,
                    "params": parameter_counts(model)["total"], "bytes": b.size_bytes(),
                    "checkpoint_bytes": Path(path).stat().st_size, "psnr": sc.psnr, "ssim": sc.ssim,

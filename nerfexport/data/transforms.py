@@ -99,8 +99,12 @@ def _pose(m, where: str) -> np.ndarray:
 
 def _read_meta(path: Path) -> dict:
     try:
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise DatasetError(f"{path} is larger than {MAX_JSON_BYTES >> 20} MB; refused")
+        size = path.stat().st_size
+    except OSError as e:
+        raise DatasetError(f"{path} cannot be read ({type(e).__name__})") from None
+    if size > MAX_JSON_BYTES:
+        raise DatasetError(f"{path} is larger than {MAX_JSON_BYTES / 2**20:g} MB; refused")
+    try:
         meta = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise DatasetError(f"{path} cannot be read as JSON ({type(e).__name__})") from None
@@ -311,6 +315,8 @@ def load_transforms(root: str | Path, downscale: int = 1, white_bkgd: bool = Tru
     box = _ngp_box(meta, where)
     near, far = _near_far(meta, P, box, where)
     P, near, far, moved = _normalise(P, box, near, far)
+    if "near" not in meta and "far" not in meta:   # derived: rounded outwards (1.9999999 is 2)
+        near, far = _round(near, False), _round(far, True)
     if moved:
         notes.append(moved)
     H, W = images[0].shape[:2]
@@ -354,7 +360,6 @@ def _near_far(meta: dict, P: np.ndarray, box, where: str) -> tuple[float, float]
         near, far = _bounds(pos, *box)
         c = 0.5 * (box[0] + box[1])
         near = max(near, 0.01 * float(np.median(np.linalg.norm(pos - c, axis=-1))))
-    near, far = _round(near, False), _round(far, True)
     if "near" in meta or "far" in meta:
         near = _number(meta.get("near", near), "near", where, positive=True)
         far = _number(meta.get("far", far), "far", where, positive=True)

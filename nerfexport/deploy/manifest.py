@@ -64,11 +64,45 @@ def check_camera(H, W, focal, where: str = "camera") -> tuple[int, int, float]:
 
 @dataclass(frozen=True)
 class Camera:
-    """The training views' camera: ``H`` x ``W`` pixels, ``focal`` in pixels."""
+    """The training views' camera: ``H`` x ``W`` pixels, ``focal`` in pixels and, for a general
+    pinhole (a nerfstudio capture), ``pinhole = (fx, fy, cx, cy)`` in the ray generator's pixel
+    convention (``focal`` is then ``fx``). Written as ``{"H", "W", "focal"}`` plus ``"fx", "fy",
+    "cx", "cy"`` when a pinhole: a bundle with only ``focal`` reads as before."""
 
     H: int
     W: int
     focal: float
+    pinhole: tuple | None = None
+
+    @property
+    def cam(self):
+        """``focal`` or ``(fx, fy, cx, cy)``: what the ray generator takes (``deploy.rays.pinhole``)."""
+        return self.focal if self.pinhole is None else self.pinhole
+
+    @classmethod
+    def parse(cls, d, where: str = "camera") -> "Camera":
+        """A camera record ``{"H", "W", "focal"[, "fx", "fy", "cx", "cy"]}``, every value checked."""
+        d = _table(d, "the camera", where)
+        try:
+            H, W, focal = check_camera(d["H"], d["W"], d["focal"], where)
+        except KeyError as e:
+            raise BundleError(f"{where} lacks {e}") from None
+        keys = ("fx", "fy", "cx", "cy")
+        if not any(k in d for k in keys):
+            return cls(H, W, focal)
+        if not all(k in d for k in keys):
+            raise BundleError(f"{where}: a pinhole camera needs all of fx, fy, cx, cy")
+        fx = _num(d["fx"], "fx", where, 1e-6)
+        fy = _num(d["fy"], "fy", where, 1e-6)
+        cx = _num(d["cx"], "cx", where, -W, 2 * W)
+        cy = _num(d["cy"], "cy", where, -H, 2 * H)
+        return cls(H, W, fx, (fx, fy, cx, cy))
+
+    def to_dict(self) -> dict:
+        d = {"H": self.H, "W": self.W, "focal": self.focal}
+        if self.pinhole is not None:
+            d.update(zip(("fx", "fy", "cx", "cy"), self.pinhole))
+        return d
 
 
 @dataclass(frozen=True)
@@ -174,15 +208,11 @@ class Scene:
         cam = s.get("camera")
         camera = None
         if cam:   # absent or empty for a model that never saw its training views (an import)
-            cam = _table(cam, "scene.camera", where)
-            try:
-                camera = Camera(*check_camera(cam["H"], cam["W"], cam["focal"], f"{where}: scene.camera"))
-            except KeyError as e:
-                raise BundleError(f"{where}: scene.camera lacks {e}") from None
+            camera = Camera.parse(cam, f"{where}: scene.camera")
         return cls(near, far, s["white_bkgd"], s["ndc"], nc, nf, camera)
 
     def to_dict(self) -> dict:
-        cam = {} if self.camera is None else {"H": self.camera.H, "W": self.camera.W, "focal": self.camera.focal}
+        cam = {} if self.camera is None else self.camera.to_dict()
         return {"near": self.near, "far": self.far, "white_bkgd": self.white_bkgd, "ndc": self.ndc,
                 "n_coarse": self.n_coarse, "n_fine": self.n_fine, "camera": cam}
 

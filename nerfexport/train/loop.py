@@ -234,7 +234,7 @@ def evaluate(model: NeRF, scene: Scene, split: str = "test", max_views: int | No
         images, poses = images[:max_views], poses[:max_views]
     ps, ss, outs = [], [], []
     for img, pose in zip(images, poses):
-        out = render_image(model, scene.H, scene.W, scene.focal, pose, n_coarse, n_fine, chunk=chunk, amp=amp)
+        out = render_image(model, scene.H, scene.W, scene.cam, pose, n_coarse, n_fine, chunk=chunk, amp=amp)
         ps.append(psnr(out["rgb"], img))
         ss.append(ssim(out["rgb"], img))
         if keep_images:
@@ -257,7 +257,7 @@ def eval_pixels(scene: Scene, n: int, views: int, seed: int = 0, split: str = "t
     out = {"o": [], "d": [], "v": [], "rgb": []}
     for i in np.unique(which):
         sel = pix[which == i]
-        o, d, v = view_rays(scene.H, scene.W, scene.focal, poses[i], scene.ndc)
+        o, d, v = view_rays(scene.H, scene.W, scene.cam, poses[i], scene.ndc)
         for k, a in (("o", o), ("d", d), ("v", v), ("rgb", images[i].reshape(-1, 3))):
             out[k].append(np.asarray(a, np.float32)[sel])
     return {k: np.concatenate(a) for k, a in out.items()}
@@ -286,7 +286,7 @@ def scene_rays(scene: Scene, split: str = "train") -> dict[str, np.ndarray]:
     images, poses = scene.subset(split)
     os_, ds, vs = [], [], []
     for pose in poses:
-        o, d, v = view_rays(scene.H, scene.W, scene.focal, pose, scene.ndc)
+        o, d, v = view_rays(scene.H, scene.W, scene.cam, pose, scene.ndc)
         os_.append(o), ds.append(d), vs.append(v)
     return {"o": np.concatenate(os_), "d": np.concatenate(ds), "v": np.concatenate(vs),
             "rgb": images.reshape(-1, 3).astype(np.float32)}
@@ -301,8 +301,17 @@ def new_model(scene: Scene, width: int = 256, depth: int = 8, fine: bool = True,
     cfg = NeRFConfig(coarse=mlp, fine=MLPConfig.uniform(depth, width, use_viewdirs) if fine else None,
                      near=scene.near, far=scene.far, white_bkgd=scene.white_bkgd, ndc=scene.ndc,
                      n_coarse=n_coarse, n_fine=n_fine if fine else 0,
-                     camera={"H": scene.H, "W": scene.W, "focal": scene.focal})
+                     camera=camera_record(scene))
     return NeRF(cfg)
+
+
+def camera_record(scene: Scene) -> dict:
+    """The checkpoint's record of the training camera: ``{"H", "W", "focal"}``, plus ``"fx", "fy",
+    "cx", "cy"`` for a general pinhole (read by ``deploy.manifest.Camera.parse``)."""
+    cam = {"H": scene.H, "W": scene.W, "focal": scene.focal}
+    if scene.pinhole is not None:
+        cam.update(zip(("fx", "fy", "cx", "cy"), (float(v) for v in scene.pinhole)))
+    return cam
 
 
 ProgressFn = Callable[[dict], None]

@@ -116,10 +116,12 @@ def run_train(data: DataArgs, out: str | Path, shape: ModelShape, tc: TrainConfi
         dev = pick_device(tc.device)
     except (RuntimeError, ValueError) as e:
         raise TrainError(str(e)) from None
+    scene = data.load()
+    for text in scene.notes:   # what the loader assumed (held-out views, moved cameras): the first lines
+        emit({"event": "note", "text": text})
     note = bf16_warning(tc.precision, dev)
     if note:
         emit({"event": "note", "text": note})
-    scene = data.load()
     emit({"event": "scene", "scene": scene})
     if recipe:
         emit({"event": "note", "text": recipe})

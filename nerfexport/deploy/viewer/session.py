@@ -185,7 +185,7 @@ def open_viewed(path: str | Path, spec: RuntimeSpec, early_stop: float | None = 
     settings = render_settings(spec, b.manifest)
     renderers = {k: make_renderer(spec, nets, settings, grid, k, early_stop) for k in (True, False)}
     return ViewedBundle(path.resolve().name or str(path), b, spec.name, renderers, s.camera.H, s.camera.W,
-                        s.camera.focal, skip_note(renderers[True], grid, True, path), FrameQueue())
+                        s.camera.cam, skip_note(renderers[True], grid, True, path), FrameQueue())
 
 
 def start_camera(v: ViewedBundle) -> tuple[dict[str, float], str]:
