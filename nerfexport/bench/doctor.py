@@ -9,7 +9,12 @@
 * ``version``: Python, nerfexport, numpy, onnx, onnxruntime and its providers, TensorRT,
   cuda-python, torch and its CUDA, the CUDA driver;
 * ``gpu``: the CUDA devices the driver sees;
-* ``cpu``: the model and the features the CPU paths use (AVX2, AVX-512 F / VNNI / BF16, AMX).
+* ``cpu``: the model and the features the CPU paths use (AVX2, AVX-512 F / VNNI / BF16, AMX);
+* ``int8``: whether this CPU's int8 kernels (onnxruntime, all graph optimizations) compute
+  what the QDQ graph says, against the float simulation of the same graph (no optimizations),
+  for each int8 weight format the export writes (:func:`int8_rows`,
+  :mod:`nerfexport.deploy.int8check`), on a small NeRF-shaped network built here; with a
+  bundle (``nerfexport doctor --bundle B``), on B's own int8 networks and points of real rays.
 
 Nothing here raises: what cannot be found is a row saying so. :func:`table` formats the rows.
 """
@@ -237,9 +242,85 @@ def _runtimes(probe: bool) -> list[Row]:
     return rows
 
 
-def diagnose(probe: bool = True) -> list[Row]:
-    """Every row of the report (``probe``: run the tiny network on each available runtime)."""
-    return _runtimes(probe) + _versions() + _gpus() + _cpu()
+# (label, target, weight bits): what ``export --int8`` writes for each target, and the 8-bit U8S8 of
+# earlier versions (the format that saturates on x86 CPUs without VNNI)
+INT8_FORMATS = (("U8S8 7-bit weights (--target cpu)", "cpu", None), ("S8S8 (--target tensorrt)", "tensorrt", None),
+                ("U8S8 8-bit weights", "cpu", 8))
+
+
+def probe_network(width: int = 64, depth: int = 4, seed: int = 0):
+    """A small fp32 NeRF-shaped graph (the bundles' layout: encodings, skip, view branch) whose
+    weights make 8-bit U8S8 saturate where the CPU sums pairs in 16 bits: a quarter of each
+    layer's rows are positive and nearly constant, so their int8 weights sit near 127 and the
+    uint8 activations they produce are large."""
+    from types import SimpleNamespace
+    from nerfexport.export.onnx_graph import mlp_to_onnx
+    rng = np.random.default_rng(seed)
+    cfg = SimpleNamespace(widths=[width] * depth, skips=[depth // 2 - 1], feature_width=width,
+                          view_widths=[width // 2], multires=6, multires_views=2, use_viewdirs=True, ranks={})
+    n_enc, n_view = 3 + 6 * cfg.multires, 3 + 6 * cfg.multires_views
+
+    def layer(name, n_out, n_in, out_gain=1.0):
+        w = rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)
+        k = n_out // 4
+        w[:k] = (1.0 + 0.05 * rng.standard_normal((k, n_in))) / n_in * 4
+        st[f"{name}.weight"] = (w * out_gain).astype(np.float32)
+        st[f"{name}.bias"] = (0.1 * rng.standard_normal(n_out)).astype(np.float32)
+
+    st: dict = {}
+    n_in = n_enc
+    for i in range(depth):
+        layer(f"pts_linears.{i}", width, n_in)
+        n_in = width + (n_enc if i in cfg.skips else 0)
+    layer("alpha_linear", 1, width, 10.0)
+    layer("feature_linear", width, width)
+    layer("views_linears.0", width // 2, width + n_view)
+    layer("rgb_linear", 3, width // 2)
+    return mlp_to_onnx(st, cfg, name="nerfexport_doctor_int8")
+
+
+def probe_points(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(-1.0, 1.0, (n, 3)).astype(np.float32)
+    dirs = rng.standard_normal((n, 3))
+    return pts, (dirs / np.linalg.norm(dirs, axis=1, keepdims=True)).astype(np.float32)
+
+
+def int8_rows(bundle: str | Path | None = None, points: int = 4096) -> list[Row]:
+    """``int8`` rows: this CPU's int8 kernels against the float simulation, for each format of
+    :data:`INT8_FORMATS` on :func:`probe_network`, and for ``bundle``'s networks when given."""
+    rows = []
+    try:
+        import onnx
+        from nerfexport.deploy.int8check import network_gap
+        from nerfexport.export.quantize import Int8Settings, quantize_int8
+        fp32 = probe_network()
+        cal, test = probe_points(2048, 1), probe_points(points, 2)
+        with tempfile.TemporaryDirectory(prefix="nerfexport-doctor-int8-") as tmp:
+            src = Path(tmp) / "fp32.onnx"
+            onnx.save(fp32, str(src))
+            for label, target, bits in INT8_FORMATS:
+                q = Path(tmp) / f"{target}-{bits}.onnx"
+                quantize_int8(src, q, *cal, Int8Settings(target=target, weight_bits=bits))
+                gap = network_gap(q, *test, network="probe network")
+                rows.append(Row("int8", f"kernels {label}", "agree" if gap.ok else "DIFFER", gap.describe()))
+    except Exception as e:
+        rows.append(Row("int8", "kernels", "not checked", f"{type(e).__name__}: {_one_line(e)}"))
+    if bundle is not None:
+        try:
+            from nerfexport.deploy.int8check import check_bundle
+            for gap in check_bundle(bundle):
+                rows.append(Row("int8", f"bundle {gap.network}", "agree" if gap.ok else "DIFFER",
+                                f"{bundle}: {gap.describe()}"))
+        except Exception as e:
+            rows.append(Row("int8", "bundle", "not checked", f"{type(e).__name__}: {_one_line(e)}"))
+    return rows
+
+
+def diagnose(probe: bool = True, bundle: str | Path | None = None, int8: bool = True) -> list[Row]:
+    """Every row of the report (``probe``: run the tiny network on each available runtime;
+    ``int8``: check this CPU's int8 kernels, and ``bundle``'s when given)."""
+    return _runtimes(probe) + _versions() + _gpus() + _cpu() + (int8_rows(bundle) if int8 or bundle else [])
 
 
 def table(rows: list[Row]) -> str:

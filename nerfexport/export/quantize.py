@@ -19,6 +19,17 @@ The activation format depends on the target runtime:
   ``DequantizeLinear`` takes int8 (fp8, int4) only, not the int32 of a quantized bias. onnx-tensorrt
   rejects uint8 Q/DQ, so a U8S8 graph never goes to TensorRT (:func:`check_tensorrt_target`,
   :func:`is_u8s8`).
+
+Weights for ``cpu`` are 7-bit (``reduce_range``: int8 in [-64, 64], per-channel scales twice
+as coarse). A bundle travels to CPUs unknown at export time, and on x86 CPUs without VNNI (AVX2,
+AVX-512 F without VNNI) onnxruntime's uint8 x int8 kernels use ``VPMADDUBSW``, which sums each
+pair of products in a signed 16-bit value and saturates above 32,767: with 8-bit weights a pair
+reaches 2 x 255 x 127 = 64,770 and the kernels then compute another network than the graph
+(on the lego teacher by as much as quantization itself); with |w| <= 64 a pair is at most
+2 x 255 x 64 = 32,640 and cannot saturate, on every x86 CPU. VNNI CPUs sum in 32 bits either
+way. ``tensorrt`` keeps 8-bit weights (TensorRT sums in 32 bits). ``weight_bits`` overrides
+either; :mod:`nerfexport.deploy.int8check` compares a bundle's kernels with the float
+simulation of its graph on this CPU (``nerfexport doctor``).
 """
 
 from __future__ import annotations
@@ -74,6 +85,15 @@ class Int8Settings:
     per_channel: bool = True
     percentile: float = 99.999
     exclude: tuple[str, ...] = ()     # layer names kept in float (e.g. "pts.0", "rgb")
+    weight_bits: int | None = None    # 7 (|w| <= 64: no 16-bit saturation on x86 without VNNI) or 8;
+    #                                   None: 7 for cpu, 8 for tensorrt
+
+    @property
+    def bits(self) -> int:
+        """The weights' bits: 7 or 8 (:attr:`weight_bits`, else the target's default)."""
+        if self.weight_bits is not None:
+            return int(self.weight_bits)
+        return 7 if self.target == "cpu" else 8
 
     def validate(self) -> None:
         if self.method not in CALIBRATION_METHODS:
@@ -81,6 +101,8 @@ class Int8Settings:
                                     f"not {self.method!r}")
         if self.target not in TARGETS:
             raise QuantizationError(f"int8 target must be one of {', '.join(TARGETS)}, not {self.target!r}")
+        if self.weight_bits is not None and self.weight_bits not in (7, 8):
+            raise QuantizationError(f"int8 weight bits must be 7 or 8, not {self.weight_bits!r}")
 
     @property
     def activation_format(self) -> str:
@@ -97,7 +119,8 @@ class Int8Settings:
         return {"method": self.method, "target": self.target, "per_channel": self.per_channel,
                 "percentile": self.percentile if self.method == "percentile" else None,
                 "activations": "uint8 asymmetric" if self.target == "cpu" else "int8 symmetric",
-                "weights": "int8 symmetric" + (" per-channel" if self.per_channel else ""),
+                "weights": "int8 symmetric" + (" per-channel" if self.per_channel else "")
+                + (", 7-bit [-64, 64]" if self.bits == 7 else ""), "weight_bits": self.bits,
                 "format": f"QDQ {self.activation_format}", "float_layers": list(self.exclude)}
 
 
@@ -146,6 +169,7 @@ def quantize_int8(fp32_model: str | Path, out_path: str | Path, pts: np.ndarray,
                         op_types_to_quantize=["Gemm", "Relu", "Concat"], per_channel=settings.per_channel,
                         activation_type=QuantType.QUInt8 if settings.target == "cpu" else QuantType.QInt8,
                         weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=method,
+                        reduce_range=settings.bits == 7,
                         extra_options=extra, calibration_providers=["CPUExecutionProvider"])
 
 
