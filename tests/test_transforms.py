@@ -270,3 +270,16 @@ def test_resize_keeps_the_pinhole():
     assert (H, W) == (16, 24)
     np.testing.assert_allclose(cam, (20.0, 24.0, (4.7 + 0.5) * 2 - 0.5, (3.2 + 0.5) * 2 - 0.5))
     assert resize_camera(8, 12, 10.0, scale=2.0) == (16, 24, 20.0)   # a plain focal length as before
+
+
+def test_camera_path_pinhole(tmp_path):
+    from nerfexport.deploy.views import camera_path_views
+    doc = {"render_width": 12, "render_height": 8, "fl_x": 10.0, "fl_y": 12.0, "cx": 5.2, "cy": 3.7,
+           "camera_path": [{"camera_to_world": np.eye(4).ravel().tolist(), "fov": 50.0}]}
+    (tmp_path / "p.json").write_text(json.dumps(doc))
+    v = camera_path_views(tmp_path / "p.json")
+    np.testing.assert_allclose(v.focal, (10.0, 12.0, 4.7, 3.2))
+    doc["cx"] = float("inf")
+    (tmp_path / "p.json").write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match="cx must be"):
+        camera_path_views(tmp_path / "p.json")

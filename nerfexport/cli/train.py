@@ -10,7 +10,7 @@ import typer
 from nerfexport.cli.app import DEFAULT_MODEL, app, default_file, guard, say
 from nerfexport.cli.progress import Reporter
 
-Data = Annotated[Path, typer.Argument(help="dataset folder (Blender or LLFF)")]
+Data = Annotated[Path, typer.Argument(help="dataset folder (Blender, LLFF, or nerfstudio / instant-ngp transforms.json)")]
 Model = Annotated[Optional[Path], typer.Argument(help="checkpoint (default: ./model.pt)")]
 
 
@@ -40,8 +40,10 @@ def synth(out: Annotated[Path, typer.Argument(help="folder to create (Blender fo
           fmt: Annotated[str, typer.Option("--format", help="blender (transforms_{train,val,test}.json) or nerfstudio "
                                            "(one transforms.json, the same views)")] = "blender") -> None:
     """Write the embedded procedural scene as a Blender-format (or nerfstudio, or --forward LLFF) dataset."""
-    from nerfexport.data.synthetic import make_forward_scene, make_scene
+    from nerfexport.data.synthetic import SceneError, make_forward_scene, make_scene
     from nerfexport.deploy.views import parse_resolution
+    if forward and fmt != "blender":
+        raise SceneError("--forward writes LLFF; --format applies to the 360-degree scene")
     if forward:
         w, h = parse_resolution(resolution)
         path = make_forward_scene(out, w, h, views, seed)

@@ -92,7 +92,8 @@ def camera_path_views(path) -> Views:
     """The cameras of a nerfstudio ``camera_path.json`` (what its viewer's render panel exports):
     ``render_width``, ``render_height``, ``fps``, and ``camera_path``, a list of
     ``{"camera_to_world": 16 numbers (a row-major 4x4, OpenGL axes as in the NeRF datasets),
-    "fov": vertical field of view in degrees}``. The poses are taken in the scene's own
+    "fov": vertical field of view in degrees}``; optionally ``fl_x``, ``fl_y``, ``cx``, ``cy`` at
+    the top (a general pinhole, as in ``transforms.json``). The poses are taken in the scene's own
     coordinates (nerfstudio's for Blender scenes, whose dataparser leaves them as they are).
     Every value is checked: a bad file raises :class:`DatasetError` naming what is wrong."""
     import json
@@ -133,7 +134,25 @@ def camera_path_views(path) -> Views:
         raise DatasetError(f"{where}: the cameras change their field of view; one fov for the whole path is supported")
     focal = 0.5 * H / np.tan(np.radians(fovs[0]) / 2.0)
     H, W, focal = check_camera(H, W, focal, where)
+    if any(k in doc for k in ("fl_x", "fl_y", "cx", "cy")):
+        focal = _path_pinhole(doc, H, W, focal, where)
     return Views(np.stack(poses).astype(np.float32), None, H, W, focal, True, None, float(fps))
+
+
+def _path_pinhole(doc: dict, H: int, W: int, focal: float, where: str) -> tuple:
+    """A camera path's general pinhole (nerfexport's extension, transforms.json's names): ``fl_x``,
+    ``fl_y``, ``cx``, ``cy`` in pixels of the render size, pixel centres at ``i + 0.5``; a missing
+    focal length comes from ``fov``, a missing principal point is the image centre."""
+    def num(k, default, lo, hi):
+        v = doc.get(k, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or not lo < v < hi:
+            raise DatasetError(f"{where}: {k} must be a number in ({lo:g}, {hi:g}), not {v!r}")
+        return float(v)
+    fx = num("fl_x", focal, 0, 1e3 * max(H, W))
+    fy = num("fl_y", fx, 0, 1e3 * max(H, W))
+    cx = num("cx", 0.5 * W, -W, 2 * W)
+    cy = num("cy", 0.5 * H, -H, 2 * H)
+    return fx, fy, cx - 0.5, cy - 0.5
 
 
 def parse_view_list(spec: str) -> list[int] | None:
