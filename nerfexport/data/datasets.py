@@ -60,13 +60,59 @@ def _area_downscale(img: np.ndarray, factor: int) -> np.ndarray:
     return img.reshape(H, factor, W, factor, -1).mean(axis=(1, 3))
 
 
+_MODES_8 = ("1", "L", "LA", "P", "PA", "RGB", "RGBA")
+_MODES_16 = ("I;16", "I;16L", "I;16B", "I;16N")   # 16-bit greyscale: read as 16 bits, never clipped to 8
+
+
+def _open_image(path: Path):
+    from nerfexport.data.safety import UnsafeInput, regular_file
+    try:
+        regular_file(path, "image")   # a FIFO or device would block or never end
+    except UnsafeInput as e:
+        raise DatasetError(f"missing image {path}" if "does not exist" in str(e) else str(e)) from None
+    try:
+        im = Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise DatasetError(f"image {path} is too large to load ({e})") from None
+    except OSError as e:
+        raise DatasetError(f"unreadable image {path}: {e}") from None
+    if im.mode not in _MODES_8 + _MODES_16:
+        im.close()
+        raise DatasetError(f"image {path} has pixel mode {im.mode}; nerfexport reads 8-bit L/RGB/RGBA/palette "
+                           "and 16-bit greyscale images")
+    return im
+
+
+class ImageBudget:
+    """The memory that decoding a dataset's images implies, summed from their headers before any
+    is decoded (a 54 KB PNG may claim 49 Mpx): the stacked float32 RGB images at the downscale,
+    plus the largest one being decoded."""
+
+    def __init__(self, downscale: int = 1) -> None:
+        self.downscale, self.kept, self.peak = downscale, 0, 0
+
+    def add(self, path: Path) -> None:
+        from nerfexport.data.safety import UnsafeInput, check_memory
+        with _open_image(path) as im:
+            w, h = im.size
+        if w < 1 or h < 1:
+            raise DatasetError(f"image {path} is empty ({w}x{h})")
+        self.kept += (w // self.downscale) * (h // self.downscale) * 3 * 4
+        self.peak = max(self.peak, w * h * 4 * 4 * 3)
+        try:
+            check_memory(self.kept + self.peak, f"the images of this dataset ({w}x{h} in {path.name})")
+        except UnsafeInput as e:
+            raise DatasetError(str(e)) from None
+
+
 def _read_image(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGBA") if im.mode in ("RGBA", "LA", "P") else im.convert("RGB")
+        with _open_image(path) as im:
+            if im.mode in _MODES_16:
+                g = np.asarray(im, dtype=np.float32) / 65535.0
+                return np.repeat(g[..., None], 3, axis=-1)
+            im = im.convert("RGBA") if im.mode in ("RGBA", "LA", "P", "PA") else im.convert("RGB")
             return np.asarray(im, dtype=np.float32) / 255.0
-    except FileNotFoundError:
-        raise DatasetError(f"missing image {path}") from None
     except Image.DecompressionBombError as e:
         raise DatasetError(f"image {path} is too large to load ({e})") from None
     except OSError as e:
@@ -98,21 +144,37 @@ def load_blender(root: str | Path, downscale: int = 1, white_bkgd: bool = True,
     _check_factor(downscale)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
+    from nerfexport.data.safety import UnsafeInput, finite, load_json
     images, poses, split_idx = [], [], {}
     camera_angle_x = None
+    budget = ImageBudget(downscale)
     for split in splits:
         meta_path = root / f"transforms_{split}.json"
         if not meta_path.is_file():
             raise DatasetError(f"{root} is not a Blender dataset: {meta_path.name} is missing")
         try:
-            meta = json.loads(meta_path.read_text())
-            angle = float(meta["camera_angle_x"])
+            try:
+                meta = load_json(meta_path, "the file")
+                if not isinstance(meta, dict):
+                    raise UnsafeInput("not a JSON object")
+                angle = finite(meta.get("camera_angle_x"), "camera_angle_x", 0.0, float(np.pi),
+                               lo_open=True, hi_open=True)
+            except UnsafeInput as e:
+                raise DatasetError(f"{meta_path} is malformed: {e}") from None
             frames = meta["frames"]
+            if not isinstance(frames, list):
+                raise TypeError("frames is not a list")
             if split == "test" and test_every > 1:
                 frames = frames[::test_every]
             if not frames:
                 raise DatasetError(f"{meta_path} lists no frames")
             start = len(images)
+            for fr in frames:   # every header before any image is decoded
+                try:
+                    p = confine(root, str(fr["file_path"]), "image")
+                except OutsideFolder as e:
+                    raise DatasetError(f"{meta_path}: {e}") from None
+                budget.add(p.with_suffix(".png") if p.suffix == "" else p)
             for fr in frames:
                 pose = np.asarray(fr["transform_matrix"], dtype=np.float32)
                 if pose.shape != (4, 4) or not np.isfinite(pose).all():
@@ -212,6 +274,13 @@ def load_llff(root: str | Path, factor: int = 8, ndc: bool = True, llffhold: int
     files = sorted(p for p in sub.iterdir() if p.suffix in _IMG_EXT)
     if len(files) != len(poses):
         raise DatasetError(f"{sub} holds {len(files)} images but poses_bounds.npy has {len(poses)} poses")
+    if len(files) < 2:
+        raise DatasetError(f"{root}: an LLFF scene needs at least 2 views (one is held out for testing)")
+    if not (arr[:, 2 * 5 + 4] > 0).all() or not (arr[:, 4] < 1e6).all():
+        raise DatasetError(f"{pb}: every view needs a positive focal length and image height below 1e6")
+    budget = ImageBudget(scale_here)
+    for f in files:
+        budget.add(f)
     imgs = np.stack([_area_downscale(_read_image(f)[..., :3], scale_here) for f in files]).astype(np.float32)
     H, W = imgs.shape[1:3]
     # hwf column: image size of this factor, focal scaled from the full-resolution one.
@@ -229,6 +298,10 @@ def load_llff(root: str | Path, factor: int = 8, ndc: bool = True, llffhold: int
     test = np.arange(n)[::llffhold] if llffhold > 0 else np.array([], dtype=int)
     train = np.array([i for i in range(n) if i not in set(test.tolist())])
     near, far = (0.0, 1.0) if ndc else (float(bds.min() * 0.9), float(bds.max()))
+    if not (np.isfinite(c2w).all() and np.isfinite(focal) and focal > 0 and np.isfinite([near, far]).all()
+            and far > near and len(train) > 0):
+        raise DatasetError(f"{pb}: the poses and bounds give no usable cameras (degenerate poses, bounds or "
+                           "focal length)")
     return Scene(imgs, c2w.astype(np.float32), H, W, focal, near, far, False, ndc,
                  {"train": train, "val": test, "test": test}, "llff", str(root))
 

@@ -25,15 +25,30 @@ MAX_DEPTH = 32                    # nesting of JSON / TOML documents
 MAX_TEXT = 16 << 20               # JSON / TOML inputs larger than this are refused
 
 
-def _memory_limit() -> int:
+def memory_limit() -> int:
+    """Bytes that what an input's sizes imply may take: ``NERFEXPORT_MEMORY_LIMIT_GB`` when set,
+    else half of the physical memory, and at most half of the address-space limit (``ulimit -v``)."""
     v = os.environ.get("NERFEXPORT_MEMORY_LIMIT_GB")
     try:
-        return int(float(v) * (1 << 30)) if v else 2 << 30
+        if v and math.isfinite(float(v)) and float(v) > 0:
+            return int(float(v) * (1 << 30))
     except ValueError:
-        return 2 << 30
+        pass
+    try:
+        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        limit = 4 << 30
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY and soft > 0:
+            limit = min(limit, soft // 2)
+    except (ImportError, OSError, ValueError):
+        pass
+    return max(int(limit), 256 << 20)
 
 
-MEMORY_LIMIT = _memory_limit()    # bytes one array sized by an input may take (NERFEXPORT_MEMORY_LIMIT_GB)
+MEMORY_LIMIT = None               # None: memory_limit() at each check
 
 
 class UnsafeInput(ValueError):
@@ -63,7 +78,7 @@ def finite(x, name: str, lo: float | None = None, hi: float | None = None, lo_op
 
 def check_memory(nbytes: float, what: str, limit: int | None = None) -> None:
     """Refuse ``what`` when the ``nbytes`` it implies exceed the limit (before allocating them)."""
-    limit = MEMORY_LIMIT if limit is None else limit
+    limit = limit if limit is not None else MEMORY_LIMIT if MEMORY_LIMIT is not None else memory_limit()
     if not nbytes <= limit:
         raise UnsafeInput(f"{what} would take {nbytes / (1 << 30):.1f} GiB, more than the "
                           f"{limit / (1 << 30):.1f} GiB limit (NERFEXPORT_MEMORY_LIMIT_GB)")
