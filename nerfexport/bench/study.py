@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -18,13 +17,13 @@ import torch
 
 from nerfexport.bench.bench import machine
 from nerfexport.model import checkpoint as ckpt
-from nerfexport.shrink.calibration import draw_samples
 from nerfexport.data.datasets import Scene
-from nerfexport.shrink.distill import DistillConfig, build_bank, distill
+from nerfexport.shrink.distill import DistillConfig
 from nerfexport.data.fileio import atomic_write
 from nerfexport.shrink.scoring import METHODS
-from nerfexport.shrink.pipeline import ShrinkSpec, parameter_counts, shrink_model
-from nerfexport.train.loop import TrainConfig, autocast_dtype, evaluate, new_model, train
+from nerfexport.shrink.pipeline import SPEC_METHODS, ShrinkSpec, parameter_counts, shrink_pipeline
+from nerfexport.train.loop import TrainConfig, autocast_dtype, evaluate, new_model, pixel_psnr, train
+from nerfexport.train.loop import eval_pixels as draw_pixels
 
 
 def _load_rows(path: Path) -> dict:
@@ -69,7 +68,7 @@ def run_study(teacher_path: str | Path, scene: Scene, out_dir: str | Path, width
               finetune: dict[int, int] | None = None, eval_views: int = 10, eval_samples=(32, 64),
               calib_rays: int = 1024, distill_cfg: DistillConfig | None = None, scratch: bool = True,
               seed: int = 0, progress: Callable[[dict], None] | None = None,
-              step_seconds: dict[int, float] | None = None) -> dict:
+              step_seconds: dict[int, float] | None = None, eval_pixels: int | None = None) -> dict:
     """Run (or resume) the study; returns the JSON document (also in ``out_dir/study.json``).
 
     ``finetune``: distillation steps per width. Students are saved as
@@ -96,15 +95,22 @@ def run_study(teacher_path: str | Path, scene: Scene, out_dir: str | Path, width
     if "teacher" not in doc:
         emit({"event": "stage", "stage": "teacher evaluation"})
         t = time.perf_counter()
-        r = evaluate(teacher, scene, "test", eval_views, nc, nf, amp=amp)
-        doc["teacher"] = {"path": str(teacher_path), "psnr": r.psnr, "ssim": r.ssim,
+        if eval_pixels:     # the estimate shrink_pipeline makes of the students, on the same pixels
+            held = {k: torch.from_numpy(a) for k, a in draw_pixels(scene, eval_pixels, eval_views, seed).items()}
+            psnr_t, ssim_t = pixel_psnr(teacher, held, nc, nf, amp), None
+        else:
+            r = evaluate(teacher, scene, "test", eval_views, nc, nf, amp=amp)
+            psnr_t, ssim_t = r.psnr, r.ssim
+        doc["teacher"] = {"path": str(teacher_path), "psnr": psnr_t, "ssim": ssim_t,
                           "params": parameter_counts(teacher)["total"],
                           "width": max(teacher.coarse.cfg.widths), "bytes": Path(teacher_path).stat().st_size,
+                          "macs": sum(n.cfg.macs() for n in (teacher.coarse, teacher.fine) if n is not None),
                           "train_minutes": train_minutes, "eval_seconds": time.perf_counter() - t,
                           "train_config": (state or {}).get("train_config")}
         doc["settings"] = {"eval_views": eval_views, "eval_samples": list(eval_samples), "calib_rays": calib_rays,
                            "finetune": {str(k): v for k, v in finetune.items()}, "distill": dc.to_dict(),
                            "seed": seed, "machine": f"{machine()}, torch {torch.__version__}",
+                           "eval_pixels": eval_pixels, "resolution": [scene.H, scene.W],
                            "precision": eval_precision()}
         _save(jpath, doc)
         emit({"event": "teacher", **doc["teacher"]})
@@ -118,33 +124,29 @@ def run_study(teacher_path: str | Path, scene: Scene, out_dir: str | Path, width
 
     # teacher-free baselines: the same widths trained from scratch for the teacher's training
     # time plus what shrinking and fine-tuning that width cost (filled in after the shrink rows)
-    calib = bank = None
     for width in widths:
         for method in methods:
             if ("shrink", method, width) in done:
                 continue
-            if calib is None:
-                emit({"event": "stage", "stage": "calibration and teacher bank"})
-                t = time.perf_counter()
-                calib = draw_samples(teacher, scene, calib_rays, seed)
-                calib_s = time.perf_counter() - t
-                bank = build_bank(teacher, scene, dc.bank_rays, dc.n_coarse, dc.n_fine, seed, amp)
             emit({"event": "stage", "stage": f"{method} w{width}"})
-            t = time.perf_counter()
-            student, info = shrink_model(teacher, ShrinkSpec(method=method, width=width, seed=seed), calib)
-            prune_s = time.perf_counter() - t + calib_s
-            before = evaluate(student, scene, "test", eval_views, nc, nf, amp=amp)
-            cfg = replace(dc, steps=finetune[width], seed=seed)
-            res = distill(student, bank, cfg, teacher.cfg.white_bkgd)
-            after = evaluate(student, scene, "test", eval_views, nc, nf, amp=amp)
+            spec = ShrinkSpec(method=method, width=width, finetune=finetune[width], calib_rays=calib_rays, seed=seed)
+            student, rep = shrink_pipeline(teacher, scene, spec, eval_views, eval_samples, distill_cfg=dc,
+                                           eval_pixels=eval_pixels)
             path = out_dir / f"{method}-w{width}.pt"
             ckpt.save_checkpoint(student, path, meta={"shrunk_from": str(teacher_path), "method": method,
                                                       "width": width, "finetune": finetune[width],
                                                       "data": (meta or {}).get("data") or scene.load_args})
-            add({"kind": "shrink", "method": method, "width": width, "params": info.params_after["total"],
-                 "bytes": path.stat().st_size, "psnr_pruned": before.psnr, "ssim_pruned": before.ssim,
-                 "psnr": after.psnr, "ssim": after.ssim, "finetune_steps": finetune[width],
-                 "seconds": {"prune": prune_s, "bank": bank.seconds, "finetune": res.seconds},
+            s = rep.seconds
+            tuned = rep.psnr_after_finetune is not None
+            add({"kind": "shrink", "method": method, "chose": rep.method, "width": width,
+                 "params": rep.params_after["total"], "macs": sum(rep.macs_after.values()),
+                 "bytes": path.stat().st_size, "psnr_pruned": rep.psnr_before_finetune,
+                 "ssim_pruned": rep.ssim_before_finetune,
+                 "psnr": rep.psnr_after_finetune if tuned else rep.psnr_before_finetune,
+                 "ssim": rep.ssim_after_finetune if tuned else rep.ssim_before_finetune,
+                 "finetune_steps": finetune[width],
+                 "seconds": {"prune": s.get("calibrate", 0.0) + s.get("prune", 0.0), "bank": s.get("bank", 0.0),
+                             "finetune": s.get("finetune", 0.0)},
                  "checkpoint": str(path)})
     if scratch:
         tc0 = (doc["teacher"].get("train_config") or {})
@@ -174,7 +176,8 @@ def run_study(teacher_path: str | Path, scene: Scene, out_dir: str | Path, width
 METHOD_LABELS = {"uniform": "uniform (random)", "magnitude-in": "magnitude, incoming", "magnitude-out":
                  "magnitude, outgoing", "magnitude": "magnitude, in x out", "activation": "activation-aware",
                  "coreset": "coreset (Mussay et al.)", "data-coreset": "data-aware coreset",
-                 "auto": "auto (best pruned of coreset, magnitude, data-coreset)", "scratch": "trained from scratch"}
+                 "lowrank": "low rank (activation-aware)",
+                 "auto": "auto (best of lowrank, coreset, magnitude, data-coreset)", "scratch": "trained from scratch"}
 
 
 def eval_precision() -> str:
@@ -182,29 +185,42 @@ def eval_precision() -> str:
     return "bf16" if autocast_dtype("auto", torch.device("cpu")) is not None else "fp32"
 
 
+def _ssim(x) -> str:
+    return "" if x is None else f"{x:.3f}"
+
+
 def markdown_table(doc: dict) -> str:
-    """The study as a Markdown table (teacher first, then each width's rows)."""
+    """The study as a Markdown table (teacher first, then each width's rows). ``cost``: the
+    student's multiply-adds per evaluated point against the teacher's (both networks)."""
     t = doc["teacher"]
     s = doc["settings"]
-    lines = [f"Held-out PSNR/SSIM on {s['eval_views']} test views at {s['eval_samples'][0]}+{s['eval_samples'][1]} "
+    where = (f"{s['eval_pixels']:,} fixed pixels of {s['eval_views']} test views (PSNR only)" if s.get("eval_pixels")
+             else f"{s['eval_views']} test views")
+    res = f" at {s['resolution'][1]}x{s['resolution'][0]}" if s.get("resolution") else ""
+    lines = [f"Held-out PSNR/SSIM on {where}{res}, {s['eval_samples'][0]}+{s['eval_samples'][1]} "
              f"samples per ray{f' ({p})' if (p := s.get('precision')) else ''}; parameters and fp32 checkpoint "
              f"size are for coarse + fine together. "
              f"Machine: {s['machine']}.", "",
-             "| method | width | parameters | size [MB] | PSNR pruned | PSNR fine-tuned | vs teacher [dB] | SSIM | "
-             "time [min] |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-             f"| teacher | {t.get('width', '')} | {t['params']:,} | {t['bytes'] / 1e6:.2f} | | {t['psnr']:.2f} | 0.00 | {t['ssim']:.3f} | "
-             f"{t['train_minutes']:.1f} (training) |"]
+             "| method | width (cost of) | cost | parameters | size [MB] | PSNR before distillation | "
+             "PSNR distilled | vs teacher [dB] | SSIM | time [min] |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+             f"| teacher | {t.get('width', '')} | 1.00 | {t['params']:,} | {t['bytes'] / 1e6:.2f} | | {t['psnr']:.2f} | "
+             f"0.00 | {_ssim(t['ssim'])} | {t['train_minutes']:.1f} (training) |"]
     for width in sorted({r["width"] for r in doc["rows"]}, reverse=True):
         for r in sorted((r for r in doc["rows"] if r["width"] == width),
-                        key=lambda r: (r["kind"] == "scratch", list(METHOD_LABELS).index(r["method"]))):
+                        key=lambda r: (r["kind"] == "scratch", list(METHOD_LABELS).index(r["method"])
+                                       if r["method"] in METHOD_LABELS else 99)):
             mins = sum(r["seconds"].values()) / 60.0
             pr = "" if r["psnr_pruned"] is None else f"{r['psnr_pruned']:.2f}"
             how = (f"{mins:.1f} (training, {r.get('steps', 0):,} steps)" if r["kind"] == "scratch"
                    else f"{mins:.1f} ({r['finetune_steps']} steps)")
-            lines.append(f"| {METHOD_LABELS.get(r['method'], r['method'])} | {width} | {r['params']:,} | "
+            cost = f"{r['macs'] / t['macs']:.2f}" if r.get("macs") and t.get("macs") else ""
+            label = METHOD_LABELS.get(r["method"], r["method"])
+            if r.get("chose") and r["chose"] != r["method"]:
+                label += f": {r['chose']}"
+            lines.append(f"| {label} | {width} | {cost} | {r['params']:,} | "
                          f"{r['bytes'] / 1e6:.2f} | {pr} | {r['psnr']:.2f} | {r['psnr'] - t['psnr']:+.2f} | "
-                         f"{r['ssim']:.3f} | {how} |")
+                         f"{_ssim(r['ssim'])} | {how} |")
     return "\n".join(lines) + "\n"
 
 
@@ -295,7 +311,8 @@ def shrink_study(teacher: str | Path, out: str | Path, widths: str = "128,64", m
                  finetune: str = "128:600,64:600", data=None, downscale: int | None = None,
                  test_every: int | None = None, eval_views: int = 10, eval_samples=(32, 64), scratch: bool = True,
                  step_seconds: str | None = None, doc: str | Path | None = None, figure: str | Path | None = None,
-                 progress: Callable[[dict], None] | None = None) -> tuple[dict, str]:
+                 progress: Callable[[dict], None] | None = None, eval_pixels: int | None = None
+                 ) -> tuple[dict, str]:
     """``nerfexport shrink-study``: parse the options, run (or resume) :func:`run_study`, write
     the Markdown table to ``doc`` and the figure to ``figure`` when given; returns the study and
     its table."""
@@ -307,15 +324,17 @@ def shrink_study(teacher: str | Path, out: str | Path, widths: str = "128,64", m
     ft = _pairs(finetune, what="--finetune")
     sps = _pairs(step_seconds, value=float, what="--step-seconds") if step_seconds else None
     ms = [m.strip() for m in methods.split(",") if m.strip()]
-    bad = [m for m in ms if m not in METHODS]
+    bad = [m for m in ms if m not in SPEC_METHODS]
     if bad:
-        raise StudyError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+        raise StudyError(f"unknown method(s) {bad}; choose from {', '.join(SPEC_METHODS)}")
+    if eval_pixels is not None and eval_pixels < 1:
+        raise StudyError(f"--eval-pixels must be at least 1, not {eval_pixels}")
     if set(ws) - set(ft):
         raise StudyError(f"--finetune gives no steps for width(s) {sorted(set(ws) - set(ft))}")
     net, meta, _ = ckpt.load_checkpoint(teacher, with_train_state=True)
     scene, _ = recorded_scene(meta.get("data"), data, downscale, test_every, None, net.cfg.ndc, str(teacher))
     res = run_study(teacher, scene, out, ws, ms, ft, eval_views, tuple(eval_samples), scratch=scratch,
-                    progress=progress, step_seconds=sps)
+                    progress=progress, step_seconds=sps, eval_pixels=eval_pixels)
     table = markdown_table(res)
     if doc is not None:
         atomic_write(doc, lambda f: f.write(table.encode()))

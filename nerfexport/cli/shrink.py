@@ -10,8 +10,9 @@ import typer
 from nerfexport.cli.app import DEFAULT_MODEL, SHRUNK_MODEL, app, default_file, guard, say
 from nerfexport.cli.progress import Reporter
 
-METHODS_HELP = ("uniform, magnitude[-in|-out], activation, coreset, data-coreset, or auto (the default: prunes with "
-                "coreset, magnitude and data-coreset and distils the one closest to the teacher on training pixels)")
+METHODS_HELP = ("lowrank (factorize every layer, keep every neuron), uniform, magnitude[-in|-out], activation, coreset, "
+                "data-coreset, or auto (the default: shrinks with lowrank, coreset, magnitude and data-coreset and "
+                "distils the one closest to the teacher on training pixels)")
 
 
 @app.command()
@@ -19,8 +20,14 @@ METHODS_HELP = ("uniform, magnitude[-in|-out], activation, coreset, data-coreset
 def shrink(model: Annotated[Optional[Path], typer.Argument(help="checkpoint to shrink (default: ./model.pt)")] = None,
            out: Annotated[Path, typer.Option("-o", "--out", help="checkpoint to write; a JSON report goes "
                                              "beside it")] = SHRUNK_MODEL,
-           width: Annotated[Optional[int], typer.Option(help="width of every trunk layer and the feature layer")] = None,
+           width: Annotated[Optional[int], typer.Option(help="the cost of this width in every trunk layer and the "
+                                                         "feature layer (pruning: that width; lowrank: ranks that "
+                                                         "cost no more)")] = None,
            ratio: Annotated[Optional[float], typer.Option(help="keep this fraction of every layer's neurons")] = None,
+           rank: Annotated[Optional[int], typer.Option(help="lowrank: this rank in every layer where it "
+                                                        "saves")] = None,
+           budget: Annotated[Optional[float], typer.Option(help="a fraction of the teacher's multiply-adds per "
+                                                           "point, e.g. 0.25")] = None,
            view_width: Annotated[Optional[int], typer.Option(help="width of the view branch (default: in "
                                                             "proportion)")] = None,
            method: Annotated[Optional[str], typer.Option(help=METHODS_HELP)] = None,
@@ -45,7 +52,8 @@ def shrink(model: Annotated[Optional[Path], typer.Argument(help="checkpoint to s
     """Physically shrink both networks (structured pruning or coresets), optionally distil; write a checkpoint."""
     from nerfexport.shrink.run import run_shrink, shrink_spec
     path = default_file(model, (DEFAULT_MODEL, "the default model"))
-    spec, note = shrink_spec({"width": width, "ratio": ratio, "view_width": view_width, "method": method,
+    spec, note = shrink_spec({"width": width, "ratio": ratio, "rank": rank, "budget": budget,
+                              "view_width": view_width, "method": method,
                               "finetune": finetune, "minutes": minutes, "calib_rays": calib_rays, "seed": seed},
                              recipe)
     if note:
@@ -55,16 +63,24 @@ def shrink(model: Annotated[Optional[Path], typer.Argument(help="checkpoint to s
                          report)
     rep = res.report
     pb, pa = rep.params_before["total"], rep.params_after["total"]
-    say(f"widths (coarse): {list(rep.widths['coarse'].values())}")
-    say(f"parameters {pb:,} -> {pa:,} ({pb / pa:.2f}x fewer); file {rep.source['bytes'] / 1e6:.2f} MB -> "
-        f"{rep.files['bytes'] / 1e6:.2f} MB")
+    if rep.ranks:
+        say(f"method {rep.method}; ranks (fine): {rep.ranks.get('fine') or rep.ranks.get('coarse')}")
+    else:
+        say(f"method {rep.method}; widths (coarse): {list(rep.widths['coarse'].values())}")
+    mb, ma = sum(rep.macs_before.values()), sum(rep.macs_after.values())
+    say(f"cost {ma / mb:.3f} of the teacher's multiply-adds per point; parameters {pb:,} -> {pa:,}; file "
+        f"{rep.source['bytes'] / 1e6:.2f} MB -> {rep.files['bytes'] / 1e6:.2f} MB")
     if rep.psnr_before_finetune is not None:
-        line = f"held-out PSNR {rep.psnr_before_finetune:.2f} dB after pruning"
+        line = f"held-out PSNR {rep.psnr_before_finetune:.2f} dB before distillation"
         if rep.psnr_after_finetune is not None:
             ft = rep.finetune or {}
             line += (f", {rep.psnr_after_finetune:.2f} dB after {ft.get('steps_made', spec.finetune)} distillation "
                      f"steps in {rep.seconds.get('finetune', 0) / 60:.1f} min")
-        say(line + f" ({rep.eval['views']} views, {rep.eval['n_coarse']}+{rep.eval['n_fine']} samples)")
+        ev = rep.eval
+        where = (f"{ev['pixels']:,} pixels of {ev['views']} views" if ev.get("pixels") else f"{ev['views']} views")
+        say(line + f" ({where} at {ev['resolution'][1]}x{ev['resolution'][0]}, {ev['n_coarse']}+{ev['n_fine']} "
+                   "samples)")
+    say(f"wall time {sum(rep.seconds.values()) / 60:.1f} min")
     say(f"wrote {res.checkpoint} and {res.report_path}")
 
 
@@ -84,6 +100,9 @@ def shrink_study(teacher: Annotated[Path, typer.Argument(help="the teacher check
                  finetune: Annotated[str, typer.Option(help="distillation steps per width")] = "128:600,64:600",
                  eval_views: Annotated[int, typer.Option()] = 10, eval_coarse: Annotated[int, typer.Option()] = 32,
                  eval_fine: Annotated[int, typer.Option()] = 64,
+                 eval_pixels: Annotated[Optional[int], typer.Option(help="estimate PSNR on this many fixed pixels "
+                                                                  "of the views (no SSIM) instead of rendering "
+                                                                  "them whole")] = None,
                  scratch: Annotated[bool, typer.Option("--scratch/--no-scratch", help="train each width from scratch "
                                                        "for the same total time")] = True,
                  step_seconds: Annotated[Optional[str], typer.Option(help="seconds per training step of each width "
@@ -94,7 +113,7 @@ def shrink_study(teacher: Annotated[Path, typer.Argument(help="the teacher check
     from nerfexport.bench.study import shrink_study as run
     with Reporter("study") as report:
         _, table = run(teacher, out, widths, methods, finetune, data, downscale, test_every, eval_views,
-                       (eval_coarse, eval_fine), scratch, step_seconds, doc, figure, report)
+                       (eval_coarse, eval_fine), scratch, step_seconds, doc, figure, report, eval_pixels)
     say(table)
     for f in (doc, figure):
         if f is not None:

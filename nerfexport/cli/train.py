@@ -109,11 +109,13 @@ def train(data: Data,
 
 @app.command("eval")
 @guard
-def eval_cmd(data: Annotated[Path, typer.Option("--data", help="dataset folder")],
+def eval_cmd(data: Annotated[Optional[Path], typer.Option("--data", help="dataset folder (default: the one the "
+                                                           "checkpoint records)")] = None,
              model: Model = None,
-             downscale: Annotated[int, typer.Option()] = 1,
-             white: Annotated[bool, typer.Option("--white/--black")] = True,
-             test_every: Annotated[int, typer.Option()] = 1,
+             downscale: Annotated[Optional[int], typer.Option(help="default: the recorded one, i.e. the resolution "
+                                                              "the model was trained at")] = None,
+             white: Annotated[Optional[bool], typer.Option("--white/--black")] = None,
+             test_every: Annotated[Optional[int], typer.Option()] = None,
              split: Annotated[str, typer.Option()] = "test",
              views: Annotated[Optional[int], typer.Option(help="first N views of the split")] = None,
              n_coarse: Annotated[Optional[int], typer.Option()] = None,
@@ -166,9 +168,19 @@ def import_cmd(src: Annotated[Path, typer.Argument(help="nerf-pytorch checkpoint
                near: Annotated[float, typer.Option()] = 2.0, far: Annotated[float, typer.Option()] = 6.0,
                white: Annotated[bool, typer.Option("--white/--black")] = True,
                ndc: Annotated[bool, typer.Option("--ndc/--no-ndc")] = False,
-               n_coarse: Annotated[int, typer.Option()] = 64, n_fine: Annotated[int, typer.Option()] = 128) -> None:
+               n_coarse: Annotated[int, typer.Option()] = 64, n_fine: Annotated[int, typer.Option()] = 128,
+               data: Annotated[Optional[Path], typer.Option("--data", help="the images it was trained on: recorded "
+                                                            "with their resolution, which eval, shrink and export "
+                                                            "then use")] = None,
+               downscale: Annotated[int, typer.Option(help="with --data: the factor that gives the resolution it "
+                                                      "was trained at")] = 1,
+               test_every: Annotated[int, typer.Option(help="with --data: every Nth test view is evaluated")] = 1
+               ) -> None:
     """Convert a nerf-pytorch checkpoint into a nerfexport model.pt."""
-    from nerfexport.model.checkpoint import convert_nerf_pytorch
-    net, meta = convert_nerf_pytorch(src, out, near=near, far=far, white_bkgd=white, ndc=ndc, n_coarse=n_coarse,
-                                     n_fine=n_fine)
+    from nerfexport.train.run import DataArgs, run_import
+    args = None if data is None else DataArgs(data, downscale, white, test_every)
+    net, meta = run_import(src, out, args, near=near, far=far, white_bkgd=white, ndc=ndc, n_coarse=n_coarse,
+                           n_fine=n_fine)
     say(f"imported {src} (step {meta.get('global_step')}, fine network: {net.fine is not None}) -> {out}")
+    if net.cfg.camera:
+        say(f"recorded {data} at {net.cfg.camera['W']}x{net.cfg.camera['H']} (the resolution it is evaluated at)")

@@ -157,6 +157,8 @@ def prune_mlp(net: NeRFMLP, selections: dict[str, Selection],
     each neuron's output, folded into the consumers' biases (none: removed neurons are dropped).
     """
     cfg = net.cfg
+    if cfg.ranks:
+        raise ValueError("a factorized (low-rank) network cannot be pruned; prune the teacher instead")
     lays = {l.name: l for l in layers(cfg)}
     unknown = set(selections) - set(lays)
     if unknown:

@@ -42,6 +42,7 @@ class DistillConfig:
     w_photo: float = 1.0
     w_color: float = 1.0
     w_alpha: float = 1.0
+    w_hidden: float = 0.0       # hidden-layer targets from the teacher (same neurons: a factorized student)
     precision: str = "auto"
     seed: int = 0
     minutes: float | None = None   # stop when this much distillation time is spent (steps: a ceiling);
@@ -103,9 +104,31 @@ def _alpha(raw: torch.Tensor, z: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     return 1.0 - torch.exp(-F.relu(raw[..., 3]) * dists)
 
 
-def _losses(net, raw_t: torch.Tensor, z: torch.Tensor, o, d, v, target, white: bool, amp, cfg: DistillConfig):
+def _hidden_loss(student, teacher, pts: torch.Tensor, v: torch.Tensor, amp) -> tuple[torch.Tensor, torch.Tensor]:
+    """The student's raw ``(R,S,4)`` and the mean over hidden layers of its outputs' squared error
+    against the teacher's, each layer's error relative to the teacher's mean square there."""
+    from nerfexport.shrink.lowrank import hidden_forward
+
+    R, S, _ = pts.shape
+    p, dirs = pts.reshape(-1, 3), v[:, None, :].expand(R, S, 3).reshape(-1, 3)
+    with torch.autocast(pts.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+        with torch.no_grad():
+            _, h_t = hidden_forward(teacher, p, dirs)
+        raw, h_s = hidden_forward(student, p, dirs)
+    terms = [((h_s[k].float() - h_t[k].float()) ** 2).mean() / (h_t[k].float() ** 2).mean().clamp_min(1e-6)
+             for k in h_t if k in h_s and h_s[k].shape == h_t[k].shape]
+    loss = torch.stack(terms).mean() if terms else raw.new_zeros(())
+    return raw.float().reshape(R, S, 4), loss
+
+
+def _losses(net, raw_t: torch.Tensor, z: torch.Tensor, o, d, v, target, white: bool, amp, cfg: DistillConfig,
+            teacher_net=None):
     raw_t = raw_t.float()
-    raw_s = run_network(net, o[:, None] + d[:, None] * z[..., None], v, amp)
+    pts = o[:, None] + d[:, None] * z[..., None]
+    if teacher_net is not None and cfg.w_hidden > 0:
+        raw_s, hidden = _hidden_loss(net, teacher_net, pts, v, amp)
+    else:
+        raw_s, hidden = run_network(net, pts, v, amp), None
     out_s = composite(raw_s, z, d, white)
     with torch.no_grad():
         w_t = composite(raw_t, z, d, white).weights
@@ -113,7 +136,10 @@ def _losses(net, raw_t: torch.Tensor, z: torch.Tensor, o, d, v, target, white: b
     col = ((torch.sigmoid(raw_s[..., :3]) - torch.sigmoid(raw_t[..., :3])) ** 2).mean(-1)
     color = (w_t * col).sum(-1).mean()
     alpha = F.mse_loss(_alpha(raw_s, z, d), _alpha(raw_t, z, d))
-    return cfg.w_photo * photo + cfg.w_color * color + cfg.w_alpha * alpha, photo
+    loss = cfg.w_photo * photo + cfg.w_color * color + cfg.w_alpha * alpha
+    if hidden is not None:
+        loss = loss + cfg.w_hidden * hidden
+    return loss, photo
 
 
 @dataclass
@@ -127,7 +153,7 @@ class DistillResult:
 
 def distill(student: NeRF, bank: Bank, cfg: DistillConfig, white_bkgd: bool,
             progress: Callable[[dict], None] | None = None,
-            evaluator: Callable[[NeRF], float] | None = None) -> DistillResult:
+            evaluator: Callable[[NeRF], float] | None = None, teacher: NeRF | None = None) -> DistillResult:
     """Fine-tune ``student`` in place on ``bank`` for ``cfg.steps`` steps or ``cfg.minutes`` of
     distillation, whichever ends first (Adam, exponential decay over that budget).
 
@@ -166,10 +192,11 @@ def distill(student: NeRF, bank: Bank, cfg: DistillConfig, white_bkgd: bool,
             g["lr"] = lr
         idx = torch.randint(0, R, (min(cfg.batch_rays, R),), generator=gen)
         o, d, v, tgt = bank.o[idx], bank.d[idx], bank.v[idx], bank.target[idx]
-        loss, photo = _losses(student.coarse, bank.raw_c[idx], bank.z_c[idx], o, d, v, tgt, white_bkgd, amp, cfg)
+        loss, photo = _losses(student.coarse, bank.raw_c[idx], bank.z_c[idx], o, d, v, tgt, white_bkgd, amp, cfg,
+                              teacher.coarse if teacher is not None else None)
         if bank.z_f is not None:
             loss_f, photo = _losses(student.render_fine, bank.raw_f[idx], bank.z_f[idx], o, d, v, tgt, white_bkgd,
-                                    amp, cfg)
+                                    amp, cfg, teacher.render_fine if teacher is not None else None)
             loss = loss + loss_f
         opt.zero_grad(set_to_none=True)
         loss.backward()

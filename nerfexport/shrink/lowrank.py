@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from nerfexport.model.mlp import MLPConfig, NeRF, NeRFConfig, NeRFMLP
+from nerfexport.model.mlp import MLPConfig, NeRF, NeRFMLP
 from nerfexport.train.loop import run_network, scene_rays
 from nerfexport.train.volume import composite, sample_pdf, stratified_samples
 
@@ -122,28 +122,42 @@ def _top_directions(cov: torch.Tensor, r: int) -> torch.Tensor:
 
 
 def fit_low_rank(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, W: torch.Tensor, b: torch.Tensor, rank: int,
-                 mode: str = "rrr", ridge: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 mode: str = "rrr", ridge: float = 1e-6, relu_passes: int = 0
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A rank-``rank`` fit of the target pre-activations ``y (N, out)`` from inputs ``x (N, in)``
     with sample weights ``w (N,)`` (sum 1). ``W (out, in)``, ``b (out,)``: the teacher's layer
     (``pca`` keeps it and only projects its output). Returns ``down (r, in)``, ``up (out, r)``,
-    ``bias (out,)`` (float64) with ``y ~ up @ down @ x + bias``."""
+    ``bias (out,)`` (float64) with ``y ~ up @ down @ x + bias``.
+
+    ``relu_passes`` (``rrr``, a layer followed by a ReLU): refit that many times with the target
+    of each entry the teacher's pre-activation where it is positive, and where it is not, the
+    fit's own value capped at zero: a negative pre-activation the ReLU removes anyway is not
+    an error, so the rank goes to what survives the ReLU."""
     if mode not in FIT_MODES:
         raise ValueError(f"fit mode must be one of {', '.join(FIT_MODES)}, not {mode!r}")
     W, b = W.double(), b.double()
-    if mode == "rrr":
-        xd = x.double()
-        mx = w @ xd
-        xc = xd - mx
-        gram = (xc * w[:, None]).T @ xc
-        gram += ridge * (torch.trace(gram) / gram.shape[0] + 1e-12) * torch.eye(gram.shape[0], dtype=gram.dtype)
-        my = w @ y.double()
-        cross = (xc * w[:, None]).T @ (y.double() - my)
-        W = torch.linalg.solve(gram, cross).T          # (out, in)
-        b = my - W @ mx
-        y = x.double() @ W.T + b
-    mu, cov = _wcov(y, w)
-    U = _top_directions(cov, rank)
-    return U.T @ W, U, mu + U @ (U.T @ (b - mu))
+    if mode == "pca":
+        mu, cov = _wcov(y, w)
+        U = _top_directions(cov, rank)
+        return U.T @ W, U, mu + U @ (U.T @ (b - mu))
+    xd = x.double()
+    mx = w @ xd
+    xc = xd - mx
+    gram = (xc * w[:, None]).T @ xc
+    gram += ridge * (torch.trace(gram) / gram.shape[0] + 1e-12) * torch.eye(gram.shape[0], dtype=gram.dtype)
+    chol = torch.linalg.cholesky(gram)
+    y = y.double()
+    target = y
+    for _ in range(relu_passes + 1):
+        my = w @ target
+        W_ls = torch.cholesky_solve((xc * w[:, None]).T @ (target - my), chol).T    # (out, in)
+        fitted = xc @ W_ls.T + my
+        mu, cov = _wcov(fitted, w)
+        U = _top_directions(cov, rank)
+        down, up, bias = U.T @ W_ls, U, mu - U @ (U.T @ (W_ls @ mx))
+        pred = xd @ down.T @ up.T + bias
+        target = torch.where(y > 0, y, pred.clamp_max(0.0))
+    return down, up, bias
 
 
 def _forward_layers(net: NeRFMLP, pts: torch.Tensor, dirs: torch.Tensor, replace_fn=None) -> torch.Tensor:
@@ -171,9 +185,24 @@ def _forward_layers(net: NeRFMLP, pts: torch.Tensor, dirs: torch.Tensor, replace
     return torch.cat((lin("rgb", "rgb_linear", g), alpha), -1)
 
 
+def hidden_forward(net: NeRFMLP, pts: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``net(pts, dirs)`` ``(N, 4)`` and every hidden layer's output ``{name: (N, width)}`` (after its
+    ReLU; ``feature`` has none): the targets of hidden-layer distillation, whose neurons a
+    factorized student shares with its teacher."""
+    hidden = {}
+
+    def keep(name, path, x):
+        y = _module(net, path)(x)
+        if name not in HEADS:
+            hidden[name] = y if name == "feature" else F.relu(y)
+        return y
+
+    return _forward_layers(net, pts, dirs, keep), hidden
+
+
 @torch.no_grad()
-def factorize_network(net: NeRFMLP, ranks: dict[str, int], samples: WeightedSamples, mode: str = "rrr"
-                      ) -> NeRFMLP:
+def factorize_network(net: NeRFMLP, ranks: dict[str, int], samples: WeightedSamples, mode: str = "rrr",
+                      relu_passes: int = 0) -> NeRFMLP:
     """A copy of ``net`` whose layers named in ``ranks`` are low-rank pairs fitted on ``samples``
     (see the module docstring). Layers not named are copied unchanged."""
     if net.cfg.ranks:
@@ -199,7 +228,8 @@ def factorize_network(net: NeRFMLP, ranks: dict[str, int], samples: WeightedSamp
         if name in ranks:
             lay = _module(net, path)
             y = teacher_in[name].double() @ lay.weight.double().T + lay.bias.double()
-            down, up, bias = fit_low_rank(x, y, w, lay.weight, lay.bias, ranks[name], mode)
+            down, up, bias = fit_low_rank(x, y, w, lay.weight, lay.bias, ranks[name], mode,
+                                          relu_passes=0 if name == "feature" else relu_passes)
             mod = _module(small, path)
             mod.down.weight.copy_(down.float()), mod.up.weight.copy_(up.float()), mod.up.bias.copy_(bias.float())
         return _module(small, path)(x)
@@ -231,7 +261,7 @@ def allocate_ranks(cfg: MLPConfig, budget_macs: int, spectra: dict[str, torch.Te
     more directions to the layer whose next directions hold the largest share of its variance per
     multiply-add; a layer whose rank makes the pair as costly as the full layer stays full.
     Without, one rank for every factorized layer. ``layers``: which may be factorized (default
-    every hidden layer). Raises ``ValueError`` when even rank ``step`` everywhere is over budget."""
+    every hidden layer). Raises ``ValueError`` when even rank 1 everywhere is over budget."""
     shapes = {name: (i, o) for name, _, i, o in cfg.linear_shapes() if name not in HEADS}
     cand = [n for n in shapes if layers is None or n in layers]
     fixed = sum(m for n, m in MLPConfig.layer_macs(replace(cfg, ranks={})).items() if n not in cand)
@@ -243,12 +273,12 @@ def allocate_ranks(cfg: MLPConfig, budget_macs: int, spectra: dict[str, torch.Te
     def total(rk):
         return fixed + sum(cost(n, rk[n]) for n in cand)
 
-    rk = {n: step for n in cand}
+    rk = {n: 1 for n in cand}
     if total(rk) > budget_macs:
         raise ValueError(f"a budget of {budget_macs:,} multiply-adds a point is below the cheapest factorization "
                          f"({total(rk):,})")
     if spectra is None:
-        r = step
+        r = 1
         while total({n: r + 1 for n in cand}) <= budget_macs and r < max(min(s) for s in shapes.values()):
             r += 1
         rk = {n: min(r, min(shapes[n])) for n in cand}
@@ -275,6 +305,12 @@ def allocate_ranks(cfg: MLPConfig, budget_macs: int, spectra: dict[str, torch.Te
     return {n: r for n, r in rk.items() if r * sum(shapes[n]) < shapes[n][0] * shapes[n][1]}
 
 
+def uniform_ranks(cfg: MLPConfig, rank: int) -> dict[str, int]:
+    """Rank ``rank`` for every hidden layer where the pair is cheaper than the full layer."""
+    return {name: rank for name, _, i, o in cfg.linear_shapes()
+            if name not in HEADS and rank * (i + o) < i * o}
+
+
 def budget_macs(cfg: MLPConfig, width: int | None = None, ratio: float | None = None) -> int:
     """The multiply-adds per point that a target means: those of the same network pruned to
     ``width`` (every trunk and the feature layer, the view branch in proportion) or ``ratio`` of
@@ -292,7 +328,7 @@ def budget_macs(cfg: MLPConfig, width: int | None = None, ratio: float | None = 
 
 
 def factorize_model(teacher: NeRF, ranks: dict[str, dict[str, int]], samples: dict[str, WeightedSamples],
-                    mode: str = "rrr") -> NeRF:
+                    mode: str = "rrr", relu_passes: int = 0) -> NeRF:
     """Both networks of ``teacher`` factorized: ``ranks["coarse"]``, ``ranks["fine"]``."""
     nets = {}
     for which in ("coarse", "fine"):
@@ -300,7 +336,7 @@ def factorize_model(teacher: NeRF, ranks: dict[str, dict[str, int]], samples: di
         if net is None:
             continue
         s = samples.get(which) or samples["coarse"]
-        nets[which] = factorize_network(net, ranks.get(which, {}), s, mode)
+        nets[which] = factorize_network(net, ranks.get(which, {}), s, mode, relu_passes)
     cfg = replace(teacher.cfg, coarse=nets["coarse"].cfg, fine=nets["fine"].cfg if "fine" in nets else None)
     model = NeRF(cfg)
     model.coarse.load_state_dict(nets["coarse"].state_dict())

@@ -16,12 +16,11 @@ from typing import Callable
 from nerfexport.data.datasets import recorded_scene
 from nerfexport.data.fileio import atomic_write
 from nerfexport.model.checkpoint import check_writable, file_sha256, load_checkpoint, save_checkpoint
-from nerfexport.model.surgery import target_widths
-from nerfexport.shrink.pipeline import ShrinkReport, ShrinkSpec, shrink_pipeline
+from nerfexport.shrink.pipeline import TARGETS, ShrinkReport, ShrinkSpec, shrink_pipeline
 from nerfexport.shrink.recipe import load_recipe
 
 ProgressFn = Callable[[dict], None]
-DEFAULT_METHOD = "auto"        # coreset, magnitude or data-coreset, whichever prunes best (docs/shrink.md)
+DEFAULT_METHOD = "auto"        # lowrank, coreset, magnitude or data-coreset, whichever shrinks best (docs/shrink.md)
 DEFAULT_MINUTES = 8.0          # distillation budget: pruning alone loses most of the quality (docs/shrink.md)
 STEP_CEILING = 10_000_000      # the step count when only a time budget ends the distillation
 
@@ -40,8 +39,8 @@ def shrink_spec(options: dict, recipe: str | None = None) -> tuple[ShrinkSpec, s
         fields.update(r.shrink)
         note = f"recipe {r.path}: {r.description}"
     given = {k: v for k, v in options.items() if v is not None}
-    if "width" in given or "ratio" in given:
-        for k in ("width", "ratio", "widths"):
+    if any(k in given for k in TARGETS):
+        for k in TARGETS:
             fields.pop(k, None)
     fields.update(given)
     fields.setdefault("method", DEFAULT_METHOD)
@@ -94,7 +93,7 @@ def run_shrink(path: str | Path, out: str | Path, spec: ShrinkSpec, data: str | 
     try:
         for net in (teacher.coarse, teacher.fine):
             if net is not None:
-                target_widths(net.cfg, spec.width, spec.ratio, spec.widths, spec.feature_width, spec.view_width)
+                spec.check(net.cfg)
     except ValueError as e:
         raise ShrinkError(str(e)) from None
     scene, note = recorded_scene((meta or {}).get("data"), data, downscale, test_every, white, teacher.cfg.ndc,

@@ -93,7 +93,6 @@ def shrink(params: dict, teacher_result: dict) -> dict:
     """Shrink the teacher by one method to one width and distil it (``nerfexport shrink``'s
     pipeline), evaluating before and after the fine-tuning."""
     from nerfexport.model.checkpoint import save_checkpoint
-    from nerfexport.model.surgery import target_widths
     from nerfexport.shrink.distill import DistillConfig
     from nerfexport.shrink.pipeline import shrink_pipeline
     from nerfexport.shrink.run import ShrinkError, shrink_spec
@@ -106,12 +105,12 @@ def shrink(params: dict, teacher_result: dict) -> dict:
         try:
             for net in (model.coarse, model.fine):
                 if net is not None:
-                    target_widths(net.cfg, spec.width, spec.ratio, spec.widths, spec.feature_width, spec.view_width)
+                    spec.check(net.cfg)
         except ValueError as e:
             raise ShrinkError(str(e)) from None
         scene = _scene(sp, meta.get("data"), model.cfg.ndc, sp["checkpoint"] or sp["dataset"])
         student, rep = shrink_pipeline(model, scene, spec, params["eval_views"], tuple(params["eval_samples"]),
-                                       distill_cfg=DistillConfig(**params["distill"]))
+                                       distill_cfg=DistillConfig(**params["distill"]), eval_pixels=None)
         out = tmp / "model.pt"
         save_checkpoint(student, out, meta={"shrunk_from": sp["checkpoint"] or sp["dataset"], "shrink": spec.to_dict(),
                                             "data": meta.get("data") or scene.load_args, "dataset": scene.source})

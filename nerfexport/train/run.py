@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from nerfexport.bench.nseval import ns_eval, read_psnr
-from nerfexport.data.datasets import Scene, load_scene
+from nerfexport.data.datasets import Scene, load_scene, recorded_scene
 from nerfexport.data.fileio import atomic_write
 from nerfexport.model.checkpoint import check_writable, load_checkpoint
 from nerfexport.train import defaults
@@ -46,10 +46,10 @@ class ModelShape:
 class DataArgs:
     """Where the views come from and how they are loaded (see :func:`nerfexport.data.datasets.load_scene`)."""
 
-    path: Path
-    downscale: int = 1
-    white: bool = True
-    test_every: int = 1
+    path: Path | None              # None: the dataset a checkpoint records (eval)
+    downscale: int | None = 1      # None: the recorded one (the resolution the model was trained at)
+    white: bool | None = True
+    test_every: int | None = 1
     ndc: bool = True
 
     def load(self) -> Scene:
@@ -76,6 +76,17 @@ def check_train_options(shape: ModelShape, tc: TrainConfig) -> None:
         raise TrainError(f"minutes must be positive, not {tc.max_minutes}")
     if tc.eval_every_minutes is not None and not tc.eval_every_minutes > 0:
         raise TrainError(f"eval-every must be positive, not {tc.eval_every_minutes}")
+    from nerfexport.data.safety import UnsafeInput, finite
+    try:   # every float flag finite and in range (a NaN learning rate trains a NaN model)
+        finite(tc.lr, "--lr", 0.0, 1.0, lo_open=True)
+        finite(tc.lr_final, "--lr-final", 0.0, 1.0)
+        for name, v in (("--minutes", tc.max_minutes), ("--eval-every", tc.eval_every_minutes)):
+            if v is not None:
+                finite(v, name, 0.0, 1e7, lo_open=True)
+        if shape.width > 4096 or shape.depth > 64:
+            raise UnsafeInput(f"--width is at most 4096 and --depth at most 64 (not {shape.width}, {shape.depth})")
+    except UnsafeInput as e:
+        raise TrainError(str(e)) from None
 
 
 def train_config(data: DataArgs, overrides: dict) -> tuple[TrainConfig, str]:
@@ -172,6 +183,24 @@ class EvalReport:
                        n_fine=self.n_fine, precision=self.precision, seconds=self.seconds)
 
 
+def run_import(src: str | Path, out: str | Path, data: DataArgs | None = None, **options) -> tuple[object, dict]:
+    """``nerfexport import``: the nerf-pytorch checkpoint ``src`` (``options`` as
+    :func:`nerfexport.model.checkpoint.import_nerf_pytorch`) written as the checkpoint ``out``.
+    With ``data`` (the images it was trained on, at the resolution it was trained at), the
+    dataset and that resolution are recorded, so that ``eval``, ``shrink`` and ``export`` find
+    them and evaluate at the training resolution."""
+    from nerfexport.model.checkpoint import import_nerf_pytorch, save_checkpoint
+    check_writable(out, [src])
+    net, meta = import_nerf_pytorch(src, **options)
+    if data is not None:
+        data.ndc = net.cfg.ndc
+        scene = data.load()
+        net.cfg.camera = {"H": scene.H, "W": scene.W, "focal": scene.focal}
+        meta = {**meta, "data": scene.load_args, "dataset": scene.source}
+    save_checkpoint(net, out, meta=meta)
+    return net, meta
+
+
 def run_eval(path: str | Path, data: DataArgs, split: str = "test", views: int | None = None,
              n_coarse: int | None = None, n_fine: int | None = None, precision: str = "fp32",
              json_out: str | Path | None = None, progress: ProgressFn | None = None) -> EvalReport:
@@ -186,10 +215,14 @@ def run_eval(path: str | Path, data: DataArgs, split: str = "test", views: int |
     if n_coarse is not None and n_coarse < 1 or n_fine is not None and n_fine < 0:
         raise TrainError("--n-coarse must be at least 1 and --n-fine at least 0")
     if json_out is not None:
-        check_writable(json_out)
-    net = load_checkpoint(path)
-    data.ndc = net.cfg.ndc
-    scene = data.load()
+        check_writable(json_out, [path])
+    net, meta, _ = load_checkpoint(path, with_train_state=True)
+    # the dataset and resolution recorded at train or import time unless given: a model is judged
+    # at the resolution it was trained at (one ray per pixel at a lower one aliases)
+    scene, note = recorded_scene((meta or {}).get("data"), data.path, data.downscale, data.test_every, data.white,
+                                 net.cfg.ndc, owner=str(path))
+    if note:
+        emit({"event": "note", "text": note})
     if split not in scene.splits:
         raise TrainError(f"split {split!r} not in dataset (has {sorted(scene.splits)})")
     note = bf16_warning(precision)
@@ -246,6 +279,6 @@ def training_curve(path: str | Path, out: str | Path, title: str = "",
             final = (hist[-1]["minutes"], read_psnr(f))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise TrainError(f"{final_json} is not an eval JSON ({type(e).__name__})") from None
-    check_writable(out)
+    check_writable(out, [path, final_json])
     plot_training_curve(hist, out, title, final)
     return hist
