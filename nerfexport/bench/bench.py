@@ -245,7 +245,10 @@ def run_bench(items: list[BenchItem], images: np.ndarray, poses: np.ndarray, H: 
     work = temp_dir_for(out_dir)   # everything is written here, then moved into out_dir
     try:
         doc = _run(items, images, poses, H, W, focal, work, repeat, reference, samples, emit, peak_sizes)
+        from nerfexport.data.safety import check_output_folder, mark
+        check_output_folder(out_dir, "bench", what="bench output folder")
         out_dir.mkdir(exist_ok=True)
+        mark(out_dir, "bench")   # an earlier bench output: the next bench may write here again
         written = []
         for f in sorted(work.iterdir()):
             os.replace(f, out_dir / f.name)
@@ -383,6 +386,8 @@ def run_bench_items(items: list[str], out_dir: str | Path, data=None, downscale:
     if out_dir.exists() and not out_dir.is_dir():
         raise BenchError(f"output {out_dir} exists and is not a folder")
     parsed = [BenchItem.parse(x) for x in items]
+    from nerfexport.data.safety import check_output_folder
+    check_output_folder(out_dir, "bench", [p.path for p in parsed] + [data], what="bench output folder")
     record = check_items(parsed)
     ndc = bool((record or {}).get("ndc", True)) if isinstance(record, dict) else True
     v = dataset_views(record, data, downscale, test_every, first=views, ndc=ndc, owner=parsed[0].path)

@@ -119,6 +119,9 @@ def composite(rgb: np.ndarray, density: np.ndarray, z: np.ndarray, rays_d: np.nd
     return rgb_map, depth, acc, weights
 
 
+MAX_CHUNK_POINTS = 1 << 20   # sample points in flight in one pass, over all workers
+
+
 def balanced_chunk(rays: int, chunk: int, workers: int = 1) -> int:
     """Rays per chunk, at most ``chunk``, so that ``rays`` split into a number of chunks that is a
     multiple of ``workers`` (when there are at least ``workers`` rays) and of equal size, the
@@ -271,6 +274,13 @@ class Renderer:
             return out + (tm,)
         return res[0], res[1], res[2], tm
 
+    def ray_chunk(self) -> int:
+        """Rays per chunk: the runtime's ``chunk``, fewer when the samples per ray (up to 4096 +
+        4096 from a manifest) would put more than :data:`MAX_CHUNK_POINTS` points in flight
+        across the workers: the memory of a pass stays bounded whatever the bundle says."""
+        per_ray = max(1, int(self.s.n_coarse) + int(self.s.n_fine))
+        return max(1, min(self.chunk, MAX_CHUNK_POINTS // (per_ray * max(1, self.workers))))
+
     def render_rays(self, o: np.ndarray, d: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
         """``o, d, v (R,3)`` -> ``rgb (R,3)``, ``depth (R,)``, ``acc (R,)`` (chunked; ``workers`` chunks at once).
 
@@ -278,7 +288,7 @@ class Renderer:
         The rays are cut into the fewest chunks of at most ``chunk`` rays whose number is a
         multiple of ``workers``, all of (nearly) equal size, so the workers get equal numbers of
         rays (their work still differs with how much of each chunk the grid skips)."""
-        chunk = balanced_chunk(o.shape[0], self.chunk, self.workers)
+        chunk = balanced_chunk(o.shape[0], self.ray_chunk(), self.workers)
         starts = range(0, o.shape[0], chunk)
         job = lambda a: self._render_chunk(o[a:a + chunk], d[a:a + chunk], v[a:a + chunk])
         if self.workers > 1 and len(starts) > 1:

@@ -65,8 +65,8 @@ def resize_camera(H: int, W: int, focal, resolution: tuple[int, int] | None = No
     if resolution is not None:
         new_w, new_h = resolution
     elif scale is not None:
-        if not (np.isfinite(scale) and scale > 0):
-            raise DatasetError(f"--scale must be a positive number (got {scale})")
+        if not (np.isfinite(scale) and 0 < scale <= 1e3):
+            raise DatasetError(f"--scale must be a positive number of at most 1000 (got {scale})")
         new_w, new_h = max(1, round(W * scale)), max(1, round(H * scale))
     else:
         return H, W, focal
@@ -100,12 +100,11 @@ def camera_path_views(path) -> Views:
     from pathlib import Path
     path = Path(path)
     where = f"camera path {path}"
-    try:
-        if path.stat().st_size > MAX_PATH_BYTES:
-            raise DatasetError(f"{where} is larger than {MAX_PATH_BYTES >> 20} MB; refused")
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DatasetError(f"{where} cannot be read as JSON ({type(e).__name__})") from None
+    from nerfexport.data.safety import UnsafeInput, load_json
+    try:   # a regular file of bounded size (not /dev/zero), nested to a bounded depth
+        doc = load_json(path, "camera path", MAX_PATH_BYTES)
+    except UnsafeInput as e:
+        raise DatasetError(str(e)) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("camera_path"), list) or not doc["camera_path"]:
         raise DatasetError(f"{where}: expected a nerfstudio camera path with a non-empty \"camera_path\" list")
     if doc.get("camera_type", "perspective") != "perspective":
@@ -126,6 +125,8 @@ def camera_path_views(path) -> Views:
             raise DatasetError(f"{where}: camera {i} needs \"camera_to_world\" (16 numbers) and \"fov\"") from None
         if m.size != 16 or not np.isfinite(m).all() or np.abs(m).max() > 1e6:
             raise DatasetError(f"{where}: camera {i}'s camera_to_world is not 16 finite numbers")
+        if not abs(np.linalg.det(m.reshape(4, 4)[:3, :3])) > 1e-6:
+            raise DatasetError(f"{where}: camera {i}'s camera_to_world has no rotation (its 3x3 part is singular)")
         if not 0.0 < fov < 180.0:
             raise DatasetError(f"{where}: camera {i}'s fov must be in (0, 180) degrees, not {fov}")
         poses.append(m.reshape(4, 4))

@@ -47,9 +47,15 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         raise CheckpointError(f"cannot write {path}: {what}") from None
 
 
-def check_writable(path: str | Path) -> None:
-    """Raise :class:`CheckpointError` now if ``path`` cannot be written later."""
+def check_writable(path: str | Path, inputs=()) -> None:
+    """Raise :class:`CheckpointError` now if ``path`` cannot be written later, or must not be: a
+    symlink, a FIFO or socket, or one of the command's ``inputs``."""
+    from nerfexport.data.safety import UnsafeInput, check_output_file
     path = Path(path)
+    try:
+        check_output_file(path, inputs)
+    except UnsafeInput as e:
+        raise CheckpointError(str(e)) from None
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise CheckpointError(f"output path {path} is a folder")
@@ -416,7 +422,7 @@ def _from_nerf_pytorch(obj: dict, path: Path, near: float = 2.0, far: float = 6.
 def convert_nerf_pytorch(src: str | Path, out: str | Path, **options) -> tuple[NeRF, dict]:
     """``nerfexport import``: read the nerf-pytorch checkpoint ``src`` (``options`` as
     :func:`import_nerf_pytorch`) and write it as the checkpoint ``out``."""
-    check_writable(out)
+    check_writable(out, [src])
     net, meta = import_nerf_pytorch(src, **options)
     save_checkpoint(net, out, meta=meta)
     return net, meta

@@ -311,16 +311,35 @@ def _axes(axes, where: str, base: Path, until: str) -> Axes:
     return Axes(methods, widths, finetune, precision, calibration, runtimes, skip)
 
 
+MAX_CELLS = 10_000   # combinations of scenes and axes one sweep file may ask for
+
+
+def _check_cells(doc: dict, where: str) -> None:
+    """The number of cells (scenes x every axis), bounded before anything is checked or planned."""
+    n = len(doc["scene"]) if isinstance(doc.get("scene"), list) else 1
+    axes = doc.get("axes")
+    if isinstance(axes, dict):
+        for k, v in axes.items():
+            if isinstance(v, list):
+                n *= max(1, len(v))
+            if n > MAX_CELLS:
+                break
+    if n > MAX_CELLS:
+        raise SweepSpecError(f"{where} asks for more than {MAX_CELLS:,} cells (scenes x axes); split it")
+
+
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and check the sweep file ``path``; raises :class:`SweepSpecError` (one line)."""
     path = Path(path)
     if not path.is_file():
         raise SweepSpecError(f"sweep file {path} does not exist" if not path.exists() else f"{path} is not a file")
     where = str(path)
+    from nerfexport.data.safety import UnsafeInput, load_toml
     try:
-        doc = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise SweepSpecError(f"{where} is not valid TOML ({e})") from None
+        doc = load_toml(path, "sweep file", 4 << 20)
+    except UnsafeInput as e:
+        raise SweepSpecError(str(e)) from None
+    _check_cells(doc, where)
     unknown = sorted(set(doc) - TOP)
     if unknown:
         raise SweepSpecError(f"{where}: unknown key(s) {', '.join(unknown)} at the top level "

@@ -112,7 +112,7 @@ class Handler(BaseHTTPRequestHandler):
             return True
         host = self.headers.get("Host") or ""
         name = host.split("]")[0] + "]" if host.startswith("[") else host.rsplit(":", 1)[0]
-        return name.lower() in LOOPBACK_NAMES
+        return name.lower() in self.server.allowed_hosts
 
     def do_GET(self) -> None:
         try:
@@ -163,6 +163,8 @@ class ViewerServer(ThreadingHTTPServer):
 
     def __init__(self, viewer: Viewer | None, host: str, port: int) -> None:
         self.viewer, self.local = viewer, is_local(host)
+        bare = host.strip("[]").lower()   # the bound loopback address is a name the page may use too
+        self.allowed_hosts = LOOPBACK_NAMES | {f"[{bare}]" if ":" in bare else bare}
         if ":" in host.strip("[]"):
             self.address_family = socket.AF_INET6
         super().__init__((host.strip("[]"), port), Handler)
