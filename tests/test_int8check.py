@@ -29,6 +29,7 @@ def bundles(tmp_path_factory):
     for target in ("cpu", "tensorrt"):
         out[target] = d / target
         export_bundle(model, out[target], ExportOptions(precision="int8", int8=Int8Settings(target=target)), calib=cal)
+    out["scene"] = scene
     return out
 
 
@@ -70,6 +71,13 @@ def test_weight_bits_override_and_validation(tmp_path):
     cal = probe_points(256, 0)
     quantize_int8(src, tmp_path / "q8.onnx", *cal, Int8Settings(target="cpu", weight_bits=8))
     assert max(int(np.abs(a.astype(np.int32)).max()) for a in _weights(tmp_path / "q8.onnx").values()) == 127
+    # the layers reading a concat of differently scaled parts (after the skip, the view branch) stay float
+    from nerfexport.export.quantize import concat_readers, quantized_layers
+    assert concat_readers(src) == ("pts.2", "views.0")
+    layers = quantized_layers(tmp_path / "q8.onnx")
+    assert {"pts.0", "pts.1", "pts.3", "feature"} <= set(layers) and not {"pts.2", "views.0"} & set(layers)
+    quantize_int8(src, tmp_path / "all.onnx", *cal, Int8Settings(float_concat_readers=False))
+    assert {"pts.2", "views.0"} <= set(quantized_layers(tmp_path / "all.onnx"))
     for bad in (6, 9, "7"):
         with pytest.raises(QuantizationError):
             Int8Settings(weight_bits=bad).validate()
@@ -113,3 +121,14 @@ def test_doctor_int8_rows():
     # 7-bit weights cannot saturate: this format agrees on every x86 CPU (the others may not where VNNI is missing)
     assert cpu.status == "agree", cpu.detail
     assert all(r.status in ("agree", "DIFFER") for r in rows)
+
+
+def test_max_psnr_drop_scores_a_fixed_set_of_pixels_at_the_scenes_resolution(bundles):
+    """The --max-psnr-drop check renders one fixed random set of test pixels (native resolution when
+    the scene is loaded at it) rather than whole views: the same pixels for every bundle it compares."""
+    from nerfexport.export.run import bundle_scorer
+    score = bundle_scorer(bundles["scene"], views=1, pixels=64)
+    a, b = score(bundles["cpu"]), score(bundles["cpu"])
+    assert np.isfinite(a) and a == b
+    whole = bundle_scorer(bundles["scene"], views=1, pixels=None)(bundles["cpu"])
+    assert np.isfinite(whole) and abs(whole - a) < 6.0

@@ -85,6 +85,7 @@ class Int8Settings:
     per_channel: bool = True
     percentile: float = 99.999
     exclude: tuple[str, ...] = ()     # layer names kept in float (e.g. "pts.0", "rgb")
+    float_concat_readers: bool = True  # the layers reading the skip and the view branch's concat stay float
     weight_bits: int | None = None    # 7 (|w| <= 64: no 16-bit saturation on x86 without VNNI) or 8;
     #                                   None: 7 for cpu, 8 for tensorrt
 
@@ -121,6 +122,7 @@ class Int8Settings:
                 "activations": "uint8 asymmetric" if self.target == "cpu" else "int8 symmetric",
                 "weights": "int8 symmetric" + (" per-channel" if self.per_channel else "")
                 + (", 7-bit [-64, 64]" if self.bits == 7 else ""), "weight_bits": self.bits,
+                "float_concat_readers": self.float_concat_readers,
                 "format": f"QDQ {self.activation_format}", "float_layers": list(self.exclude)}
 
 
@@ -160,8 +162,10 @@ def quantize_int8(fp32_model: str | Path, out_path: str | Path, pts: np.ndarray,
              "QuantizeBias": settings.target != "tensorrt"}
     if settings.method == "percentile":
         extra["CalibPercentile"] = settings.percentile
-    exclude = list(ALWAYS_FLOAT) + [f"{name}{op}" for name in settings.exclude
+    names = tuple(settings.exclude) + (concat_readers(fp32_model) if settings.float_concat_readers else ())
+    exclude = list(ALWAYS_FLOAT) + [f"{name}{op}" for name in names
                                     for op in ("/Gemm", "/Relu", ".down/Gemm")]
+    exclude += _float_concats(fp32_model, set(exclude))
     with tempfile.TemporaryDirectory(prefix="nerfexport-q-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_model), str(pre), skip_optimization=True)
@@ -171,6 +175,43 @@ def quantize_int8(fp32_model: str | Path, out_path: str | Path, pts: np.ndarray,
                         weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=method,
                         reduce_range=settings.bits == 7,
                         extra_options=extra, calibration_providers=["CPUExecutionProvider"])
+
+
+def concat_readers(model_path: str | Path) -> tuple[str, ...]:
+    """The layers whose input is a ``Concat`` of differently scaled parts: the layer after the skip
+    (``[encoding, hidden]``) and the view branch's first (``[feature, view encoding]``).
+
+    A QDQ graph quantizes a layer's input with one scale. For these inputs that scale is set by the
+    larger part and crushes the other: on the lego teacher ``views.concat`` spans [-88, 89]
+    (the feature), a step of 0.70, and the view encoding in [-1, 1] becomes three levels; the skip
+    spans [-3.2, 23.4] (the hidden part), a step of 0.10 for the sines and cosines. Kept float
+    by default (:attr:`Int8Settings.float_concat_readers`); the first layer reads ``[x, sin, cos]``,
+    parts of one scale, and stays int8."""
+    import onnx
+    g = onnx.load(str(model_path)).graph
+    concats = {n.output[0] for n in g.node if n.op_type == "Concat" and n.name not in ALWAYS_FLOAT}
+    out = []
+    for n in g.node:
+        if n.op_type == "Gemm" and n.input[0] in concats and n.name.endswith("/Gemm"):
+            name = n.name[:-len("/Gemm")]
+            name = name[:-len(".down")] if name.endswith(".down") else name
+            if name not in out:
+                out.append(name)
+    return tuple(out)
+
+
+def _float_concats(model_path: str | Path, excluded: set[str]) -> list[str]:
+    """The ``Concat`` nodes (the skip, the view branch's input) whose every reader is a float node:
+    quantizing them would only round their inputs (a concat is quantized with one scale for all its
+    parts) for a layer that reads float anyway."""
+    import onnx
+    g = onnx.load(str(model_path)).graph
+    readers: dict[str, list[str]] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n.name)
+    return [n.name for n in g.node if n.op_type == "Concat" and n.name not in excluded
+            and readers.get(n.output[0]) and all(r in excluded for r in readers[n.output[0]])]
 
 
 def quantized_layers(model_path: str | Path) -> list[str]:
