@@ -115,11 +115,12 @@ def ray_points(bundle, n_rays: int = 256, seed: int = 0, views: int = 4) -> dict
     from nerfexport.deploy.views import orbit_views
     m = bundle.manifest
     s = m.scene
-    if s.camera is None:
-        raise ValueError("the bundle records no camera to draw rays from")
-    cam = {"H": s.camera.H, "W": s.camera.W, "focal": s.camera.focal}
+    # without a recorded camera (an imported checkpoint), one of a 40-degree field of view
+    cam = {"H": s.camera.H, "W": s.camera.W, "focal": s.camera.focal} if s.camera is not None else \
+        {"H": 100, "W": 100, "focal": 138.9}
     if s.ndc:   # a forward-facing scene: its poses are centred on the identity
-        H, W, focal, poses = s.camera.H, s.camera.W, s.camera.cam, np.eye(4, dtype=np.float32)[None]
+        H, W, focal = cam["H"], cam["W"], s.camera.cam if s.camera is not None else cam["focal"]
+        poses = np.eye(4, dtype=np.float32)[None]
     else:
         ov = orbit_views(cam, s.near, s.far, s.ndc)
         H, W, focal, poses = ov.H, ov.W, ov.focal, ov.poses
