@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 LEGO   ?= ../shared/data/lego_400
 
-.PHONY: train-defaults-docs demo test teacher teacher-docs shrink-docs shrink-docs-w64 export-docs sweep-shrink-docs sweep-export-docs speed-bundles bench-docs speed-docs install gpu-check clean
+.PHONY: shrink-real-docs train-defaults-docs demo test teacher teacher-docs shrink-docs shrink-docs-w64 export-docs sweep-shrink-docs sweep-export-docs speed-bundles bench-docs speed-docs install gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,33 @@ shrink-docs-w64: cache/lego100-teacher.pt
 	  --widths 64 --finetune 64:750 --step-seconds 64:0.0614 --doc docs/shrink-table-w64.md --figure docs/shrink-w64.png
 	$(VENV)/bin/nerfexport shrink $< --width 64 --method coreset --finetune 6000 -o cache/w64-coreset-6000.pt \
 	  $(LEGO_ARGS) --eval-views 10 --eval-coarse 32 --eval-fine 64
+
+# The real model (docs/shrink.md, "The real model"): the original NeRF's lego_example imported with
+# the images it was trained on, so that every later command evaluates it at its 400x400.
+REAL ?= ../shared/models/lego_example/lego_example_200000.tar
+REAL_ARGS = --data $(LEGO) --test-every 20
+cache/lego_example.pt: | $(VENV)/.installed
+	mkdir -p cache
+	$(VENV)/bin/nerfexport import $(REAL) -o $@ --n-fine 64 $(REAL_ARGS)
+
+# docs/shrink.md on the real model (about 95 minutes on a 2-core CPU, one run at a time): the default
+# shrink at width 128 with a 25-minute budget (its PSNR-against-minutes curve), its fp32 and int8
+# bundles on the 10 views at 400x400, every method at a quarter and half the cost (width 128 / 181),
+# half the cost with 10 minutes, and width 128 trained from scratch for 12 minutes.
+shrink-real-docs: cache/lego_example.pt
+	mkdir -p cache/r31
+	$(VENV)/bin/nerfexport shrink $< --width 128 --minutes 25 -o cache/r31/A-w128-25min.pt
+	$(VENV)/bin/nerfexport export cache/r31/A-w128-25min.pt -o cache/r31/A-fp32 --force
+	$(VENV)/bin/nerfexport export cache/r31/A-w128-25min.pt --int8 -o cache/r31/A-int8 --force
+	$(VENV)/bin/nerfexport bench fp32=cache/r31/A-fp32@ort-cpu int8=cache/r31/A-int8@ort-cpu --views 10 --repeat 1 \
+	  --no-peak -o cache/r31/bench-A
+	$(VENV)/bin/nerfexport shrink-study $< -o cache/r31/study --widths 128,181 \
+	  --methods lowrank,coreset,data-coreset,magnitude,magnitude-in,magnitude-out,activation,uniform \
+	  --finetune 128:300,181:300 --eval-pixels 4096 --eval-coarse 64 --eval-fine 64 --no-scratch \
+	  --doc docs/shrink-real-table.md
+	$(VENV)/bin/nerfexport shrink $< --budget 0.5 --minutes 10 -o cache/r31/B-half-10min.pt
+	$(VENV)/bin/nerfexport train $(LEGO) --test-every 20 --width 128 --grow-from 0 --minutes 12 --render-coarse 64 \
+	  --render-fine 64 --no-final-eval -o cache/r31/D-scratch-w128.pt
 
 # docs/export.md: fp32 against static int8 (each calibration method) for the teacher and the
 # width-128 student of docs/bench.md, rendered through onnxruntime (about 10 minutes on the Zen 5

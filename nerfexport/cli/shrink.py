@@ -33,8 +33,8 @@ def shrink(model: Annotated[Optional[Path], typer.Argument(help="checkpoint to s
            method: Annotated[Optional[str], typer.Option(help=METHODS_HELP)] = None,
            recipe: Annotated[Optional[str], typer.Option(help="TOML recipe (path or shipped name) with a [shrink] "
                                                         "table")] = None,
-           minutes: Annotated[Optional[float], typer.Option(help="distillation time budget (default 8; pruning "
-                                                            "alone loses most of the quality)")] = None,
+           minutes: Annotated[Optional[float], typer.Option(help="distillation time budget (default 20; "
+                                                            "shrinking alone loses most of the quality)")] = None,
            finetune: Annotated[Optional[int], typer.Option(help="distillation steps (alone: exactly this many, no "
                                                           "time budget)")] = None,
            calib_rays: Annotated[Optional[int], typer.Option(help="training rays for calibration statistics "

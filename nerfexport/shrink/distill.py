@@ -26,7 +26,8 @@ from torch.nn import functional as F
 
 from nerfexport.data.datasets import Scene
 from nerfexport.model.mlp import NeRF
-from nerfexport.train.loop import autocast_dtype, run_network, scene_rays
+from nerfexport.deploy.rays import intrinsics, ndc_rays
+from nerfexport.train.loop import autocast_dtype, run_network
 from nerfexport.train.volume import composite, sample_pdf, stratified_samples
 
 
@@ -38,7 +39,9 @@ class DistillConfig:
     lr_final: float = 5e-5
     n_coarse: int = 24          # samples per bank ray for the coarse network
     n_fine: int = 40            # extra inverse-CDF samples for the fine network
-    bank_rays: int = 32768      # rays queried on the teacher once
+    bank_rays: int = 32768      # rays queried on the teacher at a time
+    reuse: float = 2.0          # a bank ray is drawn about this many times before it is replaced by a
+                                # fresh one (0: never; a student overfits a fixed bank: docs/shrink.md)
     w_photo: float = 1.0
     w_color: float = 1.0
     w_alpha: float = 1.0
@@ -69,15 +72,34 @@ class Bank:
     seconds: float = 0.0
 
 
+def random_rays(scene: Scene, n: int, rng: np.random.Generator, split: str = "train") -> dict[str, np.ndarray]:
+    """``n`` random pixels of ``split`` (with replacement) as rays ``o, d, v (n,3)`` and their
+    colours ``rgb (n,3)``, computed for those pixels alone (the rows of ``scene_rays`` at the same
+    pixels, without building every ray of the split)."""
+    images, poses = scene.subset(split)
+    H, W = scene.H, scene.W
+    flat = rng.integers(0, len(poses) * H * W, size=n)
+    view, pix = flat // (H * W), flat % (H * W)
+    j, i = (pix // W).astype(np.float64), (pix % W).astype(np.float64)
+    K = intrinsics(H, W, scene.cam)
+    cam = np.stack([(i - K[0, 2]) / K[0, 0], -(j - K[1, 2]) / K[1, 1], -np.ones_like(i)], -1)
+    c2w = np.asarray(poses, np.float64)[view]
+    d = np.einsum("nij,nj->ni", c2w[:, :3, :3], cam)
+    o = c2w[:, :3, 3]
+    v = d / np.linalg.norm(d, axis=-1, keepdims=True)
+    if scene.ndc:
+        o, d = ndc_rays(H, W, scene.cam, 1.0, o, d)
+    rgb = images.reshape(len(poses), H * W, 3)[view, pix]
+    return {k: np.ascontiguousarray(a, np.float32) for k, a in (("o", o), ("d", d), ("v", v), ("rgb", rgb))}
+
+
 @torch.no_grad()
 def build_bank(teacher: NeRF, scene: Scene, n_rays: int, n_coarse: int, n_fine: int, seed: int = 0,
                amp: torch.dtype | None = None, chunk: int = 1024) -> Bank:
     """Query ``teacher`` on ``n_rays`` random training rays (see module docstring)."""
     t0 = time.perf_counter()
-    rays = scene_rays(scene, "train")
-    rng = np.random.default_rng(seed + 1)
-    idx = rng.choice(rays["o"].shape[0], size=min(n_rays, rays["o"].shape[0]), replace=False)
-    o, d, v, tgt = (torch.from_numpy(rays[k][idx]) for k in ("o", "d", "v", "rgb"))
+    rays = random_rays(scene, n_rays, np.random.default_rng(seed + 1))
+    o, d, v, tgt = (torch.from_numpy(rays[k]) for k in ("o", "d", "v", "rgb"))
     gen = torch.Generator().manual_seed(seed + 2)
     teacher.eval()
     zc, rc, zf, rf = [], [], [], []
@@ -149,16 +171,29 @@ class DistillResult:
     bank_seconds: float
     final_photo_psnr: float
     history: list[dict] = field(default_factory=list)   # {"step", "minutes", "psnr"} of the periodic evaluation
+    refills: int = 0            # quarters of the bank replaced by fresh teacher rays
+
+
+def _replace_rows(bank: Bank, fresh: Bank, rows: torch.Tensor) -> None:
+    for k in ("o", "d", "v", "target", "z_c", "raw_c", "z_f", "raw_f"):
+        a = getattr(bank, k)
+        if a is not None:
+            a[rows] = getattr(fresh, k)
 
 
 def distill(student: NeRF, bank: Bank, cfg: DistillConfig, white_bkgd: bool,
             progress: Callable[[dict], None] | None = None,
-            evaluator: Callable[[NeRF], float] | None = None, teacher: NeRF | None = None) -> DistillResult:
+            evaluator: Callable[[NeRF], float] | None = None, teacher: NeRF | None = None,
+            refill: Callable[[int, int], Bank] | None = None) -> DistillResult:
     """Fine-tune ``student`` in place on ``bank`` for ``cfg.steps`` steps or ``cfg.minutes`` of
     distillation, whichever ends first (Adam, exponential decay over that budget).
 
     ``evaluator(student) -> PSNR`` is called every ``cfg.eval_every_minutes`` and at the end
-    (its time is not counted in the budget); each result is an ``{"event": "eval"}``."""
+    (its time is not counted in the budget); each result is an ``{"event": "eval"}``.
+
+    ``refill(n, seed) -> Bank``: fresh teacher rays. With it, a quarter of the bank is replaced
+    each time the steps have drawn ``cfg.reuse / 4`` bank sizes of rays (its time is counted in
+    the budget: it is the price of not overfitting the bank)."""
     emit = progress or (lambda e: None)
     device = torch.device("cpu")
     amp = autocast_dtype(cfg.precision, device)
@@ -181,9 +216,14 @@ def distill(student: NeRF, bank: Bank, cfg: DistillConfig, white_bkgd: bool,
         history.append(rec)
         emit({"event": "eval", "pixels": getattr(evaluator, "pixels", "held-out"), **rec})
 
-    step = 0
+    step, drawn, refills = 0, 0, 0
+    quarter = max(1, R // 4)
     while step < cfg.steps and (budget is None or spent < budget):
         ts = time.perf_counter()
+        if refill is not None and cfg.reuse > 0 and drawn >= cfg.reuse * quarter:
+            rows = torch.arange(refills % 4 * quarter, min(R, (refills % 4 + 1) * quarter))
+            _replace_rows(bank, refill(rows.numel(), cfg.seed + 1000 + refills), rows)
+            drawn, refills = 0, refills + 1
         frac = step / max(1, cfg.steps)
         if budget:
             frac = max(frac, spent / budget)
@@ -191,6 +231,7 @@ def distill(student: NeRF, bank: Bank, cfg: DistillConfig, white_bkgd: bool,
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, R, (min(cfg.batch_rays, R),), generator=gen)
+        drawn += idx.numel()
         o, d, v, tgt = bank.o[idx], bank.d[idx], bank.v[idx], bank.target[idx]
         loss, photo = _losses(student.coarse, bank.raw_c[idx], bank.z_c[idx], o, d, v, tgt, white_bkgd, amp, cfg,
                               teacher.coarse if teacher is not None else None)
@@ -214,4 +255,4 @@ def distill(student: NeRF, bank: Bank, cfg: DistillConfig, white_bkgd: bool,
         run_eval(step)
     student.eval()
     return DistillResult(step, spent, bank.seconds,
-                         -10.0 * math.log10(max(ema, 1e-10)) if ema is not None else float("nan"), history)
+                         -10.0 * math.log10(max(ema, 1e-10)) if ema is not None else float("nan"), history, refills)

@@ -68,7 +68,7 @@ class ShrinkSpec:
     seed: int = 0
     fold: bool = True               # fold removed neurons' calibration means into the next bias
     fit: str = "rrr"                # lowrank: reduced-rank regression on the student's inputs, or pca
-    relu_passes: int = 0            # lowrank: refits that ignore what a ReLU removes (docs/shrink.md)
+    relu_passes: int = 2            # lowrank: refits that ignore what a ReLU removes (docs/shrink.md)
     visible: float = 0.9            # lowrank: share of the sample weight on what pixels see (docs/shrink.md)
 
     def validate(self) -> None:
@@ -433,9 +433,10 @@ def shrink_pipeline(teacher: NeRF, scene, spec: ShrinkSpec, eval_views: int | No
         emit({"event": "stage", "stage": "bank"})
         bank = build_bank(teacher, scene, max(dc.bank_rays, 0), dc.n_coarse, dc.n_fine, spec.seed, amp)
         emit({"event": "stage", "stage": "finetune"})
-        res = distill(student, bank, dc, teacher.cfg.white_bkgd, progress, evaluator)
+        res = distill(student, bank, dc, teacher.cfg.white_bkgd, progress, evaluator,
+                      refill=lambda n, seed: build_bank(teacher, scene, n, dc.n_coarse, dc.n_fine, seed, amp))
         secs["bank"], secs["finetune"] = res.bank_seconds, res.seconds
-        rep.finetune = {**dc.to_dict(), "steps_made": res.steps, "history": res.history}
+        rep.finetune = {**dc.to_dict(), "steps_made": res.steps, "history": res.history, "refills": res.refills}
         if eval_views is not None:
             t = time.perf_counter()
             emit({"event": "stage", "stage": "evaluate"})

@@ -21,7 +21,7 @@ from nerfexport.shrink.recipe import load_recipe
 
 ProgressFn = Callable[[dict], None]
 DEFAULT_METHOD = "auto"        # lowrank, coreset, magnitude or data-coreset, whichever shrinks best (docs/shrink.md)
-DEFAULT_MINUTES = 8.0          # distillation budget: pruning alone loses most of the quality (docs/shrink.md)
+DEFAULT_MINUTES = 20.0         # distillation budget: the real model flattens after 15-20 minutes here (docs/shrink.md)
 STEP_CEILING = 10_000_000      # the step count when only a time budget ends the distillation
 
 

@@ -254,7 +254,9 @@ def describe_checkpoint(path: str | Path) -> list[str]:
         if mlp is not None:
             m = mlp.cfg
             lines.append(f"  {name}: widths {m.widths} skips {m.skips} feature {m.feature_width} views {m.view_widths} "
-                         f"-> {count_parameters(mlp):,} parameters")
+                         f"-> {count_parameters(mlp):,} parameters, {m.macs():,} multiply-adds a point")
+            if m.ranks:
+                lines.append(f"    low-rank layers: {m.ranks}")
     if meta:
         lines.append("  meta: " + json.dumps({k: v for k, v in meta.items() if k != "history"}))
     return lines
