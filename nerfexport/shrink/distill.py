@@ -42,7 +42,7 @@ class DistillConfig:
     bank_rays: int = 32768      # rays queried on the teacher at a time
     reuse: float = 2.0          # a bank ray is drawn about this many times before it is replaced by a
                                 # fresh one (0: never; a student overfits a fixed bank: docs/shrink.md)
-    w_photo: float = 1.0
+    w_photo: float = 0.0        # the training pixels: 0 on a real teacher (+0.25 dB after 4 min: docs/shrink.md)
     w_color: float = 1.0
     w_alpha: float = 1.0
     w_hidden: float = 0.0       # hidden-layer targets from the teacher (same neurons: a factorized student)
