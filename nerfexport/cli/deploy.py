@@ -38,6 +38,9 @@ def render(target: Annotated[Optional[Path], typer.Argument(help="bundle folder 
                                                               "this (default 1e-3 with --skip; 0 never)")] = None,
            force: Annotated[bool, typer.Option("--force", help="replace an output folder that is not an "
                                                "earlier render")] = False,
+           sampler: Annotated[str, typer.Option(help="where the fine samples go, with --skip: density (from the "
+                                                "bundle's baked density grid, no coarse network), network (the "
+                                                "coarse network's weights) or auto (docs/speed-native.md)")] = "auto",
            ) -> None:
     """Render views of a bundle with the lean renderer (numpy + the runtime; no torch) and write PNGs."""
     from nerfexport.deploy.views import ViewRequest, parse_resolution
@@ -48,8 +51,9 @@ def render(target: Annotated[Optional[Path], typer.Argument(help="bundle folder 
         from nerfexport.model.torch_network import run_render_checkpoint as run
     else:
         from nerfexport.deploy.run import run_render as run
+    kw = {} if path.is_file() else {"sampler": sampler}
     with Reporter(f"render ({runtime})") as report:
-        s = run(path, runtime, req, out, skip, early_stop, report)
+        s = run(path, runtime, req, out, skip, early_stop, report, **kw)
     say(f"rendered {s.views} view(s) of {s.W}x{s.H} with {s.runtime} ({s.samples[0]}+{s.samples[1]} samples): "
         f"median {s.median_ms:.0f} ms/frame, {s.evaluations_per_frame:,.0f} network evaluations/frame "
         f"(network {100 * s.network_share:.0f}% of the time)")

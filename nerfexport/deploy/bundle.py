@@ -117,6 +117,22 @@ class Bundle:
         except Exception as e:   # zipfile.BadZipFile, zlib.error: a damaged archive
             raise BundleError(f"{self.root}: {occ.file} is not a usable occupancy grid ({type(e).__name__})") from None
 
+    def density(self):
+        """The bundle's baked :class:`nerfexport.deploy.density.DensityGrid`, or ``None`` when it
+        has none (bundles before issue 34)."""
+        den = self.manifest.density
+        if den is None:
+            return None
+        from nerfexport.deploy.density import load_density
+        path = confined(self.root, den.file, "density grid")
+        try:
+            return load_density(path, den.res, den.aabb, den.scale)
+        except (TypeError, ValueError, OSError, EOFError) as e:
+            raise BundleError(f"{self.root}: {den.file} is not a usable density grid "
+                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        except Exception as e:   # zipfile.BadZipFile, zlib.error: a damaged archive
+            raise BundleError(f"{self.root}: {den.file} is not a usable density grid ({type(e).__name__})") from None
+
     @property
     def u8s8(self) -> bool:
         """Whether this is an int8 bundle with uint8 activations (U8S8, ``--target cpu``), which

@@ -178,6 +178,40 @@ class Grid(FileEntry):
 
 
 @dataclass(frozen=True)
+class Density(FileEntry):
+    """The baked density grid (optional, issue 34): densities at the ``(res+1)^3`` cell corners of
+    ``aabb`` as uint8 codes, ``density = expm1(code * scale)``; the renderer's density sampler
+    places the fine samples from it. A bundle without it renders with the coarse network."""
+
+    res: int = 0
+    aabb: tuple = ()
+    scale: float = 1.0
+    encoding: str = "log1p-u8"
+
+    @classmethod
+    def parse(cls, d, what: str, where: str) -> "Density":
+        f = FileEntry.parse(d, what, where)
+        try:
+            res = _num(d["res"], "density.res", where, 1, 512, integer=True)
+            box, scale = d["aabb"], _num(d["scale"], "density.scale", where, 1e-9, 1.0)
+        except KeyError as e:
+            raise BundleError(f"{where}: density lacks {e}") from None
+        if not (isinstance(box, list) and len(box) == 6):
+            raise BundleError(f"{where}: density.aabb must be 6 numbers")
+        box = tuple(_num(x, "density.aabb", where, -1e6, 1e6) for x in box)
+        if not all(box[i + 3] > box[i] for i in range(3)):
+            raise BundleError(f"{where}: density.aabb {list(box)} is empty")
+        enc = d.get("encoding", "log1p-u8")
+        if enc != "log1p-u8":
+            raise BundleError(f"{where}: density.encoding {enc!r} is unknown (this nerfexport reads log1p-u8)")
+        return cls(f.file, f.sha256, f.bytes, res, box, scale, enc)
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "sha256": self.sha256, "bytes": self.bytes, "res": self.res,
+                "aabb": list(self.aabb), "scale": self.scale, "encoding": self.encoding}
+
+
+@dataclass(frozen=True)
 class Scene:
     """What the renderer needs besides the networks."""
 
@@ -238,6 +272,7 @@ class Manifest:
     created_by: str = ""
     export_seconds: float | None = None
     version: int = VERSION
+    density: Density | None = None   # optional (additive in version 1): the baked density grid
 
     @property
     def activation_format(self) -> str | None:
@@ -258,11 +293,14 @@ class Manifest:
         out += [(f"TensorRT engine {w}", e) for w, e in self.engines.items()]
         if self.occupancy is not None:
             out.append(("occupancy grid", self.occupancy))
+        if self.density is not None:
+            out.append(("density grid", self.density))
         return out
 
     def size_bytes(self) -> int:
         """Bytes of the ONNX graphs and the occupancy grid (what a device stores to run it on onnxruntime)."""
-        return sum(n.bytes for n in self.networks.values() if n) + (self.occupancy.bytes if self.occupancy else 0)
+        return (sum(n.bytes for n in self.networks.values() if n) + (self.occupancy.bytes if self.occupancy else 0)
+                + (self.density.bytes if self.density else 0))
 
     @classmethod
     def from_dict(cls, m, where: str = MANIFEST) -> "Manifest":
@@ -287,6 +325,7 @@ class Manifest:
         networks = {w: None if nets.get(w) is None else Network.parse(nets[w], f"network {w}", where)
                     for w in ("coarse", "fine")}
         occ = Grid.parse(m["occupancy"], "occupancy grid", where) if m.get("occupancy") else None
+        dens = Density.parse(m["density"], "density grid", where) if m.get("density") else None
         trt, engines = m.get("tensorrt") or None, {}
         if trt is not None:
             trt = _table(trt, "'tensorrt'", where)
@@ -298,7 +337,8 @@ class Manifest:
                 opt[k] = _table(m[k], f"'{k}'", where)
         return cls(precision=m["precision"], scene=Scene.parse(m["scene"], where), networks=networks,
                    occupancy=occ, tensorrt=trt, engines=engines, opset=m.get("opset"),
-                   created_by=str(m.get("created_by", "")), export_seconds=m.get("export_seconds"), version=v, **opt)
+                   created_by=str(m.get("created_by", "")), export_seconds=m.get("export_seconds"), version=v,
+                   density=dens, **opt)
 
     def to_dict(self) -> dict:
         d = {"format": FORMAT, "version": self.version, "created_by": self.created_by, "precision": self.precision,
@@ -310,6 +350,8 @@ class Manifest:
                 d[k] = getattr(self, k)
         if self.occupancy is not None:
             d["occupancy"] = self.occupancy.to_dict()
+        if self.density is not None:
+            d["density"] = self.density.to_dict()
         if self.tensorrt is not None:
             d["tensorrt"] = {**self.tensorrt, "engines": {w: {"file": e.file, "sha256": e.sha256, "bytes": e.bytes}
                                                           for w, e in self.engines.items()}}

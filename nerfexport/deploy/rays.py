@@ -86,6 +86,19 @@ def view_rays(H: int, W: int, focal, c2w: np.ndarray, ndc: bool = False
     return rays_o, rays_d, viewdirs.astype(np.float32)
 
 
+def band_rays(H: int, W: int, focal, c2w: np.ndarray, ndc: bool, r0: int, r1: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`view_rays` of the rows ``r0 <= j < r1`` of an ``H x W`` view alone (a tile of a
+    large frame: memory in proportion to the band, not the image); equal to those rows of
+    :func:`view_rays`."""
+    fx, fy, cx, cy = pinhole(H, W, focal)
+    rays_o, rays_d = get_rays(r1 - r0, W, intrinsics(r1 - r0, W, (fx, fy, cx, cy - r0)), c2w)
+    viewdirs = rays_d / np.linalg.norm(rays_d, axis=-1, keepdims=True)
+    if ndc:
+        rays_o, rays_d = ndc_rays(H, W, focal, 1.0, rays_o, rays_d)
+    return rays_o, rays_d, viewdirs.astype(np.float32)
+
+
 def pose_spherical(theta_deg: float, phi_deg: float, radius: float) -> np.ndarray:
     """Camera-to-world matrix on a sphere looking at the origin (nerf-pytorch ``pose_spherical``)."""
     t = np.eye(4)

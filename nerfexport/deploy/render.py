@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from nerfexport.deploy.rays import view_rays
+from nerfexport.deploy.rays import band_rays, view_rays
 
 Network = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -120,6 +120,22 @@ def composite(rgb: np.ndarray, density: np.ndarray, z: np.ndarray, rays_d: np.nd
 
 
 MAX_CHUNK_POINTS = 1 << 20   # sample points in flight in one pass, over all workers
+TILE_RAYS = 1 << 18          # rays of a view rendered at once (render_view cuts larger views into bands of rows)
+PROPOSAL_FLOOR = 1e-3        # weight per occupied proposal interval added to the baked density's weights
+MAX_PROPOSAL = 1024          # proposal depths per ray, at most
+
+
+def proposal_samples(proposal, scene: "SceneSettings") -> int:
+    """Proposal depths per ray for a baked density grid: about one per cell along a ray of unit
+    direction from near to far (``scene.n_coarse`` when the source says no cell size), at least
+    ``scene.n_coarse`` and at most :data:`MAX_PROPOSAL`."""
+    res, box = getattr(proposal, "res", None), getattr(proposal, "aabb", None)
+    if proposal is None or res is None or box is None:
+        return int(scene.n_coarse)
+    box = np.asarray(box, np.float64).reshape(6)
+    cell = float((box[3:] - box[:3]).min()) / int(res)
+    n = int(np.ceil((scene.far - scene.near) / cell)) + 1
+    return int(min(MAX_PROPOSAL, max(int(scene.n_coarse), n)))
 
 
 def balanced_chunk(rays: int, chunk: int, workers: int = 1) -> int:
@@ -152,8 +168,30 @@ class Renderer:
 
     def __init__(self, coarse: Network, fine: Network | None, scene: SceneSettings, chunk: int = 64,
                  grid=None, early_stop: float = 0.0, segment: int = 32, workers: int = 1,
-                 coarse_density: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 coarse_density: Callable[[np.ndarray], np.ndarray] | None = None,
+                 proposal: Callable[[np.ndarray], np.ndarray] | None = None, n_proposal: int | None = None,
+                 proposal_segment: int = 8, proposal_dilate: int = 1, proposal_softness: float = 1.0,
+                 fine_only: bool = False) -> None:
         self.coarse, self.fine, self.s, self.chunk = coarse, fine, scene, int(chunk)
+        # ``proposal(points (N,3)) -> (N,)``: the baked density sampler (issue 34). No coarse
+        # network: the baked density at ``n_proposal`` evenly spaced depths (about one per cell of
+        # the density grid) places ``n_fine`` samples by inverse CDF, and only those are evaluated
+        # by the fine network (``proposal_segment`` at a time with early termination) and composited
+        self.proposal, self.proposal_segment = proposal, int(proposal_segment)
+        # the baked density is trilinear between cell corners, so its weight can sit up to a cell
+        # in front of the surface: each interval's weight becomes the largest of its own and the
+        # ``proposal_dilate`` intervals in front of it (weight reaches that far behind)
+        self.proposal_dilate = int(proposal_dilate)
+        # the baked density times this places the samples: below 1 the grid's blurred matter (which
+        # may close a gap the ray passes through) lets weight through to what lies behind it
+        self.proposal_softness = float(proposal_softness)
+        # ``fine_only``: with the coarse network, the fine pass evaluates and composites its
+        # ``n_fine`` samples alone (``proposal_segment`` at a time), not the coarse depths with them
+        self.fine_only = bool(fine_only)
+        self.n_proposal = int(n_proposal) if n_proposal else proposal_samples(proposal, scene)
+        if self.proposal is not None and (scene.n_fine < 2 or self.n_proposal < 3 or self.proposal_segment < 1):
+            raise ValueError("the density sampler needs at least 2 fine samples, 3 proposal depths and a positive "
+                             "segment")
         # ``coarse_density(points (N,3)) -> (N,)``: the coarse pass reads densities from it (a
         # :class:`nerfexport.deploy.density.DensityGrid`) instead of running the coarse network
         self.coarse_density = coarse_density
@@ -194,8 +232,10 @@ class Renderer:
         tm.network += time.perf_counter() - t
         tm.samples += int(flat.size)
 
-    def _evaluate(self, net: Network, pts: np.ndarray, z: np.ndarray, d: np.ndarray, v: np.ndarray, tm: Timings):
-        """Colour ``(R,S,3)`` and density ``(R,S)`` of the samples ``pts (R,S,3)`` at depths ``z (R,S)``."""
+    def _evaluate(self, net: Network, pts: np.ndarray, z: np.ndarray, d: np.ndarray, v: np.ndarray, tm: Timings,
+                  segment: int | None = None):
+        """Colour ``(R,S,3)`` and density ``(R,S)`` of the samples ``pts (R,S,3)`` at depths ``z (R,S)``
+        (marched ``segment`` samples at a time, the renderer's own by default)."""
         if self.grid is None and self.early_stop <= 0.0:
             return self._net(net, pts, v, tm) + (None,)
         R, S = z.shape
@@ -212,8 +252,9 @@ class Renderer:
         dists = np.concatenate((z[:, 1:] - z[:, :-1], np.full((R, 1), 1e10, np.float32)), -1)
         dists = dists * np.linalg.norm(d, axis=-1)[:, None]
         trans = np.ones(R, np.float32)
-        for a in range(0, S, self.segment):
-            b = min(S, a + self.segment)
+        segment = int(segment or self.segment)
+        for a in range(0, S, segment):
+            b = min(S, a + segment)
             alive = trans > self.early_stop
             if not alive.any():
                 break
@@ -224,7 +265,50 @@ class Renderer:
             tm.compositing += time.perf_counter() - t
         return rgb, dens, occ
 
+    def _render_chunk_proposal(self, o: np.ndarray, d: np.ndarray, v: np.ndarray):
+        """The density sampler: baked density -> fine samples -> the fine network on those alone."""
+        tm = Timings()
+        s = self.s
+        R = o.shape[0]
+        t = time.perf_counter()
+        z = linspace_depths(s.near, s.far, self.n_proposal, R)
+        pts = o[:, None] + d[:, None] * z[..., None]
+        dens = np.asarray(self.proposal(pts.reshape(-1, 3)), np.float32).reshape(R, -1)
+        occ = self.grid.query(pts) if self.grid is not None else np.ones(dens.shape, bool)
+        dens = np.where(occ, dens * np.float32(self.proposal_softness), np.float32(0.0))
+        w = composite(np.zeros(pts.shape, np.float32), dens, z, d, s.white_bkgd)[3]
+        bg = np.float32(1.0 if s.white_bkgd else 0.0)
+        out = (np.full((R, 3), bg, np.float32), np.zeros(R, np.float32), np.zeros(R, np.float32))
+        # a ray whose proposal depths all lie in empty cells crosses no matter (as the skipping
+        # renderer decides); the others get an even share of weight over their occupied
+        # intervals as a floor, so that matter the coarse density grid blurs away is still sampled
+        hit = np.nonzero(occ.any(1))[0]
+        tm.sampling += time.perf_counter() - t
+        if hit.size == 0:
+            return out + (tm,)
+        t = time.perf_counter()
+        o, d, v, z, w, occ = o[hit], d[hit], v[hit], z[hit], w[hit], occ[hit]
+        inner = occ[:, 1:-1] | occ[:, 2:] | occ[:, :-2]
+        w = w[:, 1:-1]
+        if self.proposal_dilate > 0:
+            k = self.proposal_dilate
+            p = np.pad(w, ((0, 0), (k, 0)))
+            w = np.max(np.stack([p[:, i:i + w.shape[1]] for i in range(k + 1)]), 0)
+        z_f = sample_pdf(0.5 * (z[:, 1:] + z[:, :-1]), w + np.float32(PROPOSAL_FLOOR) * inner, s.n_fine)
+        z_f = np.sort(z_f, -1)   # already ordered; sorting guards against float ties
+        pts = o[:, None] + d[:, None] * z_f[..., None]
+        tm.sampling += time.perf_counter() - t
+        rgb, dens, _ = self._evaluate(self.fine or self.coarse, pts, z_f, d, v, tm, self.proposal_segment)
+        t = time.perf_counter()
+        res = composite(rgb, dens, z_f, d, s.white_bkgd)
+        tm.compositing += time.perf_counter() - t
+        for full, part in zip(out, res[:3]):
+            full[hit] = part
+        return out + (tm,)
+
     def _render_chunk(self, o: np.ndarray, d: np.ndarray, v: np.ndarray):
+        if self.proposal is not None and self.s.n_fine > 0:
+            return self._render_chunk_proposal(o, d, v)
         tm = Timings()
         s = self.s
         R = o.shape[0]
@@ -261,10 +345,11 @@ class Renderer:
                     return out + (tm,)
         t = time.perf_counter()
         z_f = sample_pdf(0.5 * (z[:, 1:] + z[:, :-1]), res[3][:, 1:-1], s.n_fine)
-        z = np.sort(np.concatenate((z, z_f), -1), -1)
+        z = np.sort(z_f, -1) if self.fine_only else np.sort(np.concatenate((z, z_f), -1), -1)
         pts = o[:, None] + d[:, None] * z[..., None]
         tm.sampling += time.perf_counter() - t
-        rgb, dens, _ = self._evaluate(self.fine or self.coarse, pts, z, d, v, tm)
+        rgb, dens, _ = self._evaluate(self.fine or self.coarse, pts, z, d, v, tm,
+                                      self.proposal_segment if self.fine_only else None)
         t = time.perf_counter()
         res = composite(rgb, dens, z, d, s.white_bkgd)
         tm.compositing += time.perf_counter() - t
@@ -278,7 +363,7 @@ class Renderer:
         """Rays per chunk: the runtime's ``chunk``, fewer when the samples per ray (up to 4096 +
         4096 from a manifest) would put more than :data:`MAX_CHUNK_POINTS` points in flight
         across the workers: the memory of a pass stays bounded whatever the bundle says."""
-        per_ray = max(1, int(self.s.n_coarse) + int(self.s.n_fine))
+        per_ray = max(1, int(self.s.n_coarse) + int(self.s.n_fine), self.n_proposal + int(self.s.n_fine))
         return max(1, min(self.chunk, MAX_CHUNK_POINTS // (per_ray * max(1, self.workers))))
 
     def render_rays(self, o: np.ndarray, d: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
@@ -302,25 +387,56 @@ class Renderer:
         return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(("rgb", "depth", "acc"))}
 
     def render_view(self, H: int, W: int, focal: float, c2w: np.ndarray) -> dict[str, np.ndarray]:
-        """One view: ``rgb (H,W,3)`` clipped to [0,1], ``depth (H,W)``, ``acc (H,W)``."""
-        t = time.perf_counter()
-        o, d, v = view_rays(H, W, focal, c2w, self.s.ndc)
-        self.timings.rays += time.perf_counter() - t
-        out = self.render_rays(o, d, v)
-        return {"rgb": np.clip(out["rgb"], 0.0, 1.0).reshape(H, W, 3), "depth": out["depth"].reshape(H, W),
-                "acc": out["acc"].reshape(H, W)}
+        """One view: ``rgb (H,W,3)`` clipped to [0,1], ``depth (H,W)``, ``acc (H,W)``. A view of
+        more than :data:`TILE_RAYS` pixels is rendered in bands of rows, so that its rays (and the
+        float64 arrays that make them) take memory in proportion to a band, not to the frame."""
+        rows = max(1, TILE_RAYS // max(1, W))
+        out = {"rgb": np.empty((H, W, 3), np.float32), "depth": np.empty((H, W), np.float32),
+               "acc": np.empty((H, W), np.float32)}
+        for r0 in range(0, H, rows):
+            r1 = min(H, r0 + rows)
+            t = time.perf_counter()
+            if r0 == 0 and r1 == H:
+                o, d, v = view_rays(H, W, focal, c2w, self.s.ndc)
+            else:
+                o, d, v = band_rays(H, W, focal, c2w, self.s.ndc, r0, r1)
+            self.timings.rays += time.perf_counter() - t
+            part = self.render_rays(o, d, v)
+            out["rgb"][r0:r1] = np.clip(part["rgb"], 0.0, 1.0).reshape(r1 - r0, W, 3)
+            out["depth"][r0:r1] = part["depth"].reshape(r1 - r0, W)
+            out["acc"][r0:r1] = part["acc"].reshape(r1 - r0, W)
+        return out
 
 DEFAULT_EARLY_STOP = 1e-3   # transmittance; measured on lego (docs/speed.md)
 
 
+SAMPLERS = ("auto", "density", "network")
+DEFAULT_SAMPLER = "network"   # what "auto" picks for a bundle with a density grid (docs/speed-native.md)
+
+
 def make_renderer(spec, nets: dict, settings: SceneSettings, grid=None, skip: bool = True,
-                  early_stop: float | None = None) -> Renderer:
+                  early_stop: float | None = None, density=None, sampler: str | None = None) -> Renderer:
     """The renderer a runtime ``spec`` asks for (chunk, workers); with ``skip``, the bundle's
     occupancy ``grid`` (when it has one) and early termination (``early_stop``, default
-    :data:`DEFAULT_EARLY_STOP`); without, the plain renderer."""
+    :data:`DEFAULT_EARLY_STOP`); without, the plain renderer.
+
+    ``sampler`` (with ``skip``): ``"density"`` places the fine samples from the bundle's baked
+    ``density`` grid with no coarse network (:class:`Renderer`'s ``proposal``), ``"network"``
+    from the coarse network's weights, ``"auto"`` (``None``) :data:`DEFAULT_SAMPLER` when the
+    bundle has a density grid and an occupancy grid, else the coarse network."""
+    sampler = sampler or "auto"
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, not {sampler!r}")
+    if sampler == "density" and (density is None or grid is None):
+        raise ValueError("the density sampler needs the bundle's density and occupancy grids (export it again "
+                         "with this nerfexport)")
+    if sampler == "auto":
+        sampler = DEFAULT_SAMPLER if density is not None and grid is not None else "network"
+    use = skip and sampler == "density" and settings.n_fine >= 2 and nets.get("fine") is not None
     stop = (DEFAULT_EARLY_STOP if early_stop is None else early_stop) if skip else 0.0
     return Renderer(nets["coarse"], nets["fine"], settings, chunk=spec.chunk, grid=grid if skip else None,
-                    early_stop=stop, workers=getattr(spec, "workers", 1), segment=getattr(spec, "segment", 32))
+                    early_stop=stop, workers=getattr(spec, "workers", 1), segment=getattr(spec, "segment", 32),
+                    proposal=density if use else None)
 
 
 @dataclass

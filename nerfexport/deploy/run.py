@@ -69,8 +69,10 @@ def check_output(out: Path, inputs=(), force: bool = False) -> Path:
 
 def skip_note(r: Renderer, grid, skip: bool, where: Path) -> str:
     if r.grid is not None:
+        how = ("" if r.proposal is None else
+               f"; fine samples from the baked density ({r.n_proposal} depths a ray, no coarse network)")
         return (f"empty-space skipping: {grid.res}^3 grid, {100 * grid.fraction:.1f}% occupied; early termination "
-                f"below transmittance {r.early_stop:g}")
+                f"below transmittance {r.early_stop:g}{how}")
     if skip and r.early_stop > 0:
         return f"no occupancy grid in {where}; early termination below transmittance {r.early_stop:g}"
     return "plain rendering: every sample evaluated"
@@ -165,10 +167,11 @@ def early_stop_value(early_stop: float | None) -> float | None:
 
 def run_render(bundle: str | Path, runtime: str = "ort-cpu", req: ViewRequest | str = "test",
                out: str | Path = "renders", skip: bool = True, early_stop: float | None = None,
-               progress: ProgressFn | None = None) -> RenderSummary:
+               progress: ProgressFn | None = None, sampler: str | None = None) -> RenderSummary:
     """Render the views ``req`` asks for (a :class:`ViewRequest`, or just ``test``, ``spiral`` or
     test-view numbers like ``0,3``) of the bundle folder ``bundle`` on ``runtime`` into ``out``;
-    ``progress`` gets ``{"event": "note", "text"}`` lines and one ``step`` per view."""
+    ``progress`` gets ``{"event": "note", "text"}`` lines and one ``step`` per view; ``sampler``:
+    :func:`nerfexport.deploy.render.make_renderer`'s (auto by default)."""
     emit = progress or (lambda e: None)
     req = ViewRequest(req) if isinstance(req, str) else req
     bundle, out = Path(bundle), Path(out)
@@ -189,6 +192,10 @@ def run_render(bundle: str | Path, runtime: str = "ort-cpu", req: ViewRequest | 
     if v.note:
         emit({"event": "note", "text": v.note})
     grid = b.occupancy()
-    r = make_renderer(spec, make_networks(spec, bundle=b), render_settings(spec, b.manifest), grid, skip, early_stop)
+    try:
+        r = make_renderer(spec, make_networks(spec, bundle=b), render_settings(spec, b.manifest), grid, skip,
+                          early_stop, b.density() if skip else None, sampler)
+    except ValueError as e:   # a sampler the bundle cannot serve
+        raise RuntimeSpecError(str(e)) from None
     emit({"event": "note", "text": skip_note(r, grid, skip, bundle)})
     return render_to_folder(r, v, out, spec.name, progress, req)

@@ -59,6 +59,7 @@ class ExportOptions:
     grid_dilation: int = 1
     grid_box: list | None = None  # the box the grid covers (grid.scene_box); NDC scenes need none
     grid_probe: tuple | None = None  # samples along training rays (grid.ray_points): is outside the box empty?
+    density: bool = True          # with the grid, also the density at its occupied cells' corners (density.npz)
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
@@ -155,18 +156,23 @@ def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Pat
         quant = None
         if opts.precision == "int8":
             quant = _quantize_all(model, tmp, fp32_files, opts, calib, evaluate, emit, src_sha)
-        grid_info = None
+        grid_info = density_info = None
         if opts.grid:
             from nerfexport.deploy.occupancy import GRID_FILE
             from nerfexport.export.grid import bake, scene_box
             emit({"event": "stage", "stage": "occupancy grid"})
             box = opts.grid_box if opts.grid_box is not None else scene_box(None, model.cfg.near, True)
-            g, grid_info = bake(model, box, opts.grid_res, opts.grid_alpha, opts.grid_dilation, probe=opts.grid_probe)
+            corners = {} if opts.density else None
+            g, grid_info = bake(model, box, opts.grid_res, opts.grid_alpha, opts.grid_dilation, probe=opts.grid_probe,
+                                keep=corners)
             g.save(tmp / GRID_FILE)
             grid_info = Grid.parse({**grid_info, "file": GRID_FILE, "sha256": sha256(tmp / GRID_FILE),
                                     "bytes": (tmp / GRID_FILE).stat().st_size}, "occupancy grid", "the export")
+            if opts.density:
+                density_info = _bake_density(model, g, corners["corners"], tmp)
         manifest = _manifest(model, tmp, opts, source, src_sha, calib, quant)
         manifest.occupancy = grid_info
+        manifest.density = density_info
         manifest.data = data or None   # where the training and test views came from (render --views test)
         manifest.export_seconds = time.perf_counter() - t0
         manifest.write(tmp)
@@ -180,6 +186,17 @@ def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Pat
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _bake_density(model, occupancy, corners, tmp: Path):
+    """``density.npz`` from the corner densities the grid bake evaluated (no further network
+    evaluations): the renderer's density sampler places the fine samples from it (issue 34)."""
+    from nerfexport.deploy.density import DENSITY_FILE, bake_density, save_density
+    from nerfexport.deploy.manifest import Density
+    dg = bake_density(None, occupancy, corners=corners)
+    scale = save_density(dg, tmp / DENSITY_FILE)
+    return Density(DENSITY_FILE, sha256(tmp / DENSITY_FILE), (tmp / DENSITY_FILE).stat().st_size, dg.res,
+                   tuple(float(x) for x in occupancy.aabb), scale)
 
 
 def _quantize_all(model, tmp: Path, fp32_files: dict, opts: ExportOptions, calib, evaluate, emit, src_sha) -> dict:

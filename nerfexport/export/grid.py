@@ -107,12 +107,13 @@ def density_threshold(alpha: float, near: float, far: float, n_coarse: int) -> f
 
 
 def bake(model, aabb, res: int = 128, alpha: float = 0.2, dilation: int = 1, chunk: int = 65536,
-         probe: tuple | None = None) -> tuple[OccupancyBits, dict]:
+         probe: tuple | None = None, keep: dict | None = None) -> tuple[OccupancyBits, dict]:
     """Evaluate ``model``'s density (the fine network, else the coarse) at the ``(res+1)^3`` cell
     corners of ``aabb``; a cell is occupied when any corner's density exceeds the density of
     opacity ``alpha`` over one coarse spacing, or 5% of the largest density if that is lower;
     then dilate. ``probe``: the output of :func:`ray_points` for training rays, which decides
-    whether outside the box is empty. Returns the grid and its description."""
+    whether outside the box is empty. ``keep``: a dict that receives the corner densities
+    (``keep["corners"]``, ``(res+1)^3``) for the density grid. Returns the grid and its description."""
     if res < 2 or res > 512:
         raise GridError(f"grid resolution must be between 2 and 512, not {res}")
     if not 0.0 < alpha < 1.0:
@@ -123,6 +124,8 @@ def bake(model, aabb, res: int = 128, alpha: float = 0.2, dilation: int = 1, chu
     ax = [np.linspace(lo[i], hi[i], res + 1, dtype=np.float32) for i in range(3)]
     corners = np.stack(np.meshgrid(*ax, indexing="ij"), -1).reshape(-1, 3)
     dens = _query(net, corners, None, chunk)[0]
+    if keep is not None:
+        keep["corners"] = dens.reshape(res + 1, res + 1, res + 1)
     # A soft model (little training, or fog everywhere) keeps visible matter below the opacity
     # threshold: the threshold is at most 5% of the model's largest density (the demo's briefly
     # trained model, largest density 13, lost 0.86 dB with the absolute threshold alone).

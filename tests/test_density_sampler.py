@@ -1,0 +1,198 @@
+"""Issue 34: the density sampler (fine samples placed from a baked density grid, no coarse network)
+and the density grid in the bundle (optional manifest field; older bundles still render)."""
+import json
+
+import numpy as np
+import pytest
+
+from nerfexport.deploy.density import (DensityGrid, bake_density, decode, encode, load_density, occupied_corners,
+                                       save_density)
+from nerfexport.deploy.occupancy import OccupancyBits
+from nerfexport.deploy.rays import pose_spherical
+from nerfexport.deploy.render import Renderer, SceneSettings, make_renderer
+
+BOX = [-1.5, -1.5, -1.5, 1.5, 1.5, 1.5]
+
+
+def _field(pts, dirs):
+    """A solid ball with a sharp surface (density 0 to 200 over 0.05) and a colour that varies."""
+    r = np.linalg.norm(pts - np.array([0.2, -0.1, 0.0], np.float32), axis=-1, keepdims=True)
+    dens = np.clip(4000.0 * (0.8 - r), 0.0, 200.0).astype(np.float32)
+    rgb = (0.5 + 0.5 * np.sin(3.0 * pts + dirs)).astype(np.float32)
+    return rgb, dens
+
+
+def _density(p):
+    return _field(p, np.zeros_like(p))[1][:, 0]
+
+
+def _occupancy(res=32):
+    """Cells with density at a corner, dilated by one (as export/grid.py bakes)."""
+    ax = np.linspace(BOX[0], BOX[3], res + 1, dtype=np.float32)
+    c = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+    hot = (_density(c) > 1.0).reshape(res + 1, res + 1, res + 1)
+    occ = np.zeros((res,) * 3, bool)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            for dz in (0, 1):
+                occ |= hot[dx:dx + res, dy:dy + res, dz:dz + res]
+    from nerfexport.export.grid import dilate
+    return OccupancyBits(dilate(occ, 1), BOX)
+
+
+def _psnr(a, b):
+    return -10 * np.log10(np.mean((a - b) ** 2))
+
+
+def test_density_sampler_reproduces_the_plain_render():
+    """The stated tolerance: >= 35 dB PSNR against the plain 64 + 64 render, largest pixel
+    difference 0.1 (a grazing edge), with fewer than half the evaluations of the skipping renderer."""
+    s = SceneSettings(2.0, 6.0, True, False, 64, 64)
+    c2w = pose_spherical(30.0, -30.0, 4.0)
+    H, W, f = 24, 20, 22.0
+    plain = Renderer(_field, _field, s, chunk=64)
+    a = plain.render_view(H, W, f, c2w)
+    grid = _occupancy()
+    skip = Renderer(_field, _field, s, chunk=64, grid=grid, early_stop=1e-3)
+    skip.render_view(H, W, f, c2w)
+    dg = bake_density(_density, grid, 64)     # twice the occupancy grid's resolution
+    s32 = SceneSettings(2.0, 6.0, True, False, 64, 32)
+    r = Renderer(_field, _field, s32, chunk=64, grid=grid, early_stop=1e-3, proposal=dg)
+    b = r.render_view(H, W, f, c2w)
+    assert 0.1 < a["acc"].mean() < 0.9                 # the ball and the background are both in view
+    assert _psnr(a["rgb"], b["rgb"]) > 35.0
+    assert np.abs(a["rgb"] - b["rgb"]).max() < 0.1
+    assert np.abs(a["acc"] - b["acc"]).mean() < 2e-3
+    assert r.timings.coarse_samples == 0                # no coarse network
+    assert r.timings.samples < 0.5 * skip.timings.samples
+    assert r.n_proposal == 87                           # about one depth a cell: ceil((6 - 2) / (3 / 64)) + 1
+    # two workers render the same image
+    c = Renderer(_field, _field, s32, chunk=64, grid=grid, early_stop=1e-3, proposal=dg, workers=2)
+    assert np.abs(c.render_view(H, W, f, c2w)["rgb"] - b["rgb"]).max() < 1e-6
+
+
+def test_density_sampler_misses_no_matter_the_grid_blurs():
+    """A thin sheet the density grid does not resolve (its corners read nothing) is still found:
+    the occupied cells get a floor of samples."""
+    def sheet(pts, dirs):
+        dens = np.where(np.abs(pts[:, 0:1] - 0.013) < 0.01, 500.0, 0.0).astype(np.float32)
+        return np.full(pts.shape, 0.2, np.float32), dens
+    s = SceneSettings(2.0, 6.0, True, False, 64, 32)
+    c2w = pose_spherical(90.0, 0.0, 4.0)     # looking along x, through the sheet
+    occ = np.zeros((32,) * 3, bool)
+    occ[15:17] = True                          # the two cells around x = 0
+    grid = OccupancyBits(occ, BOX)
+    blind = DensityGrid(np.zeros((33,) * 3, np.float32), BOX)
+    out = Renderer(sheet, sheet, s, chunk=64, grid=grid, early_stop=1e-3, proposal=blind).render_view(6, 6, 8.0, c2w)
+    assert out["acc"].min() > 0.99
+
+
+def test_density_codes_round_trip(tmp_path):
+    v = np.array([0.0, 1e-3, 0.5, 3.5, 80.0, 1043.0], np.float32)
+    codes, scale = encode(v)
+    back = decode(codes, scale)
+    assert back[0] == 0.0 and abs(back[-1] - 1043.0) < 1e-2 * 1043.0
+    big = v > 0.1
+    assert np.all(np.abs(back[big] - v[big]) <= 0.03 * v[big] + 0.03)
+    dg = DensityGrid(np.random.default_rng(0).uniform(0, 50, (5, 5, 5)).astype(np.float32), BOX)
+    sc = save_density(dg, tmp_path / "d.npz")
+    again = load_density(tmp_path / "d.npz", 4, BOX, sc)
+    assert np.abs(again.values - dg.values).max() <= 0.03 * 50
+    with pytest.raises(ValueError):
+        load_density(tmp_path / "d.npz", 5, BOX, sc)           # not 6^3 codes
+    (tmp_path / "bad.npz").write_bytes(b"not an archive")
+    with pytest.raises(ValueError):
+        load_density(tmp_path / "bad.npz", 4, BOX, sc)
+
+
+def test_density_grid_is_baked_only_at_occupied_corners():
+    occ = np.zeros((4, 4, 4), bool)
+    occ[1, 2, 3] = True
+    need = occupied_corners(occ, 8)            # refined twice
+    assert need.shape == (9, 9, 9) and need.sum() == 27     # the 3^3 corners of the 2^3 sub-cells
+    assert need[2:5, 4:7, 6:9].all()
+    calls = []
+    dg = bake_density(lambda p: calls.append(len(p)) or np.ones(len(p), np.float32),
+                      OccupancyBits(occ, BOX), 8)
+    assert sum(calls) == 27 and dg.values.sum() == 27
+    with pytest.raises(ValueError):
+        occupied_corners(occ, 6)
+
+
+@pytest.fixture
+def exported(tmp_path):
+    import torch
+    from conftest import tiny_config
+    from nerfexport.export.bundle_writer import ExportOptions, export_bundle
+    from nerfexport.model.mlp import NeRF
+    torch.manual_seed(0)
+    model = NeRF(tiny_config(width=16))
+    with torch.no_grad():
+        for net in (model.coarse, model.fine):
+            net.alpha_linear.bias.fill_(2.0)
+    new = tmp_path / "new"
+    export_bundle(model, new, ExportOptions(grid=True, grid_res=8, grid_box=[-2, -2, -2, 2, 2, 2]))
+    old = tmp_path / "old"
+    export_bundle(model, old, ExportOptions(grid=True, grid_res=8, grid_box=[-2, -2, -2, 2, 2, 2], density=False))
+    return new, old
+
+
+def _render(path, sampler=None):
+    from nerfexport.deploy.bundle import open_bundle
+    from nerfexport.deploy.runtime import load_runtime, make_networks, render_settings
+    b = open_bundle(path)
+    spec = load_runtime("ort-cpu")
+    r = make_renderer(spec, make_networks(spec, bundle=b), render_settings(spec, b.manifest), b.occupancy(),
+                      True, None, b.density(), sampler)
+    return r, r.render_view(6, 5, 8.0, pose_spherical(30.0, -30.0, 4.0))
+
+
+def test_export_bakes_a_hashed_density_grid(exported):
+    from nerfexport.deploy.bundle import BundleError, open_bundle
+    new, _ = exported
+    m = json.loads((new / "manifest.json").read_text())
+    assert m["version"] == 1 and m["density"]["file"] == "density.npz" and m["density"]["res"] == 8
+    b = open_bundle(new)
+    assert b.density().res == 8 and b.manifest.size_bytes() > b.manifest.density.bytes > 0
+    r, out = _render(new, "density")
+    assert r.proposal is not None and r.timings.coarse_samples == 0 and np.isfinite(out["rgb"]).all()
+    raw = (new / "density.npz").read_bytes()
+    (new / "density.npz").write_bytes(raw[:-3] + b"xyz")
+    with pytest.raises(BundleError, match="density.npz"):
+        open_bundle(new)
+
+
+def test_a_bundle_without_a_density_grid_still_renders(exported):
+    """Bundles written before issue 34 (no ``density`` in the manifest) render with the coarse network."""
+    new, old = exported
+    assert "density" not in json.loads((old / "manifest.json").read_text())
+    r, out = _render(old)
+    assert r.proposal is None and r.timings.coarse_samples > 0 and out["rgb"].shape == (6, 5, 3)
+    with pytest.raises(ValueError, match="density"):
+        _render(old, "density")
+    # a new bundle with the field and file removed by hand reads as an old one
+    m = json.loads((new / "manifest.json").read_text())
+    del m["density"]
+    (new / "manifest.json").write_text(json.dumps(m))
+    (new / "density.npz").unlink()
+    r2, out2 = _render(new)
+    assert r2.proposal is None and np.abs(out2["rgb"] - out["rgb"]).max() < 1e-6
+
+
+def test_large_views_render_in_bands_equal_to_the_whole_view(monkeypatch):
+    """render_view cuts a view of more than TILE_RAYS pixels into bands of rows (bounded memory at
+    800x800 and beyond); the bands' rays and the image equal the whole view's."""
+    import nerfexport.deploy.render as render_mod
+    from nerfexport.deploy.rays import band_rays, view_rays
+    c2w = pose_spherical(30.0, -30.0, 4.0)
+    for focal, ndc in ((9.0, False), ((9.0, 8.0, 4.2, 6.7), False), (9.0, True)):
+        whole = view_rays(13, 7, focal, c2w, ndc)
+        band = band_rays(13, 7, focal, c2w, ndc, 4, 9)
+        for a, b in zip(whole, band):
+            np.testing.assert_allclose(b, a[4 * 7:9 * 7], rtol=1e-6, atol=1e-6)
+    s = SceneSettings(2.0, 6.0, True, False, 16, 16)
+    a = Renderer(_field, _field, s, chunk=64).render_view(13, 7, 9.0, c2w)
+    monkeypatch.setattr(render_mod, "TILE_RAYS", 20)     # bands of 2 rows
+    b = Renderer(_field, _field, s, chunk=64).render_view(13, 7, 9.0, c2w)
+    for k in ("rgb", "depth", "acc"):
+        np.testing.assert_allclose(b[k], a[k], atol=1e-6)
