@@ -14,11 +14,9 @@ Two kinds of method reach the same cost target (multiply-adds per evaluated poin
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
-
-from dataclasses import replace
 
 from nerfexport.shrink import lowrank, scoring
 from nerfexport.shrink.calibration import CalibrationSet, subsample
