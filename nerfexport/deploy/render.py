@@ -170,7 +170,7 @@ class Renderer:
                  grid=None, early_stop: float = 0.0, segment: int = 32, workers: int = 1,
                  coarse_density: Callable[[np.ndarray], np.ndarray] | None = None,
                  proposal: Callable[[np.ndarray], np.ndarray] | None = None, n_proposal: int | None = None,
-                 proposal_segment: int = 8, proposal_dilate: int = 1, proposal_softness: float = 1.0,
+                 proposal_segment: int = 8, proposal_dilate: int = 1, proposal_softness: float = 0.1,
                  fine_only: bool = False) -> None:
         self.coarse, self.fine, self.s, self.chunk = coarse, fine, scene, int(chunk)
         # ``proposal(points (N,3)) -> (N,)``: the baked density sampler (issue 34). No coarse
