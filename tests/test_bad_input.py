@@ -514,7 +514,7 @@ def test_unwritable_outputs(base, case):
 
 def _export_cmd(base, out: Path) -> list[str]:
     return [sys.executable, "-c", "from nerfexport.cli.app import main; main()", "export", str(base["model"]),
-            "-o", str(out), "--int8", "--calib-rays", "64", "--grid-res", "16"]
+            "-o", str(out), "--int8", "--calib-rays", "64", "--grid-res", "96"]   # ~1 s of grid: time to be killed
 
 
 def _wait_for_temp(folder: Path, name: str, proc, timeout: float = 120.0) -> bool:
@@ -534,7 +534,7 @@ def test_killed_export_then_rerun(base, tmp_path, sig):
     if not started:
         proc.wait()
         pytest.fail(f"the export never made its temporary folder: {proc.stdout.read()}")
-    time.sleep(0.3)   # somewhere inside the export
+    time.sleep(0.05)   # somewhere inside the export (a fast CPU finishes a small one in under 0.3 s)
     proc.send_signal(sig)
     output = proc.communicate(timeout=60)[0]
     assert proc.returncode != 0

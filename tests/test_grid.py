@@ -93,7 +93,8 @@ def test_export_writes_a_hashed_grid_and_refuses_one_without_a_box(tmp_path):
     occ = b.manifest.occupancy
     assert occ.res == 16 and occ.file == GRID_FILE and b.occupancy().fraction == occ.fraction == 0.0
     assert occ.outside == "empty" and occ.baked["max_density_outside"] == 0.0
-    assert b.size_bytes() == sum(n.bytes for n in b.manifest.networks.values()) + occ.bytes
+    dens = b.manifest.density.bytes if b.manifest.density else 0      # the baked density grid (speed-native.md)
+    assert b.size_bytes() == sum(n.bytes for n in b.manifest.networks.values()) + occ.bytes + dens
     (tmp_path / "b" / GRID_FILE).write_bytes(b"tampered")
     with pytest.raises(BundleError, match="occupancy.npz"):
         open_bundle(tmp_path / "b")

@@ -60,8 +60,16 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+_received: list[int] = []   # the termination signals this process got
+
+
 def _terminate(signum, frame) -> None:
+    _received.append(signum)
     raise Terminated(signum)
+
+
+def _terminated_line(signum: int) -> None:
+    fail(f"terminated by {signal.Signals(signum).name}; nothing was left half-written", 128 + signum)
 
 
 def fail(msg: str, code: int = 2) -> None:
@@ -101,10 +109,12 @@ def guard(fn):
         except OSError as e:
             fail(f"{e.filename or ''}: {e.strerror or e}".lstrip(": "))
         except Terminated as e:
-            fail(f"terminated by {signal.Signals(e.signum).name}; nothing was left half-written", 128 + e.signum)
+            _terminated_line(e.signum)
         except KeyboardInterrupt:
             fail("interrupted; nothing was left half-written", 130)
         except Exception as e:
+            if _received:   # the signal arrived inside an extension (an import, a kernel) and came out as another error
+                _terminated_line(_received[-1])
             if _is_input_error(e):
                 fail(_first_line(e))
             if type(e).__module__.startswith("onnxruntime"):   # a graph onnxruntime cannot load

@@ -298,7 +298,8 @@ class Manifest:
         return out
 
     def size_bytes(self) -> int:
-        """Bytes of the ONNX graphs and the occupancy grid (what a device stores to run it on onnxruntime)."""
+        """Bytes of the ONNX graphs, the occupancy grid and the density grid (what a device stores to run
+        it on onnxruntime)."""
         return (sum(n.bytes for n in self.networks.values() if n) + (self.occupancy.bytes if self.occupancy else 0)
                 + (self.density.bytes if self.density else 0))
 

@@ -168,13 +168,14 @@ def tune_runtime(bundle_path: str | Path, out: str | Path, base: str = "ort-cpu"
     res.out = out
     text = runtime_toml(best, res)
 
-    def write(f) -> None:   # what is written loads, or it is never put in place
-        f.write(text.encode())
-        f.flush()
-        if not writes_through(out):
+    if not writes_through(out):   # what is written loads, or it is never put in place
+        import tempfile
+        with tempfile.NamedTemporaryFile("wb", dir=Path(out).parent, prefix=f".{Path(out).name}.check.",
+                                         suffix=".toml") as f:
+            f.write(text.encode())
+            f.flush()
             load_runtime(Path(f.name))
-
-    atomic_write(out, write)
+    atomic_write(out, lambda f: f.write(text.encode()))
     return res
 
 

@@ -29,7 +29,7 @@ import onnx
 
 from nerfexport import __version__
 from nerfexport.data.fileio import temp_dir_for
-from nerfexport.data.safety import check_output_folder, swap_into_place
+from nerfexport.data.safety import UnsafeInput, check_output_folder, swap_into_place
 from nerfexport.data.fileio import sha256
 from nerfexport.deploy.bundle import open_bundle
 from nerfexport.deploy.manifest import FORMAT, MANIFEST, VERSION, Camera, Grid, Manifest, Network, Scene, is_bundle
@@ -106,7 +106,10 @@ def _own_bundle(out: Path) -> bool:
 def prepare_output(out: str | Path, force: bool, inputs=()) -> Path:
     """Refuse to replace a folder that is not an earlier bundle (holding only its own files)
     unless ``force``; never a symlink, a file, or a folder that holds an input."""
-    out = check_output_folder(out, "bundle", inputs, force, owned=_own_bundle)
+    try:
+        out = check_output_folder(out, "bundle", inputs, force, owned=_own_bundle)
+    except UnsafeInput as e:
+        raise ExportError(str(e)) from None
     parent = out.parent if str(out.parent) else Path(".")
     if not os.access(parent, os.W_OK):
         raise ExportError(f"cannot write {out}: permission denied")
