@@ -70,24 +70,28 @@ cache/lego_example.pt: | $(VENV)/.installed
 	mkdir -p cache
 	$(VENV)/bin/nerfexport import $(REAL) -o $@ --n-fine 64 $(REAL_ARGS)
 
-# docs/shrink.md on the real model (about 95 minutes on a 2-core CPU, one run at a time): the default
-# shrink at width 128 with a 25-minute budget (its PSNR-against-minutes curve), its fp32 and int8
-# bundles on the 10 views at 400x400, every method at a quarter and half the cost (width 128 / 181),
-# half the cost with 10 minutes, and width 128 trained from scratch for 12 minutes.
+# docs/shrink.md on the real model (about 75 minutes on a 2-core CPU, one run at a time): the default
+# shrink at width 128 (20 minutes of distillation) with its fp32 and int8 bundles on the 10 views at
+# 400x400; half the cost for 8 minutes; width 128 trained from scratch for 8 minutes; the default
+# student before distillation on frame 0; every method before distillation at width 128 and 181.
 shrink-real-docs: cache/lego_example.pt
 	mkdir -p cache/r31
-	$(VENV)/bin/nerfexport shrink $< --width 128 --minutes 25 -o cache/r31/A-w128-25min.pt
-	$(VENV)/bin/nerfexport export cache/r31/A-w128-25min.pt -o cache/r31/A-fp32 --force
-	$(VENV)/bin/nerfexport export cache/r31/A-w128-25min.pt --int8 -o cache/r31/A-int8 --force
-	$(VENV)/bin/nerfexport bench fp32=cache/r31/A-fp32@ort-cpu int8=cache/r31/A-int8@ort-cpu --views 10 --repeat 1 \
-	  --no-peak -o cache/r31/bench-A
-	$(VENV)/bin/nerfexport shrink-study $< -o cache/r31/study --widths 128,181 \
-	  --methods lowrank,coreset,data-coreset,magnitude,magnitude-in,magnitude-out,activation,uniform \
-	  --finetune 128:300,181:300 --eval-pixels 4096 --eval-coarse 64 --eval-fine 64 --no-scratch \
-	  --doc docs/shrink-real-table.md
-	$(VENV)/bin/nerfexport shrink $< --budget 0.5 --minutes 10 -o cache/r31/B-half-10min.pt
-	$(VENV)/bin/nerfexport train $(LEGO) --test-every 20 --width 128 --grow-from 0 --minutes 12 --render-coarse 64 \
+	$(VENV)/bin/nerfexport shrink $< --width 128 -o cache/r31/F-w128-default.pt
+	$(VENV)/bin/nerfexport export cache/r31/F-w128-default.pt -o cache/r31/F-fp32 --force
+	$(VENV)/bin/nerfexport export cache/r31/F-w128-default.pt --int8 -o cache/r31/F-int8 --force
+	$(VENV)/bin/nerfexport bench fp32=cache/r31/F-fp32@ort-cpu int8=cache/r31/F-int8@ort-cpu --views 10 --repeat 1 \
+	  --no-peak -o cache/r31/bench-F
+	$(VENV)/bin/nerfexport shrink $< --budget 0.5 --minutes 8 -o cache/r31/B-half-8min.pt
+	$(VENV)/bin/nerfexport train $(LEGO) --test-every 20 --width 128 --grow-from 0 --minutes 8 --render-coarse 64 \
 	  --render-fine 64 --no-final-eval -o cache/r31/D-scratch-w128.pt
+	$(PY) docs/scripts/pixel_psnr.py cache/r31/D-scratch-w128.pt cache/r31/F-w128-default.pt
+	$(VENV)/bin/nerfexport shrink $< --width 128 --finetune 0 --eval-views 1 -o cache/r31/G-w128-ft0.pt
+	$(VENV)/bin/nerfexport export cache/r31/G-w128-ft0.pt -o cache/r31/G-fp32 --force
+	$(VENV)/bin/nerfexport bench g=cache/r31/G-fp32@ort-cpu --views 1 --repeat 1 --no-peak -o cache/r31/bench-G
+	$(VENV)/bin/nerfexport shrink-study $< -o cache/r31/study0 --widths 128,181 \
+	  --methods lowrank,coreset,data-coreset,magnitude,magnitude-in,magnitude-out,activation,uniform \
+	  --finetune 128:0,181:0 --eval-pixels 4096 --eval-coarse 64 --eval-fine 64 --no-scratch \
+	  --doc docs/shrink-real-table.md
 
 # docs/export.md: fp32 against static int8 (each calibration method) for the teacher and the
 # width-128 student of docs/bench.md, rendered through onnxruntime (about 10 minutes on the Zen 5
