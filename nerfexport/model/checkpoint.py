@@ -173,21 +173,8 @@ def _check_state(module: torch.nn.Module, state: Any, what: str, path: Path) -> 
 
 
 def _load_state(module: torch.nn.Module, state: Any, what: str, path: Path) -> None:
-    _check_state(module, state, what, path)
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    if missing or extra:
-        raise CheckpointError(f"{path}: {what} weights do not match the config "
-                              f"(missing {missing[:3]}, unexpected {extra[:3]})")
-    for k, v in own.items():
-        t = state[k]
-        if not isinstance(t, torch.Tensor):
-            raise CheckpointError(f"{path}: {what}.{k} is not a tensor")
-        if tuple(t.shape) != tuple(v.shape):
-            raise CheckpointError(f"{path}: {what}.{k} has shape {tuple(t.shape)} but the config's widths "
-                                  f"give {tuple(v.shape)}")
-    module.load_state_dict({k: state[k].float() for k in own})
+    _check_state(module, state, what, path)    # keys, shapes, dtype, storage and finiteness
+    module.load_state_dict({k: state[k].float() for k in module.state_dict()})
 
 
 def save_checkpoint(model: NeRF, path: str | Path, meta: dict | None = None,
