@@ -12,6 +12,15 @@ def test_items_parse_with_and_without_labels():
         BenchItem.parse("bundle-without-runtime")
 
 
+def test_item_suffixes_choose_plain_or_the_density_sampler():
+    p = BenchItem.parse("out/bundle@ort-cpu:plain")
+    assert (p.runtime, p.plain, p.sampler, p.label) == ("ort-cpu", True, None, "bundle@ort-cpu plain")
+    d = BenchItem.parse("s=out/bundle@ort-cpu:density")
+    assert (d.runtime, d.plain, d.sampler, d.label) == ("ort-cpu", False, "density", "s")
+    with pytest.raises(ValueError, match="suffixes are :plain, :density"):
+        BenchItem.parse("out/bundle@ort-cpu:fast")
+
+
 def test_markdown_reports_skipped_and_measured_rows():
     peak = {"int8": {"gops": 500.0, "threads": 2, "per_size": {"1024": 450.0, "2048": 500.0}, "runtime": "ort"},
             "fp32": {"gops": 100.0, "threads": 2, "per_size": {"1024": 90.0, "2048": 100.0}, "runtime": "ort"}}

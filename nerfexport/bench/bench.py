@@ -32,30 +32,40 @@ from nerfexport.bench.nseval import ns_eval
 class BenchItem:
     """One configuration: ``path`` is a bundle folder or a checkpoint; ``runtime`` a runtime name or
     file; ``plain``: no empty-space skipping or early termination (a bundle with a grid otherwise
-    uses both)."""
+    uses both); ``sampler``: where the fine samples go (``"density"``: the bundle's baked density
+    grid, no coarse network; ``None``: the renderer's default)."""
 
     path: str
     runtime: str
     label: str = ""
     plain: bool = False
+    sampler: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> "BenchItem":
-        """``PATH@RUNTIME``, ``LABEL=PATH@RUNTIME``, either with ``:plain`` appended. Raises
-        :class:`BenchError` for an item that names no path or no runtime or an unknown suffix."""
+        """``PATH@RUNTIME``, ``LABEL=PATH@RUNTIME``, either with ``:plain`` or ``:density``
+        appended. Raises :class:`BenchError` for an item that names no path or no runtime or an
+        unknown suffix."""
         label = ""
         if "=" in text.split("@")[0]:
             label, text = text.split("=", 1)
         if "@" not in text:
             raise BenchError(f"bench item {text!r} must be PATH@RUNTIME (e.g. bundle@ort-cpu)")
         path, runtime = text.rsplit("@", 1)
-        plain = runtime.endswith(":plain")
-        runtime = runtime[: -len(":plain")] if plain else runtime
+        suffix = runtime.rsplit(":", 1)[1] if ":" in runtime else ""
+        if suffix in SUFFIXES:
+            runtime = runtime[: -len(suffix) - 1]
         if not path or not runtime:
             raise BenchError(f"bench item {text!r} names no {'path' if not path else 'runtime'} (PATH@RUNTIME)")
         if ":" in runtime and not Path(runtime).is_file():
-            raise BenchError(f"bench item {text!r}: unknown suffix :{runtime.rsplit(':', 1)[1]} (the only one is :plain)")
-        return cls(path, runtime, label or f"{Path(path).name}@{runtime}" + (" plain" if plain else ""), plain)
+            raise BenchError(f"bench item {text!r}: unknown suffix :{runtime.rsplit(':', 1)[1]} "
+                             f"(the suffixes are {', '.join(':' + k for k in SUFFIXES)})")
+        plain, sampler = suffix == "plain", "density" if suffix == "density" else None
+        return cls(path, runtime, label or f"{Path(path).name}@{runtime}" + (f" {suffix}" if suffix in SUFFIXES else ""),
+                   plain, sampler)
+
+
+SUFFIXES = ("plain", "density")
 
 
 class BenchError(ValueError):
@@ -126,7 +136,9 @@ def worker(job: dict) -> dict:
         widths = b.manifest.networks["coarse"].architecture["widths"]
         archs = {w: None if n is None else n.architecture for w, n in b.manifest.networks.items()}
         grid = b.occupancy()
+        density = b.density() if job.get("sampler") == "density" else None
     else:
+        density = None
         from nerfexport.model.checkpoint import load_checkpoint
         from nerfexport.model.torch_network import torch_networks
         model = load_checkpoint(path)
@@ -142,7 +154,7 @@ def worker(job: dict) -> dict:
         settings.n_coarse, settings.n_fine = int(job["n_coarse"]), int(job["n_fine"])
     # a checkpoint (the torch baseline) renders plain, as nerf-pytorch does
     r = make_renderer(spec, nets, settings, grid, skip=path.is_dir() and not job.get("plain", False),
-                      early_stop=job.get("early_stop"))
+                      early_stop=job.get("early_stop"), density=density, sampler=job.get("sampler"))
     # a network that computes only the density (the coarse one before a fine one, on onnxruntime)
     # is counted at the operations it runs
     ops = {w: network_ops(a, colour=computes_colour(nets.get(w)))
@@ -176,7 +188,7 @@ def worker(job: dict) -> dict:
             "breakdown_ms": {k: med(k) * 1e3 for k in stages},
             "samples_per_frame": float(np.mean([b["samples"] for b in breakdown[:len(poses)]])),
             "network_gops": med("gops"), "ops_per_sample": ops, "rays_per_frame": H * W,
-            "skip": r.grid is not None, "early_stop": r.early_stop,
+            "skip": r.grid is not None, "early_stop": r.early_stop, "sampler": job.get("sampler") or "network",
             "grid_fraction": grid.fraction if grid is not None else None, "workers": r.workers,
             "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": base_rss, "bytes": int(size), "precision": precision,
             "widths": widths, "chunk": spec.chunk, "runtime_kind": spec.kind,
@@ -190,6 +202,7 @@ def run_item(item: BenchItem, job: dict, timeout: float = 3600) -> dict:
         jpath = Path(tmp) / "job.json"
         opath = Path(tmp) / "out.json"
         jpath.write_text(json.dumps({**job, "path": item.path, "runtime": item.runtime, "plain": item.plain,
+                                     "sampler": item.sampler,
                                      "out": str(opath)}))
         res = subprocess.run([sys.executable, "-m", "nerfexport.bench.bench", str(jpath)], capture_output=True, text=True,
                              timeout=timeout)
@@ -372,7 +385,7 @@ def parse_samples(text: str | None) -> tuple[int, int] | None:
 def run_bench_items(items: list[str], out_dir: str | Path, data=None, downscale: int | None = None,
                     test_every: int | None = None, views: int = 10, repeat: int = 3, samples: str | None = None,
                     peak: bool = True, progress=None) -> dict:
-    """``nerfexport bench``: parse and check every item (``[LABEL=]PATH@RUNTIME[:plain]``) and
+    """``nerfexport bench``: parse and check every item (``[LABEL=]PATH@RUNTIME[:plain|:density]``) and
     option before anything is measured, take the first ``views`` test views of the dataset (given,
     or recorded in the first item), and :func:`run_bench` them."""
     import matplotlib  # noqa: F401  (the figures, at the end: the bench extra must be there before measuring)

@@ -14,7 +14,9 @@ from nerfexport.cli.progress import Reporter
 @app.command()
 @guard
 def bench(items: Annotated[Optional[list[str]], typer.Argument(help="PATH@RUNTIME or LABEL=PATH@RUNTIME, with "
-                                                               ":plain appended to render without skipping; the "
+                                                               ":plain appended to render without skipping or "
+                                                               ":density to place the fine samples from the "
+                                                               "bundle's density grid; the "
                                                                "first is the reference (default: model.pt@torch "
                                                                "bundle@ort-cpu)")] = None,
           out: Annotated[Path, typer.Option("-o", "--out", help="folder for bench.json, bench.md, figures")] = Path(
