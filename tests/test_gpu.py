@@ -86,7 +86,7 @@ def test_torch_training_step_on_cuda(blender_dir):
 @needs_torch_cuda
 def test_torch_runtime_on_cuda_matches_cpu():
     from nerfexport.model.mlp import NeRF
-    from nerfexport.model.torch_network import TorchNetwork
+    from nerfexport.train.torch_runtime import TorchNetwork
     torch.manual_seed(0)
     net = NeRF(tiny_config(width=32)).fine
     pts, d = _points(4096)

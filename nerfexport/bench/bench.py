@@ -140,7 +140,7 @@ def worker(job: dict) -> dict:
     else:
         density = None
         from nerfexport.model.checkpoint import load_checkpoint
-        from nerfexport.model.torch_network import torch_networks
+        from nerfexport.train.torch_runtime import torch_networks
         model = load_checkpoint(path)
         nets = torch_networks(spec, model)
         c = model.cfg

@@ -48,7 +48,7 @@ def render(target: Annotated[Optional[Path], typer.Argument(help="bundle folder 
     req = ViewRequest(views, camera_path, data, downscale, test_every,
                       parse_resolution(resolution) if resolution else None, scale, depth, opacity, force)
     if path.is_file():   # a checkpoint: the torch baseline (the train side)
-        from nerfexport.model.torch_network import run_render_checkpoint as run
+        from nerfexport.train.torch_runtime import run_render_checkpoint as run
     else:
         from nerfexport.deploy.run import run_render as run
     kw = {} if path.is_file() else {"sampler": sampler}
