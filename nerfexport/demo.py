@@ -33,7 +33,8 @@ def run_demo(out: str | Path = "demo-out", steps: int = 600, size: int = 64, wid
     from nerfexport.export.run import ExportRequest, run_export
     from nerfexport.shrink.run import run_shrink, shrink_spec
     from nerfexport.train.loop import TrainConfig
-    from nerfexport.train.run import DataArgs, ModelShape, run_train
+    from nerfexport.data.datasets import DataArgs
+    from nerfexport.train.run import ModelShape, run_train
     emit = progress or (lambda e: None)
 
     def stage(i: int, text: str) -> None:

@@ -160,7 +160,10 @@ def test_shrink_writes_checkpoint_and_report(trained, tmp_path, monkeypatch):
 def test_shrink_bad_input(trained, tmp_path):
     scene, model = trained
     out = tmp_path / "s.pt"
-    cases = [("--width", 64), ("--width", 0), ("--width", -3), ("--width", 8, "--method", "lottery")]
+    cases = [("--width", 64), ("--width", 0), ("--width", -3), ("--width", 8, "--method", "lottery"),
+             ("--width", 8, "--device", "tpu")]
+    if not torch.cuda.is_available():
+        cases.append(("--width", 8, "--device", "cuda"))   # asked for, absent: one line, nothing written
     for extra in cases:
         assert_one_line_error(run("shrink", model, "-o", out, "--data", scene, *extra))
     bad = tmp_path / "bad.toml"

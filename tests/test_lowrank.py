@@ -17,7 +17,9 @@ from nerfexport.model.checkpoint import load_checkpoint, save_checkpoint
 from nerfexport.model.mlp import LowRankLinear, MLPConfig, NeRF, NeRFMLP
 from nerfexport.shrink import lowrank
 from nerfexport.shrink.calibration import draw_samples
+from nerfexport.data.datasets import DataArgs
 from nerfexport.shrink.pipeline import ShrinkSpec, shrink_model, shrink_pipeline
+from nerfexport.shrink.spec import EvalSpec
 
 
 def _inputs(n=512, seed=0):
@@ -154,8 +156,8 @@ def test_budget_target_for_pruning_takes_the_widest_width_within(setup):
 
 def test_pipeline_auto_considers_lowrank_and_reports_cost(setup):
     model, scene = setup
-    student, rep = shrink_pipeline(model, scene, ShrinkSpec(method="auto", width=16, calib_rays=32), eval_views=1,
-                                   eval_pixels=64)
+    student, rep = shrink_pipeline(model, scene, ShrinkSpec(method="auto", width=16, calib_rays=32),
+                                   EvalSpec(views=1, pixels=64))
     assert "lowrank" in rep.auto and rep.psnr_before_finetune is not None
     assert rep.eval["pixels"] == 64 and rep.eval["resolution"] == [scene.H, scene.W]
     assert sum(rep.macs_after.values()) < sum(rep.macs_before.values())
@@ -228,8 +230,8 @@ def test_import_records_the_training_resolution_and_eval_uses_it(tmp_path):
     assert "using the dataset recorded" in r.output
     # shrink evaluates at the recorded 8x8, and --downscale overrides it
     res = run_shrink(tmp_path / "m.pt", tmp_path / "s.pt", ShrinkSpec(method="lowrank", width=8, calib_rays=16),
-                     eval_views=1)
+                     evaluation=EvalSpec(views=1))
     assert res.report.eval["resolution"] == [8, 8]
     res = run_shrink(tmp_path / "m.pt", tmp_path / "s.pt", ShrinkSpec(method="lowrank", width=8, calib_rays=16),
-                     downscale=1, eval_views=1)
+                     DataArgs(downscale=1), EvalSpec(views=1))
     assert res.report.eval["resolution"] == [16, 16]

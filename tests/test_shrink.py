@@ -7,6 +7,7 @@ from nerfexport.data.datasets import load_scene
 from nerfexport.model.mlp import NeRF
 from nerfexport.shrink.scoring import METHODS
 from nerfexport.shrink.pipeline import ShrinkSpec, shrink_model, shrink_pipeline
+from nerfexport.shrink.spec import EvalSpec
 
 
 @pytest.fixture
@@ -66,7 +67,7 @@ def test_pipeline_reports_before_and_after(setup):
     model, scene, _ = setup
     from nerfexport.shrink.distill import DistillConfig
     small, rep = shrink_pipeline(model, scene, ShrinkSpec(method="activation", width=16, finetune=5, calib_rays=32),
-                                 eval_views=1, eval_samples=(4, 4),
+                                 EvalSpec(views=1, samples=(4, 4)),
                                  distill_cfg=DistillConfig(bank_rays=64, batch_rays=32, n_coarse=4, n_fine=4))
     assert rep.psnr_before_finetune is not None and rep.psnr_after_finetune is not None
     assert rep.widths["coarse"]["pts.0"] == 16 and rep.params_after["total"] < rep.params_before["total"]
@@ -118,8 +119,9 @@ def test_pipeline_with_auto_records_the_choice(setup):
     from nerfexport.shrink.pipeline import AUTO_CANDIDATES
     events = []
     small, rep = shrink_pipeline(model, scene, ShrinkSpec(method="auto", width=16, finetune=2, calib_rays=32),
-                                 eval_views=None, distill_cfg=DistillConfig(bank_rays=64, batch_rays=32, n_coarse=4,
-                                                                            n_fine=4), progress=events.append)
+                                 EvalSpec(views=None), distill_cfg=DistillConfig(bank_rays=64, batch_rays=32,
+                                                                                 n_coarse=4, n_fine=4),
+                                 progress=events.append)
     assert rep.method in AUTO_CANDIDATES and set(rep.auto) == set(AUTO_CANDIDATES)
     assert rep.auto[rep.method] == max(rep.auto.values())
     assert [e["method"] for e in events if e["event"] == "chose"] == [rep.method]
@@ -127,3 +129,64 @@ def test_pipeline_with_auto_records_the_choice(setup):
         assert small.coarse.cfg.ranks and small.coarse.cfg.macs() <= ShrinkSpec(width=16).budget_macs(model.coarse.cfg)
     else:
         assert small.coarse.cfg.widths == [16] * 4
+
+
+def test_targets_are_computed_once_per_shrink(setup, monkeypatch):
+    """``--method auto`` makes four students from one resolved target (issue 36: it was 14)."""
+    model, scene, _ = setup
+    calls = []
+    resolve = ShrinkSpec.targets
+    monkeypatch.setattr(ShrinkSpec, "targets", lambda self, m: calls.append(self.method) or resolve(self, m))
+    shrink_pipeline(model, scene, ShrinkSpec(method="auto", width=16, calib_rays=32), EvalSpec(views=None))
+    assert calls == ["auto"]
+    t = ShrinkSpec(width=16).targets(model)
+    assert t.pruning("fine") == ShrinkSpec(width=16).widths_for(model.fine.cfg)
+    assert t.macs == {w: ShrinkSpec(width=16).budget_macs(getattr(model, w).cfg) for w in ("coarse", "fine")}
+    with pytest.raises(ValueError, match="no pruned width"):
+        ShrinkSpec(method="magnitude", budget=1e-6).targets(model).pruning()
+    assert ShrinkSpec(method="lowrank", rank=3).targets(model).ranks["coarse"]
+
+
+def _tiny_distillation(model, scene, device):
+    from nerfexport.shrink.distill import DistillConfig
+    spec = ShrinkSpec(method="magnitude", width=16, finetune=3, calib_rays=32, device=device)
+    return shrink_pipeline(model, scene, spec, EvalSpec(views=1, samples=(4, 4), pixels=64),
+                           distill_cfg=DistillConfig(bank_rays=64, batch_rays=32, n_coarse=4, n_fine=4))
+
+
+def test_device_cpu_distils_on_the_cpu_as_auto_does_without_a_gpu(setup):
+    model, scene, _ = setup
+    a, rep = _tiny_distillation(model, scene, "cpu")
+    assert rep.spec["device"] == "cpu" and rep.finetune["steps_made"] == 3
+    assert all(p.device.type == "cpu" for p in a.parameters())
+    if not torch.cuda.is_available():
+        b, _ = _tiny_distillation(model, scene, "auto")
+        sa, sb = a.state_dict(), b.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    with pytest.raises(ValueError, match="device must be one of auto, cpu, cuda"):
+        ShrinkSpec(width=16, device="tpu").validate()
+
+
+def test_cuda_asked_for_without_a_gpu_is_one_clear_error(setup, monkeypatch):
+    from nerfexport.shrink.spec import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"--device cuda: torch sees no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+def test_tiny_distillation_runs_on_cuda(setup):
+    """The teacher bank is built and the student distilled on the GPU; both models end on the CPU."""
+    from nerfexport.shrink.distill import DistillConfig, build_bank, distill
+    model, scene, _ = setup
+    student, rep = _tiny_distillation(model, scene, "cuda")
+    assert rep.finetune["steps_made"] == 3 and rep.psnr_after_finetune is not None
+    assert all(p.device.type == "cpu" for p in student.parameters())
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    teacher = NeRF(tiny_config(width=16, depth=3)).cuda()
+    bank = build_bank(teacher, scene, 64, 4, 4, seed=0)
+    assert bank.raw_c.device.type == "cuda" and bank.raw_f.device.type == "cuda"
+    small = NeRF(tiny_config(width=8, depth=3)).cuda()
+    res = distill(small, bank, DistillConfig(steps=2, batch_rays=16), teacher.cfg.white_bkgd)
+    assert res.steps == 2 and next(small.parameters()).device.type == "cuda"

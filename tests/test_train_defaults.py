@@ -17,7 +17,8 @@ from nerfexport.data.datasets import load_scene
 from nerfexport.data.synthetic import make_forward_scene
 from nerfexport.train import defaults
 from nerfexport.train.loop import TrainConfig, eval_pixels, evaluate, new_model, pixel_psnr, train
-from nerfexport.train.run import DataArgs, train_config
+from nerfexport.data.datasets import DataArgs
+from nerfexport.train.run import train_config
 
 from conftest import write_blender, write_llff
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from nerfexport.bench.nseval import ns_eval
+from nerfexport.data.datasets import DataArgs
 
 
 @dataclass
@@ -382,9 +383,8 @@ def parse_samples(text: str | None) -> tuple[int, int] | None:
     return smp
 
 
-def run_bench_items(items: list[str], out_dir: str | Path, data=None, downscale: int | None = None,
-                    test_every: int | None = None, views: int = 10, repeat: int = 3, samples: str | None = None,
-                    peak: bool = True, progress=None) -> dict:
+def run_bench_items(items: list[str], out_dir: str | Path, data: DataArgs | None = None, views: int = 10,
+                    repeat: int = 3, samples: str | None = None, peak: bool = True, progress=None) -> dict:
     """``nerfexport bench``: parse and check every item (``[LABEL=]PATH@RUNTIME[:plain|:density]``) and
     option before anything is measured, take the first ``views`` test views of the dataset (given,
     or recorded in the first item), and :func:`run_bench` them."""
@@ -400,10 +400,11 @@ def run_bench_items(items: list[str], out_dir: str | Path, data=None, downscale:
         raise BenchError(f"output {out_dir} exists and is not a folder")
     parsed = [BenchItem.parse(x) for x in items]
     from nerfexport.data.safety import check_output_folder
-    check_output_folder(out_dir, "bench", [p.path for p in parsed] + [data], what="bench output folder")
+    check_output_folder(out_dir, "bench", [p.path for p in parsed] + [data and data.path],
+                        what="bench output folder")
     record = check_items(parsed)
     ndc = bool((record or {}).get("ndc", True)) if isinstance(record, dict) else True
-    v = dataset_views(record, data, downscale, test_every, first=views, ndc=ndc, owner=parsed[0].path)
+    v = dataset_views(record, data, first=views, ndc=ndc, owner=parsed[0].path)
     if v.note:
         emit({"event": "note", "text": v.note})
     return run_bench(parsed, v.images, v.poses, v.H, v.W, v.focal, out_dir, repeat=repeat, samples=smp,

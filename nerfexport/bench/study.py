@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -17,11 +18,12 @@ import torch
 
 from nerfexport.bench.bench import machine
 from nerfexport.model import checkpoint as ckpt
-from nerfexport.data.datasets import Scene
+from nerfexport.data.datasets import DataArgs, Scene
 from nerfexport.shrink.distill import DistillConfig
 from nerfexport.data.fileio import atomic_write
 from nerfexport.shrink.scoring import METHODS
-from nerfexport.shrink.pipeline import SPEC_METHODS, ShrinkSpec, parameter_counts, shrink_pipeline
+from nerfexport.shrink.pipeline import parameter_counts, shrink_pipeline
+from nerfexport.shrink.spec import SPEC_METHODS, EvalSpec, ShrinkSpec
 from nerfexport.train.loop import TrainConfig, autocast_dtype, evaluate, new_model, pixel_psnr, train
 from nerfexport.train.loop import eval_pixels as draw_pixels
 
@@ -64,22 +66,62 @@ def scratch_train_config(train_config: dict | None, meta: dict | None, minutes: 
     return tc
 
 
-def run_study(teacher_path: str | Path, scene: Scene, out_dir: str | Path, widths=(128, 64), methods=METHODS,
-              finetune: dict[int, int] | None = None, eval_views: int = 10, eval_samples=(32, 64),
-              calib_rays: int = 1024, distill_cfg: DistillConfig | None = None, scratch: bool = True,
-              seed: int = 0, progress: Callable[[dict], None] | None = None,
-              step_seconds: dict[int, float] | None = None, eval_pixels: int | None = None) -> dict:
+@dataclass
+class StudyOptions:
+    """What :func:`run_study` compares and how.
+
+    Attributes:
+        widths: The widths (the cost of) every method shrinks to.
+        methods: Shrink methods (``ShrinkSpec.method`` values).
+        finetune: Distillation steps per width (default: 500 each).
+        eval_views: Held-out test views of every evaluation.
+        eval_samples: ``(coarse, fine)`` samples per ray of every evaluation.
+        calib_rays: Training rays for the calibration statistics.
+        distill_cfg: The distillation's settings (its steps and seed come from here).
+        scratch: Also train each width from scratch (for the shrink rows' time plus the teacher's).
+        seed: Seeds calibration, distillation and the baselines.
+        step_seconds: Seconds per training step of each width on an idle machine: the scratch
+            budget becomes a step count.
+        eval_pixels: Score on that many fixed pixels of the views (PSNR only) instead of whole views.
+    """
+
+    widths: tuple[int, ...] = (128, 64)
+    methods: tuple[str, ...] = METHODS
+    finetune: dict[int, int] | None = None
+    eval_views: int = 10
+    eval_samples: tuple[int, int] = (32, 64)
+    calib_rays: int = 1024
+    distill_cfg: DistillConfig | None = None
+    scratch: bool = True
+    seed: int = 0
+    step_seconds: dict[int, float] | None = None
+    eval_pixels: int | None = None
+
+
+def run_study(teacher_path: str | Path, scene: Scene, out_dir: str | Path, options: StudyOptions | None = None,
+              progress: Callable[[dict], None] | None = None) -> dict:
     """Run (or resume) the study; returns the JSON document (also in ``out_dir/study.json``).
 
-    ``finetune``: distillation steps per width. Students are saved as
-    ``out_dir/{method}-w{width}.pt`` (the export and bench stages reuse them).
-
-    The from-scratch baselines get the teacher's training time plus the median cost of
-    shrinking and fine-tuning that width. With ``step_seconds`` (seconds per training step of
-    each width, measured on an idle machine) that budget becomes a step count, so the baseline
+    Students are saved as ``out_dir/{method}-w{width}.pt`` (the export and bench stages reuse
+    them). The from-scratch baselines get the teacher's training time plus the median cost of
+    shrinking and fine-tuning that width. With ``options.step_seconds`` (seconds per training step
+    of each width, measured on an idle machine) that budget becomes a step count, so the baseline
     gets the same compute however busy the machine is, and its learning rate decays over exactly
     those steps; without it the budget is wall-clock time.
+
+    Args:
+        teacher_path: The teacher checkpoint.
+        scene: Its scene, at the resolution the evaluations use.
+        out_dir: Folder for ``study.json`` and the students (resumed when it holds them).
+        options: What to compare (:class:`StudyOptions`; default: its defaults).
+        progress: Gets ``{"event": "stage"|"teacher"|"row", ...}``.
+
+    Returns:
+        ``{"teacher": {...}, "settings": {...}, "rows": [...]}``.
     """
+    o = replace(options) if options is not None else StudyOptions()
+    o.finetune = o.finetune or {w: 500 for w in o.widths}
+    o.distill_cfg = o.distill_cfg or DistillConfig()
     emit = progress or (lambda e: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -87,90 +129,108 @@ def run_study(teacher_path: str | Path, scene: Scene, out_dir: str | Path, width
     doc = _load_rows(jpath)
     done = {(r["kind"], r["method"], r["width"]) for r in doc["rows"]}
     teacher, meta, state = ckpt.load_checkpoint(teacher_path, with_train_state=True)
-    amp = autocast_dtype("auto", torch.device("cpu"))
-    nc, nf = eval_samples
-    finetune = finetune or {w: 500 for w in widths}
-    dc = distill_cfg or DistillConfig()
-    train_minutes = float((meta or {}).get("train_seconds", 0.0)) / 60.0
     if "teacher" not in doc:
-        emit({"event": "stage", "stage": "teacher evaluation"})
-        t = time.perf_counter()
-        if eval_pixels:     # the estimate shrink_pipeline makes of the students, on the same pixels
-            held = {k: torch.from_numpy(a) for k, a in draw_pixels(scene, eval_pixels, eval_views, seed).items()}
-            psnr_t, ssim_t = pixel_psnr(teacher, held, nc, nf, amp), None
-        else:
-            r = evaluate(teacher, scene, "test", eval_views, nc, nf, amp=amp)
-            psnr_t, ssim_t = r.psnr, r.ssim
-        doc["teacher"] = {"path": str(teacher_path), "psnr": psnr_t, "ssim": ssim_t,
-                          "params": parameter_counts(teacher)["total"],
-                          "width": max(teacher.coarse.cfg.widths), "bytes": Path(teacher_path).stat().st_size,
-                          "macs": sum(n.cfg.macs() for n in (teacher.coarse, teacher.fine) if n is not None),
-                          "train_minutes": train_minutes, "eval_seconds": time.perf_counter() - t,
-                          "train_config": (state or {}).get("train_config")}
-        doc["settings"] = {"eval_views": eval_views, "eval_samples": list(eval_samples), "calib_rays": calib_rays,
-                           "finetune": {str(k): v for k, v in finetune.items()}, "distill": dc.to_dict(),
-                           "seed": seed, "machine": f"{machine()}, torch {torch.__version__}",
-                           "eval_pixels": eval_pixels, "resolution": [scene.H, scene.W],
-                           "precision": eval_precision()}
+        _teacher_row(doc, teacher_path, teacher, meta, state, scene, o, emit)
         _save(jpath, doc)
         emit({"event": "teacher", **doc["teacher"]})
-
-    doc["settings"]["finetune"] = {str(k): v for k, v in finetune.items()}  # a resumed study may change them
+    doc["settings"]["finetune"] = {str(k): v for k, v in o.finetune.items()}  # a resumed study may change them
 
     def add(row: dict) -> None:
         doc["rows"].append(row)
         _save(jpath, doc)
         emit({"event": "row", **row})
 
+    for width in o.widths:
+        for method in o.methods:
+            if ("shrink", method, width) not in done:
+                emit({"event": "stage", "stage": f"{method} w{width}"})
+                add(_shrink_row(teacher_path, teacher, meta, scene, out_dir, method, width, o))
     # teacher-free baselines: the same widths trained from scratch for the teacher's training
-    # time plus what shrinking and fine-tuning that width cost (filled in after the shrink rows)
-    for width in widths:
-        for method in methods:
-            if ("shrink", method, width) in done:
-                continue
-            emit({"event": "stage", "stage": f"{method} w{width}"})
-            spec = ShrinkSpec(method=method, width=width, finetune=finetune[width], calib_rays=calib_rays, seed=seed)
-            student, rep = shrink_pipeline(teacher, scene, spec, eval_views, eval_samples, distill_cfg=dc,
-                                           eval_pixels=eval_pixels)
-            path = out_dir / f"{method}-w{width}.pt"
-            ckpt.save_checkpoint(student, path, meta={"shrunk_from": str(teacher_path), "method": method,
-                                                      "width": width, "finetune": finetune[width],
-                                                      "data": (meta or {}).get("data") or scene.load_args})
-            s = rep.seconds
-            tuned = rep.psnr_after_finetune is not None
-            add({"kind": "shrink", "method": method, "chose": rep.method, "width": width,
-                 "params": rep.params_after["total"], "macs": sum(rep.macs_after.values()),
-                 "bytes": path.stat().st_size, "psnr_pruned": rep.psnr_before_finetune,
-                 "ssim_pruned": rep.ssim_before_finetune,
-                 "psnr": rep.psnr_after_finetune if tuned else rep.psnr_before_finetune,
-                 "ssim": rep.ssim_after_finetune if tuned else rep.ssim_before_finetune,
-                 "finetune_steps": finetune[width],
-                 "seconds": {"prune": s.get("calibrate", 0.0) + s.get("prune", 0.0), "bank": s.get("bank", 0.0),
-                             "finetune": s.get("finetune", 0.0)},
-                 "checkpoint": str(path)})
-    if scratch:
-        tc0 = (doc["teacher"].get("train_config") or {})
-        for width in widths:
-            if ("scratch", "scratch", width) in done:
-                continue
-            rows = [r for r in doc["rows"] if r["kind"] == "shrink" and r["width"] == width]
-            minutes = train_minutes + scratch_extra_minutes(rows)
-            emit({"event": "stage", "stage": f"scratch w{width} ({minutes:.1f} min)"})
-            model = new_model(scene, width, len(teacher.coarse.cfg.widths), teacher.fine is not None,
-                              teacher.cfg.n_coarse, teacher.cfg.n_fine, seed=seed)
-            tc = scratch_train_config(tc0, meta, minutes, (step_seconds or {}).get(width), seed)
-            path = out_dir / f"scratch-w{width}.pt"
-            t = time.perf_counter()
-            res = train(model, scene, tc, path, resume=True)
-            wall = time.perf_counter() - t
-            r = evaluate(model, scene, "test", eval_views, nc, nf, amp=amp)
-            add({"kind": "scratch", "method": "scratch", "width": width, "params": parameter_counts(model)["total"],
-                 "bytes": path.stat().st_size, "psnr_pruned": None, "ssim_pruned": None, "psnr": r.psnr,
-                 "ssim": r.ssim, "finetune_steps": None, "steps": res.steps, "budget_minutes": minutes,
-                 "step_seconds": (step_seconds or {}).get(width), "wall_seconds": wall,
-                 "seconds": {"train": minutes * 60.0 if step_seconds and width in step_seconds else res.train_seconds},
-                 "checkpoint": str(path)})
+    # time plus what shrinking and fine-tuning that width cost (after the shrink rows)
+    if o.scratch:
+        for width in o.widths:
+            if ("scratch", "scratch", width) not in done:
+                add(_scratch_row(doc, teacher, meta, scene, out_dir, width, o, emit))
     return doc
+
+
+def _teacher_row(doc: dict, teacher_path, teacher, meta: dict | None, state: dict | None, scene: Scene,
+                 o: StudyOptions, emit) -> None:
+    """Evaluate the teacher as the students will be; fill ``doc["teacher"]`` and ``doc["settings"]``."""
+    amp = autocast_dtype("auto", torch.device("cpu"))
+    nc, nf = o.eval_samples
+    emit({"event": "stage", "stage": "teacher evaluation"})
+    t = time.perf_counter()
+    if o.eval_pixels:     # the estimate shrink_pipeline makes of the students, on the same pixels
+        held = {k: torch.from_numpy(a) for k, a in draw_pixels(scene, o.eval_pixels, o.eval_views, o.seed).items()}
+        psnr_t, ssim_t = pixel_psnr(teacher, held, nc, nf, amp), None
+    else:
+        r = evaluate(teacher, scene, "test", o.eval_views, nc, nf, amp=amp)
+        psnr_t, ssim_t = r.psnr, r.ssim
+    doc["teacher"] = {"path": str(teacher_path), "psnr": psnr_t, "ssim": ssim_t,
+                      "params": parameter_counts(teacher)["total"],
+                      "width": max(teacher.coarse.cfg.widths), "bytes": Path(teacher_path).stat().st_size,
+                      "macs": sum(n.cfg.macs() for n in (teacher.coarse, teacher.fine) if n is not None),
+                      "train_minutes": _train_minutes(meta), "eval_seconds": time.perf_counter() - t,
+                      "train_config": (state or {}).get("train_config")}
+    doc["settings"] = {"eval_views": o.eval_views, "eval_samples": list(o.eval_samples), "calib_rays": o.calib_rays,
+                       "finetune": {str(k): v for k, v in o.finetune.items()}, "distill": o.distill_cfg.to_dict(),
+                       "seed": o.seed, "machine": f"{machine()}, torch {torch.__version__}",
+                       "eval_pixels": o.eval_pixels, "resolution": [scene.H, scene.W],
+                       "precision": eval_precision()}
+
+
+def _train_minutes(meta: dict | None) -> float:
+    return float((meta or {}).get("train_seconds", 0.0)) / 60.0
+
+
+def _shrink_row(teacher_path, teacher, meta: dict | None, scene: Scene, out_dir: Path, method: str, width: int,
+                o: StudyOptions) -> dict:
+    """Shrink the teacher by ``method`` to ``width``, distil, save the student; its row."""
+    spec = ShrinkSpec(method=method, width=width, finetune=o.finetune[width], calib_rays=o.calib_rays, seed=o.seed)
+    student, rep = shrink_pipeline(teacher, scene, spec, EvalSpec(o.eval_views, o.eval_samples, o.eval_pixels),
+                                   distill_cfg=o.distill_cfg)
+    path = out_dir / f"{method}-w{width}.pt"
+    ckpt.save_checkpoint(student, path, meta={"shrunk_from": str(teacher_path), "method": method,
+                                              "width": width, "finetune": o.finetune[width],
+                                              "data": (meta or {}).get("data") or scene.load_args})
+    s = rep.seconds
+    tuned = rep.psnr_after_finetune is not None
+    return {"kind": "shrink", "method": method, "chose": rep.method, "width": width,
+            "params": rep.params_after["total"], "macs": sum(rep.macs_after.values()),
+            "bytes": path.stat().st_size, "psnr_pruned": rep.psnr_before_finetune,
+            "ssim_pruned": rep.ssim_before_finetune,
+            "psnr": rep.psnr_after_finetune if tuned else rep.psnr_before_finetune,
+            "ssim": rep.ssim_after_finetune if tuned else rep.ssim_before_finetune,
+            "finetune_steps": o.finetune[width],
+            "seconds": {"prune": s.get("calibrate", 0.0) + s.get("prune", 0.0), "bank": s.get("bank", 0.0),
+                        "finetune": s.get("finetune", 0.0)},
+            "checkpoint": str(path)}
+
+
+def _scratch_row(doc: dict, teacher, meta: dict | None, scene: Scene, out_dir: Path, width: int, o: StudyOptions,
+                 emit) -> dict:
+    """Train ``width`` from scratch for the teacher's time plus the median shrink row's; its row."""
+    tc0 = (doc["teacher"].get("train_config") or {})
+    rows = [r for r in doc["rows"] if r["kind"] == "shrink" and r["width"] == width]
+    minutes = _train_minutes(meta) + scratch_extra_minutes(rows)
+    emit({"event": "stage", "stage": f"scratch w{width} ({minutes:.1f} min)"})
+    model = new_model(scene, width, len(teacher.coarse.cfg.widths), teacher.fine is not None,
+                      teacher.cfg.n_coarse, teacher.cfg.n_fine, seed=o.seed)
+    step_seconds = (o.step_seconds or {}).get(width)
+    tc = scratch_train_config(tc0, meta, minutes, step_seconds, o.seed)
+    path = out_dir / f"scratch-w{width}.pt"
+    t = time.perf_counter()
+    res = train(model, scene, tc, path, resume=True)
+    wall = time.perf_counter() - t
+    nc, nf = o.eval_samples
+    r = evaluate(model, scene, "test", o.eval_views, nc, nf, amp=autocast_dtype("auto", torch.device("cpu")))
+    return {"kind": "scratch", "method": "scratch", "width": width, "params": parameter_counts(model)["total"],
+            "bytes": path.stat().st_size, "psnr_pruned": None, "ssim_pruned": None, "psnr": r.psnr,
+            "ssim": r.ssim, "finetune_steps": None, "steps": res.steps, "budget_minutes": minutes,
+            "step_seconds": step_seconds, "wall_seconds": wall,
+            "seconds": {"train": minutes * 60.0 if o.step_seconds and width in o.step_seconds else res.train_seconds},
+            "checkpoint": str(path)}
 
 
 METHOD_LABELS = {"uniform": "uniform (random)", "magnitude-in": "magnitude, incoming", "magnitude-out":
@@ -308,8 +368,8 @@ def _pairs(text: str, key=int, value=int, what: str = "") -> dict:
 
 
 def shrink_study(teacher: str | Path, out: str | Path, widths: str = "128,64", methods: str = ",".join(METHODS),
-                 finetune: str = "128:600,64:600", data=None, downscale: int | None = None,
-                 test_every: int | None = None, eval_views: int = 10, eval_samples=(32, 64), scratch: bool = True,
+                 finetune: str = "128:600,64:600", data: DataArgs | None = None, eval_views: int = 10,
+                 eval_samples=(32, 64), scratch: bool = True,
                  step_seconds: str | None = None, doc: str | Path | None = None, figure: str | Path | None = None,
                  progress: Callable[[dict], None] | None = None, eval_pixels: int | None = None
                  ) -> tuple[dict, str]:
@@ -332,9 +392,9 @@ def shrink_study(teacher: str | Path, out: str | Path, widths: str = "128,64", m
     if set(ws) - set(ft):
         raise StudyError(f"--finetune gives no steps for width(s) {sorted(set(ws) - set(ft))}")
     net, meta, _ = ckpt.load_checkpoint(teacher, with_train_state=True)
-    scene, _ = recorded_scene(meta.get("data"), data, downscale, test_every, None, net.cfg.ndc, str(teacher))
-    res = run_study(teacher, scene, out, ws, ms, ft, eval_views, tuple(eval_samples), scratch=scratch,
-                    progress=progress, step_seconds=sps, eval_pixels=eval_pixels)
+    scene, _ = recorded_scene(meta.get("data"), data, net.cfg.ndc, str(teacher))
+    res = run_study(teacher, scene, out, StudyOptions(ws, ms, ft, eval_views, tuple(eval_samples), scratch=scratch,
+                                                      step_seconds=sps, eval_pixels=eval_pixels), progress)
     table = markdown_table(res)
     if doc is not None:
         atomic_write(doc, lambda f: f.write(table.encode()))
@@ -344,8 +404,8 @@ def shrink_study(teacher: str | Path, out: str | Path, widths: str = "128,64", m
     return res, table
 
 
-def export_study(models: list[str], out: str | Path, methods: str = "minmax,entropy,percentile", data=None,
-                 downscale: int | None = None, test_every: int | None = None, views: int = 10,
+def export_study(models: list[str], out: str | Path, methods: str = "minmax,entropy,percentile",
+                 data: DataArgs | None = None, views: int = 10,
                  calib_rays: int = 512, threads: int | None = None, doc: str | Path | None = None,
                  progress: Callable[[dict], None] | None = None) -> tuple[dict, str]:
     """``nerfexport export-study``: ``models`` are ``LABEL=CHECKPOINT`` (the first is the
@@ -363,7 +423,7 @@ def export_study(models: list[str], out: str | Path, methods: str = "minmax,entr
         raise StudyError(f"methods must be among {', '.join(CALIBRATION_METHODS)}")
     first = Path(next(iter(pairs.values())))
     net, meta, _ = ckpt.load_checkpoint(first, with_train_state=True)
-    scene, _ = recorded_scene(meta.get("data"), data, downscale, test_every, None, net.cfg.ndc, str(first))
+    scene, _ = recorded_scene(meta.get("data"), data, net.cfg.ndc, str(first))
     res = run_export_study(pairs, scene, out, ms, views, calib_rays, threads, progress=progress)
     table = export_markdown(res, next(iter(pairs)))
     if doc is not None:

@@ -33,10 +33,12 @@ def bench(items: Annotated[Optional[list[str]], typer.Argument(help="PATH@RUNTIM
                                              "(for the network's fraction of peak)")] = True) -> None:
     """Benchmark bundles and runtimes on the same views: frame time, throughput, quality, size, memory."""
     from nerfexport.bench.bench import run_bench_items
+    from nerfexport.data.datasets import DataArgs
     if not items:
         items = [f"{DEFAULT_MODEL}@torch", f"{DEFAULT_BUNDLE}@ort-cpu"]
         say(f"benchmarking {' and '.join(items)} (the files in this folder)")
     with Reporter("bench") as report:
-        doc = run_bench_items(items, out, data, downscale, test_every, views, repeat, samples, peak, report)
+        doc = run_bench_items(items, out, DataArgs(data, downscale, None, test_every), views, repeat, samples, peak,
+                              report)
     say((out / "bench.md").read_text())
     say("wrote " + ", ".join(doc["files"]))

@@ -43,9 +43,10 @@ def render(target: Annotated[Optional[Path], typer.Argument(help="bundle folder 
                                                 "coarse network's weights) or auto (docs/speed-native.md)")] = "auto",
            ) -> None:
     """Render views of a bundle with the lean renderer (numpy + the runtime; no torch) and write PNGs."""
+    from nerfexport.data.datasets import DataArgs
     from nerfexport.deploy.views import ViewRequest, parse_resolution
     path = default_file(target, (DEFAULT_BUNDLE, "the bundle"))
-    req = ViewRequest(views, camera_path, data, downscale, test_every,
+    req = ViewRequest(views, camera_path, DataArgs(data, downscale, None, test_every),
                       parse_resolution(resolution) if resolution else None, scale, depth, opacity, force)
     if path.is_file():   # a checkpoint: the torch baseline (the train side)
         from nerfexport.train.torch_runtime import run_render_checkpoint as run
@@ -75,10 +76,12 @@ def tune(bundle: Annotated[Optional[Path], typer.Argument(help="bundle folder (d
          test_every: Annotated[Optional[int], typer.Option()] = None) -> None:
     """Measure the fastest renderer settings for this bundle on this machine (samples within a PSNR
     tolerance, chunk, threads) and write them as a runtime file: then `render --runtime my-cpu.toml`."""
+    from nerfexport.data.datasets import DataArgs
     from nerfexport.deploy.tune import tune_runtime
     path = default_file(bundle, (DEFAULT_BUNDLE, "the bundle"))
     with Reporter("tune") as report:
-        r = tune_runtime(path, out, base, views, tolerance, repeat, data, downscale, test_every, progress=report)
+        r = tune_runtime(path, out, base, views, tolerance, repeat, DataArgs(data, downscale, None, test_every),
+                         progress=report)
     s = r.spec
     kept = min((t for t in r.trials if t.kept), key=lambda t: t.median_ms)
     say(f"plain render {r.plain_ms:.0f} ms/frame; tuned {kept.median_ms:.0f} ms/frame ({r.plain_ms / kept.median_ms:.1f}x) "

@@ -41,12 +41,13 @@ def export(model: Annotated[Optional[Path], typer.Argument(help="checkpoint (def
            force: Annotated[bool, typer.Option("--force", help="replace an output folder that is not a "
                                                "bundle")] = False) -> None:
     """Write a self-describing bundle: ONNX per network (fp32, fp16 or int8) and manifest.json."""
+    from nerfexport.data.datasets import DataArgs
     from nerfexport.export.run import ExportRequest, run_export
     path = default_file(model, (SHRUNK_MODEL, "the shrunk model"), (DEFAULT_MODEL, "the default model"))
     req = ExportRequest(int8, fp16, tensorrt, recipe, calibration, calib_rays, target, max_psnr_drop, eval_views,
                         grid, grid_res, grid_alpha, force)
     with Reporter("export") as report:
-        man = run_export(path, out, req, data, downscale, test_every, report)
+        man = run_export(path, out, req, DataArgs(data, downscale, None, test_every), report)
     files = [n.file for n in man.networks.values() if n is not None]
     say(f"exported {path} as {man.precision}: {', '.join(files)} ({man.size_bytes() / 1e6:.2f} MB with the grid; "
         f"checkpoint {path.stat().st_size / 1e6:.2f} MB)")
@@ -74,8 +75,10 @@ def export_study(models: Annotated[list[str], typer.Argument(help="LABEL=CHECKPO
                  methods: Annotated[str, typer.Option()] = "minmax,entropy,percentile") -> None:
     """fp32 vs static int8 (each calibration method): held-out PSNR through onnxruntime and bundle sizes."""
     from nerfexport.bench.study import export_study as run
+    from nerfexport.data.datasets import DataArgs
     with Reporter("study") as report:
-        _, table = run(models, out, methods, data, downscale, test_every, views, calib_rays, threads, doc, report)
+        _, table = run(models, out, methods, DataArgs(data, downscale, None, test_every), views, calib_rays, threads,
+                       doc, report)
     say(table)
     if doc is not None:
         say(f"wrote {doc}")

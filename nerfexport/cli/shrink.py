@@ -40,6 +40,9 @@ def shrink(model: Annotated[Optional[Path], typer.Argument(help="checkpoint to s
            calib_rays: Annotated[Optional[int], typer.Option(help="training rays for calibration statistics "
                                                             "(default 1024)")] = None,
            seed: Annotated[Optional[int], typer.Option(help="seed for sampling and fine-tuning (default 0)")] = None,
+           device: Annotated[Optional[str], typer.Option(help="where the teacher bank and the distillation run: "
+                                                         "auto (CUDA when torch sees a GPU, else the CPU), cpu or "
+                                                         "cuda")] = None,
            data: Annotated[Optional[Path], typer.Option("--data", help="training data (default: recorded in the "
                                                         "checkpoint)")] = None,
            downscale: Annotated[Optional[int], typer.Option()] = None,
@@ -50,17 +53,18 @@ def shrink(model: Annotated[Optional[Path], typer.Argument(help="checkpoint to s
            eval_fine: Annotated[Optional[int], typer.Option(help="fine samples per ray for the evaluation")] = None,
            ) -> None:
     """Physically shrink both networks (structured pruning or coresets), optionally distil; write a checkpoint."""
+    from nerfexport.data.datasets import DataArgs
     from nerfexport.shrink.run import run_shrink, shrink_spec
+    from nerfexport.shrink.spec import EvalSpec
     path = default_file(model, (DEFAULT_MODEL, "the default model"))
     spec, note = shrink_spec({"width": width, "ratio": ratio, "rank": rank, "budget": budget,
-                              "view_width": view_width, "method": method,
-                              "finetune": finetune, "minutes": minutes, "calib_rays": calib_rays, "seed": seed},
-                             recipe)
+                              "view_width": view_width, "method": method, "finetune": finetune, "minutes": minutes,
+                              "calib_rays": calib_rays, "seed": seed, "device": device}, recipe)
     if note:
         say(note)
     with Reporter("shrink") as report:
-        res = run_shrink(path, out, spec, data, downscale, test_every, white, eval_views, (eval_coarse, eval_fine),
-                         report)
+        res = run_shrink(path, out, spec, DataArgs(data, downscale, white, test_every),
+                         EvalSpec(eval_views, (eval_coarse, eval_fine)), report)
     rep = res.report
     pb, pa = rep.params_before["total"], rep.params_after["total"]
     if rep.ranks:
@@ -111,9 +115,10 @@ def shrink_study(teacher: Annotated[Path, typer.Argument(help="the teacher check
                  ) -> None:
     """Compare every shrink method at several widths with the teacher and with training from scratch."""
     from nerfexport.bench.study import shrink_study as run
+    from nerfexport.data.datasets import DataArgs
     with Reporter("study") as report:
-        _, table = run(teacher, out, widths, methods, finetune, data, downscale, test_every, eval_views,
-                       (eval_coarse, eval_fine), scratch, step_seconds, doc, figure, report, eval_pixels)
+        _, table = run(teacher, out, widths, methods, finetune, DataArgs(data, downscale, None, test_every),
+                       eval_views, (eval_coarse, eval_fine), scratch, step_seconds, doc, figure, report, eval_pixels)
     say(table)
     for f in (doc, figure):
         if f is not None:

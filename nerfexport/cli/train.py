@@ -91,7 +91,8 @@ def train(data: Data,
           ) -> None:
     """Train a NeRF (coarse + fine) and write one checkpoint file. With no flags: the measured recipe
     for this device (docs/train-defaults.md)."""
-    from nerfexport.train.run import DataArgs, ModelShape, run_train_cli
+    from nerfexport.data.datasets import DataArgs
+    from nerfexport.train.run import ModelShape, run_train_cli
     given = dict(max_minutes=minutes, steps=steps, batch_rays=batch_rays, n_coarse=n_coarse, n_fine=n_fine, lr=lr,
                  lr_final=lr_final, occupancy=occupancy, grid_every=grid_every, grow_from=grow_from, grow_at=grow_at,
                  eval_every_minutes=eval_every)
@@ -124,7 +125,8 @@ def eval_cmd(data: Annotated[Optional[Path], typer.Option("--data", help="datase
                                                     "natively)")] = "fp32",
              json_out: Annotated[Optional[Path], typer.Option("--json", help="write the result as JSON")] = None) -> None:
     """PSNR and SSIM of a checkpoint on held-out views (torch, the training-time renderer)."""
-    from nerfexport.train.run import DataArgs, run_eval
+    from nerfexport.data.datasets import DataArgs
+    from nerfexport.train.run import run_eval
     path = default_file(model, (DEFAULT_MODEL, "the default model"))
     with Reporter("eval") as report:
         r = run_eval(path, DataArgs(data, downscale, white, test_every), split, views, n_coarse, n_fine, precision,
@@ -177,7 +179,8 @@ def import_cmd(src: Annotated[Path, typer.Argument(help="nerf-pytorch checkpoint
                test_every: Annotated[int, typer.Option(help="with --data: every Nth test view is evaluated")] = 1
                ) -> None:
     """Convert a nerf-pytorch checkpoint into a nerfexport model.pt."""
-    from nerfexport.train.run import DataArgs, run_import
+    from nerfexport.data.datasets import DataArgs
+    from nerfexport.train.run import run_import
     args = None if data is None else DataArgs(data, downscale, white, test_every)
     net, meta = run_import(src, out, args, near=near, far=far, white_bkgd=white, ndc=ndc, n_coarse=n_coarse,
                            n_fine=n_fine)

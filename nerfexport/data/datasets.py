@@ -336,24 +336,43 @@ def load_scene(root: str | Path, downscale: int = 1, white_bkgd: bool = True, te
     return scene
 
 
-def recorded_scene(record: dict | None, data: str | Path | None = None, downscale: int | None = None,
-                   test_every: int | None = None, white: bool | None = None, ndc: bool = True,
+@dataclass
+class DataArgs:
+    """Where the views come from and how they are loaded (``--data``, ``--downscale``,
+    ``--white/--black``, ``--test-every``), passed whole. ``None`` is "not given": the value a
+    checkpoint or bundle records (:func:`recorded_scene`), else :func:`load_scene`'s default."""
+
+    path: str | Path | None = None   # None: the dataset a checkpoint or bundle records
+    downscale: int | None = None     # None: the recorded one (the resolution the model was trained at), else 1
+    white: bool | None = None        # None: the recorded background, else white
+    test_every: int | None = None    # None: the recorded one, else 1
+    ndc: bool = True                 # forward-facing (LLFF) scenes in NDC (:meth:`load`)
+
+    def load(self) -> Scene:
+        """The scene at ``path`` (which must be given), unset values at their defaults."""
+        return load_scene(self.path, 1 if self.downscale is None else self.downscale,
+                          True if self.white is None else self.white,
+                          1 if self.test_every is None else self.test_every, self.ndc)
+
+
+def recorded_scene(record: dict | None, data: DataArgs | None = None, ndc: bool = True,
                    owner: str = "the checkpoint") -> tuple[Scene, str | None]:
-    """The dataset a command needs: ``data`` when given, else the one ``record``\\ed by a
-    checkpoint or bundle (``{"path", "downscale", "white", "test_every"}``); the given arguments
-    override the recorded ones. Returns the scene and a note saying which folder was taken from
-    the record (``None`` when ``data`` was given)."""
+    """The dataset a command needs: ``data.path`` when given, else the one ``record``\\ed by a
+    checkpoint or bundle (``{"path", "downscale", "white", "test_every"}``); the values ``data``
+    gives override the recorded ones (``ndc``: the model's, not ``data.ndc``). Returns the scene
+    and a note saying which folder was taken from the record (``None`` when ``data.path`` was given)."""
     rec = record if isinstance(record, dict) else {}
-    note = None
-    if data is None:
+    data = data if data is not None else DataArgs()
+    note, path = None, data.path
+    if path is None:
         if not isinstance(rec.get("path"), str) or not rec["path"]:
             raise DatasetError(f"{owner} does not record its dataset; pass --data")
-        data = Path(rec["path"])
-        note = f"using the dataset recorded in {owner}: {data}"
+        path = Path(rec["path"])
+        note = f"using the dataset recorded in {owner}: {path}"
     try:
-        ds = int(downscale if downscale is not None else rec.get("downscale", 1))
-        te = int(test_every if test_every is not None else rec.get("test_every", 1))
+        ds = int(data.downscale if data.downscale is not None else rec.get("downscale", 1))
+        te = int(data.test_every if data.test_every is not None else rec.get("test_every", 1))
     except (TypeError, ValueError):
         raise DatasetError(f"{owner} records an unusable downscale or test_every") from None
-    wh = bool(white if white is not None else rec.get("white", True))
-    return load_scene(data, ds, wh, te, ndc), note
+    wh = bool(data.white if data.white is not None else rec.get("white", True))
+    return load_scene(path, ds, wh, te, ndc), note

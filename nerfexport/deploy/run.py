@@ -56,7 +56,7 @@ def render_inputs(req: ViewRequest | None, *more) -> list:
     """What a render reads: the bundle or checkpoint, the dataset (given or recorded), the camera path."""
     req = req or ViewRequest()
     out = [m for m in more if m is not None and not isinstance(m, dict)]
-    out += [p for p in (req.data, req.camera_path) if p is not None]
+    out += [p for p in (req.data and req.data.path, req.camera_path) if p is not None]
     out += [m["path"] for m in more if isinstance(m, dict) and isinstance(m.get("path"), str)]
     return out
 

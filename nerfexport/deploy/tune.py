@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 
+from nerfexport.data.datasets import DataArgs
 from nerfexport.data.fileio import atomic_write
 from nerfexport.data.safety import check_output_file, writes_through
 from nerfexport.data.metrics import psnr
@@ -89,8 +90,8 @@ def _score(imgs, truth) -> float:
 
 
 def tune_runtime(bundle_path: str | Path, out: str | Path, base: str = "ort-cpu", views: int = 2,
-                 tolerance: float = 0.1, repeat: int = 1, data=None, downscale: int | None = None,
-                 test_every: int | None = None, fine: tuple[int, ...] = FINE_CANDIDATES,
+                 tolerance: float = 0.1, repeat: int = 1, data: DataArgs | None = None,
+                 fine: tuple[int, ...] = FINE_CANDIDATES,
                  chunks: tuple[int, ...] = CHUNK_CANDIDATES,
                  progress: Callable[[dict], None] | None = None) -> TuneResult:
     """Tune ``base`` (a runtime name or file, onnxruntime on the CPU) for the bundle at
@@ -104,7 +105,7 @@ def tune_runtime(bundle_path: str | Path, out: str | Path, base: str = "ort-cpu"
         raise TuneError(f"cannot write {out}: {out.parent} does not exist")
     if views < 1 or repeat < 1 or not 0 <= tolerance < 1e6:
         raise TuneError("--views and --repeat must be at least 1 and --tolerance a finite number, zero or more")
-    check_output_file(out, [bundle_path, data], "--out")
+    check_output_file(out, [bundle_path, data and data.path], "--out")
     spec0 = load_runtime(base)
     if spec0.kind != "onnxruntime" or spec0.uses_cuda:
         raise TuneError(f"tune measures onnxruntime on the CPU; {spec0.name} is {spec0.kind} "
@@ -113,8 +114,7 @@ def tune_runtime(bundle_path: str | Path, out: str | Path, base: str = "ort-cpu"
     s = b.manifest.scene
     cam = None if s.camera is None else s.camera.to_dict()
     try:
-        v = select_views("test", cam, s.near, s.far, s.ndc, b.manifest.data, data, downscale, test_every,
-                         str(bundle_path))
+        v = select_views("test", cam, s.near, s.far, s.ndc, b.manifest.data, data, str(bundle_path))
         v = Views(v.poses[:views], v.images[:views], v.H, v.W, v.focal)
     except ValueError:
         v = select_views("spiral", cam, s.near, s.far, s.ndc, None)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nerfexport.data.datasets import DatasetError, recorded_scene
+from nerfexport.data.datasets import DataArgs, DatasetError, recorded_scene
 from nerfexport.deploy.manifest import Camera, check_camera
 from nerfexport.deploy.rays import pose_spherical
 
@@ -166,12 +166,12 @@ def parse_view_list(spec: str) -> list[int] | None:
         raise DatasetError(f"--views is test, spiral or test-view numbers like 0,3 (got {spec!r})") from None
 
 
-def dataset_views(record: dict | None, data=None, downscale: int | None = None, test_every: int | None = None,
-               which: list[int] | None = None, first: int | None = None, ndc: bool = True,
-               owner: str = "the bundle") -> Views:
+def dataset_views(record: dict | None, data: DataArgs | None = None, which: list[int] | None = None,
+                  first: int | None = None, ndc: bool = True, owner: str = "the bundle") -> Views:
     """The dataset's test views with their ground truth: ``which`` (indices), else the ``first``
-    N, else all. The dataset is ``data`` or the one ``record``\\ed by the bundle or checkpoint."""
-    scene, note = recorded_scene(record, data, downscale, test_every, None, ndc, owner)
+    N, else all. The dataset is ``data`` (its unset values: the recorded ones) or the one
+    ``record``\\ed by the bundle or checkpoint."""
+    scene, note = recorded_scene(record, data, ndc, owner)
     images, poses = scene.subset("test")
     if which is not None:
         bad = [i for i in which if not 0 <= i < len(poses)]
@@ -187,15 +187,13 @@ def dataset_views(record: dict | None, data=None, downscale: int | None = None, 
 @dataclass
 class ViewRequest:
     """What ``render`` is asked to draw: ``views`` (``test``, ``spiral`` or test-view numbers),
-    or a nerfstudio ``camera_path`` file instead; the dataset (default: the recorded one); a new
+    or a nerfstudio ``camera_path`` file instead; the dataset ``data`` (default: the recorded one); a new
     size (``resolution`` ``(W, H)`` or ``scale``); and the extra images: ``depth`` (16-bit PNGs,
     distance along the ray in the scene's units x 1000, clipped to 65.535) and ``opacity`` (8-bit PNGs)."""
 
     views: str = "test"
     camera_path: object = None
-    data: object = None
-    downscale: int | None = None
-    test_every: int | None = None
+    data: DataArgs | None = None
     resolution: tuple[int, int] | None = None
     scale: float | None = None
     depth: bool = False
@@ -208,16 +206,14 @@ class ViewRequest:
         if self.camera_path is not None:
             v = camera_path_views(self.camera_path)
         else:
-            v = select_views(self.views, camera, near, far, ndc, record, self.data, self.downscale, self.test_every,
-                             owner)
+            v = select_views(self.views, camera, near, far, ndc, record, self.data, owner)
         return v.resized(self.resolution, self.scale)
 
 
 def select_views(views: str, camera: dict | None, near: float, far: float, ndc: bool, record: dict | None,
-                 data=None, downscale: int | None = None, test_every: int | None = None,
-                 owner: str = "the bundle") -> Views:
+                 data: DataArgs | None = None, owner: str = "the bundle") -> Views:
     """The views ``render --views`` asks for: ``spiral`` (an orbit with the recorded ``camera``),
     ``test`` or test-view numbers like ``0,3`` (the dataset, given or the recorded one)."""
     if views == "spiral":
         return orbit_views(camera, near, far, ndc)
-    return dataset_views(record, data, downscale, test_every, parse_view_list(views), ndc=ndc, owner=owner)
+    return dataset_views(record, data, parse_view_list(views), ndc=ndc, owner=owner)

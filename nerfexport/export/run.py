@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from nerfexport.data.datasets import recorded_scene
+from nerfexport.data.datasets import DataArgs, recorded_scene
 from nerfexport.deploy.manifest import Manifest
 from nerfexport.export.bundle_writer import ExportError, ExportOptions, export_bundle, prepare_output
 from nerfexport.export.quantize import Int8Settings
@@ -100,17 +100,18 @@ def bundle_scorer(scene, views: int, threads: int | None = None,
     return score
 
 
-def run_export(path: str | Path, out: str | Path, req: ExportRequest, data: str | Path | None = None,
-               downscale: int | None = None, test_every: int | None = None,
+def run_export(path: str | Path, out: str | Path, req: ExportRequest, data: DataArgs | None = None,
                progress: ProgressFn | None = None) -> Manifest:
-    """Export the checkpoint ``path`` as the bundle ``out``; returns its manifest. ``progress``
-    gets ``{"event": "note", "text"}`` and the writer's stage and layer events."""
+    """Export the checkpoint ``path`` as the bundle ``out``; returns its manifest. ``data``: the
+    dataset (its unset values, or all of it: the one the checkpoint records). ``progress`` gets
+    ``{"event": "note", "text"}`` and the writer's stage and layer events."""
     emit = progress or (lambda e: None)
+    data = data if data is not None else DataArgs()
     path, out = Path(path), Path(out)
     opts, note = export_options(req)
     if note:
         emit({"event": "note", "text": note})
-    prepare_output(out, req.force, [path, data])
+    prepare_output(out, req.force, [path, data.path])
     if opts.tensorrt:
         from nerfexport.export.tensorrt import check_tensorrt
         check_tensorrt(opts.int8 if opts.precision == "int8" else None)
@@ -118,7 +119,7 @@ def run_export(path: str | Path, out: str | Path, req: ExportRequest, data: str 
     record = (meta or {}).get("data")
 
     def load_scene():
-        scene, note = recorded_scene(record, data, downscale, test_every, None, net.cfg.ndc, owner=str(path))
+        scene, note = recorded_scene(record, data, net.cfg.ndc, owner=str(path))
         if note:
             emit({"event": "note", "text": note})
         return scene
@@ -134,7 +135,7 @@ def run_export(path: str | Path, out: str | Path, req: ExportRequest, data: str 
         if opts.max_psnr_drop is not None:
             scorer = bundle_scorer(scene, opts.eval_views)
     if opts.grid and not net.cfg.ndc:
-        if scene is None and (data is not None or (record or {}).get("path")):
+        if scene is None and (data.path is not None or (record or {}).get("path")):
             scene = load_scene()
         if scene is None:
             opts.grid = False

@@ -57,9 +57,20 @@ def draw_samples(model: NeRF, scene: Scene, n_rays: int = 1024, seed: int = 0,
                  chunk: int = 2048) -> CalibrationSet:
     """Sample ``n_rays`` random rays of ``split`` and return the points each network sees on them.
 
-    Sample counts default to the model's render settings (``cfg.n_coarse``, ``cfg.n_fine``).
-    Returns ``n_rays * n_coarse`` coarse inputs and ``n_rays * (n_coarse + n_fine)`` fine inputs
-    (none when the model has no fine network or ``n_fine`` is 0).
+    Args:
+        model: The network whose samples are drawn (its coarse weights place the fine samples).
+        scene: The scene whose ``split`` views give the rays.
+        n_rays: ``R``, the number of rays (at least 1).
+        seed: Seeds the rays and the depths.
+        n_coarse, n_fine: Samples per ray (default: the model's render settings ``cfg.n_coarse``,
+            ``cfg.n_fine``).
+        split: Which views.
+        chunk: Rays per forward pass.
+
+    Returns:
+        A :class:`CalibrationSet`: ``R * n_coarse`` coarse points and directions ``(N, 3)`` and
+        ``R * (n_coarse + n_fine)`` fine ones (none when the model has no fine network or
+        ``n_fine`` is 0).
     """
     if n_rays < 1:
         raise ValueError("calibration needs at least one ray")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ class DistillConfig:
     w_color: float = 1.0
     w_alpha: float = 1.0
     w_hidden: float = 0.0       # hidden-layer targets from the teacher (same neurons: a factorized student)
-    precision: str = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     seed: int = 0
     minutes: float | None = None   # stop when this much distillation time is spent (steps: a ceiling);
                                    # the learning rate then decays over the minutes
@@ -96,18 +96,36 @@ def random_rays(scene: Scene, n: int, rng: np.random.Generator, split: str = "tr
 @torch.no_grad()
 def build_bank(teacher: NeRF, scene: Scene, n_rays: int, n_coarse: int, n_fine: int, seed: int = 0,
                amp: torch.dtype | None = None, chunk: int = 1024) -> Bank:
-    """Query ``teacher`` on ``n_rays`` random training rays (see module docstring)."""
+    """Query ``teacher`` on ``n_rays`` random training rays (see module docstring), on the device
+    the teacher is on (the bank lives there too; the rays are drawn on the CPU, so a CPU bank is
+    the same on every machine).
+
+    Args:
+        teacher: The teacher, on the CPU or a CUDA device.
+        scene: Its scene; rays are drawn from the training views.
+        n_rays: ``R``, the number of rays.
+        n_coarse: Stratified depths per ray for the coarse network.
+        n_fine: Inverse-CDF depths per ray added for the fine network (0: no fine samples).
+        seed: Seeds the rays and the depths.
+        amp: The autocast dtype of the teacher's forward passes (``None``: fp32).
+        chunk: Rays per teacher query.
+
+    Returns:
+        A :class:`Bank`: rays ``(R, 3)``, depths ``(R, S)``, raw outputs ``(R, S, 4)`` in fp16.
+    """
     t0 = time.perf_counter()
+    dev = next(teacher.parameters()).device
     rays = random_rays(scene, n_rays, np.random.default_rng(seed + 1))
-    o, d, v, tgt = (torch.from_numpy(rays[k]) for k in ("o", "d", "v", "rgb"))
-    gen = torch.Generator().manual_seed(seed + 2)
+    o, d, v, tgt = (torch.from_numpy(rays[k]).to(dev) for k in ("o", "d", "v", "rgb"))
+    gen = torch.Generator(device=dev).manual_seed(seed + 2)
     teacher.eval()
     zc, rc, zf, rf = [], [], [], []
     fine_net = teacher.render_fine if n_fine > 0 else None
     for s in range(0, o.shape[0], chunk):
         oo, dd, vv = o[s:s + chunk], d[s:s + chunk], v[s:s + chunk]
         R = oo.shape[0]
-        z = stratified_samples(torch.full((R,), teacher.cfg.near), torch.full((R,), teacher.cfg.far), n_coarse, True, gen)
+        z = stratified_samples(torch.full((R,), teacher.cfg.near, device=dev),
+                               torch.full((R,), teacher.cfg.far, device=dev), n_coarse, True, gen)
         raw = run_network(teacher.coarse, oo[:, None] + dd[:, None] * z[..., None], vv, amp)
         zc.append(z), rc.append(raw.half())
         if fine_net is not None:
@@ -181,25 +199,62 @@ def _replace_rows(bank: Bank, fresh: Bank, rows: torch.Tensor) -> None:
             a[rows] = getattr(fresh, k)
 
 
+def _set_lr(opt, cfg: DistillConfig, decay: float, frac: float) -> float:
+    """Set the learning rate ``frac`` of the way through the budget (exponential decay)."""
+    lr = cfg.lr * math.exp(decay * min(1.0, frac))
+    for g in opt.param_groups:
+        g["lr"] = lr
+    return lr
+
+
+def _batch_loss(student: NeRF, bank: Bank, idx: torch.Tensor, white_bkgd: bool, amp, cfg: DistillConfig,
+                teacher: NeRF | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of the bank rays ``idx`` (both networks) and the photometric term of the last."""
+    o, d, v, tgt = bank.o[idx], bank.d[idx], bank.v[idx], bank.target[idx]
+    loss, photo = _losses(student.coarse, bank.raw_c[idx], bank.z_c[idx], o, d, v, tgt, white_bkgd, amp, cfg,
+                          teacher.coarse if teacher is not None else None)
+    if bank.z_f is not None:
+        loss_f, photo = _losses(student.render_fine, bank.raw_f[idx], bank.z_f[idx], o, d, v, tgt, white_bkgd,
+                                amp, cfg, teacher.render_fine if teacher is not None else None)
+        loss = loss + loss_f
+    return loss, photo
+
+
 def distill(student: NeRF, bank: Bank, cfg: DistillConfig, white_bkgd: bool,
             progress: Callable[[dict], None] | None = None,
             evaluator: Callable[[NeRF], float] | None = None, teacher: NeRF | None = None,
             refill: Callable[[int, int], Bank] | None = None) -> DistillResult:
     """Fine-tune ``student`` in place on ``bank`` for ``cfg.steps`` steps or ``cfg.minutes`` of
-    distillation, whichever ends first (Adam, exponential decay over that budget).
+    distillation, whichever ends first (Adam, exponential decay over that budget). It trains on
+    the device the student is on, where the bank must be too (:func:`build_bank` with the
+    teacher there); the batches' rays are drawn on the CPU, the same on every device.
 
     ``evaluator(student) -> PSNR`` is called every ``cfg.eval_every_minutes`` and at the end
     (its time is not counted in the budget); each result is an ``{"event": "eval"}``.
 
     ``refill(n, seed) -> Bank``: fresh teacher rays. With it, a quarter of the bank is replaced
     each time the steps have drawn ``cfg.reuse / 4`` bank sizes of rays (its time is counted in
-    the budget: it is the price of not overfitting the bank)."""
+    the budget: it is the price of not overfitting the bank).
+
+    Args:
+        student: The network trained in place.
+        bank: The teacher's outputs on ``R`` rays (:func:`build_bank`), on the student's device.
+        cfg: Steps, minutes, batch, learning rates and loss weights.
+        white_bkgd: Composite on white (the teacher's background).
+        progress: Gets ``{"event": "step"}`` each step and ``{"event": "eval"}``.
+        evaluator: ``student -> PSNR`` on held-out pixels.
+        teacher: For hidden-layer targets (``cfg.w_hidden``), on the student's device.
+        refill: ``(n, seed) -> Bank`` of ``n`` fresh rays.
+
+    Returns:
+        A :class:`DistillResult`: steps made, seconds, the last photometric PSNR, the evaluations.
+    """
     emit = progress or (lambda e: None)
-    device = torch.device("cpu")
+    device = next(student.parameters()).device
     amp = autocast_dtype(cfg.precision, device)
     student.train()
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed + 3)
+    gen = torch.Generator().manual_seed(cfg.seed + 3)   # on the CPU: the same batches on every device
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     decay = math.log(cfg.lr_final / cfg.lr) if cfg.lr_final > 0 else 0.0
     R = bank.o.shape[0]
@@ -221,24 +276,13 @@ def distill(student: NeRF, bank: Bank, cfg: DistillConfig, white_bkgd: bool,
     while step < cfg.steps and (budget is None or spent < budget):
         ts = time.perf_counter()
         if refill is not None and cfg.reuse > 0 and drawn >= cfg.reuse * quarter:
-            rows = torch.arange(refills % 4 * quarter, min(R, (refills % 4 + 1) * quarter))
+            rows = torch.arange(refills % 4 * quarter, min(R, (refills % 4 + 1) * quarter), device=device)
             _replace_rows(bank, refill(rows.numel(), cfg.seed + 1000 + refills), rows)
             drawn, refills = 0, refills + 1
-        frac = step / max(1, cfg.steps)
-        if budget:
-            frac = max(frac, spent / budget)
-        lr = cfg.lr * math.exp(decay * min(1.0, frac))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        idx = torch.randint(0, R, (min(cfg.batch_rays, R),), generator=gen)
+        lr = _set_lr(opt, cfg, decay, max(step / max(1, cfg.steps), spent / budget if budget else 0.0))
+        idx = torch.randint(0, R, (min(cfg.batch_rays, R),), generator=gen).to(device)
         drawn += idx.numel()
-        o, d, v, tgt = bank.o[idx], bank.d[idx], bank.v[idx], bank.target[idx]
-        loss, photo = _losses(student.coarse, bank.raw_c[idx], bank.z_c[idx], o, d, v, tgt, white_bkgd, amp, cfg,
-                              teacher.coarse if teacher is not None else None)
-        if bank.z_f is not None:
-            loss_f, photo = _losses(student.render_fine, bank.raw_f[idx], bank.z_f[idx], o, d, v, tgt, white_bkgd,
-                                    amp, cfg, teacher.render_fine if teacher is not None else None)
-            loss = loss + loss_f
+        loss, photo = _batch_loss(student, bank, idx, white_bkgd, amp, cfg, teacher)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

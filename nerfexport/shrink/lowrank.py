@@ -26,6 +26,7 @@ hold the most variance per multiply-add, layer by layer.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -35,7 +36,9 @@ from nerfexport.model.mlp import MLPConfig, NeRF, NeRFMLP
 from nerfexport.train.loop import run_network, scene_rays
 from nerfexport.train.volume import composite, sample_pdf, stratified_samples
 
-FIT_MODES = ("rrr", "pca")
+#: how a factorized layer is fitted: reduced-rank regression on the student's inputs, or PCA
+FitMode = Literal["rrr", "pca"]
+FIT_MODES: tuple[str, ...] = get_args(FitMode)
 #: layers never factorized: the heads are 1-3 outputs wide
 HEADS = ("alpha", "rgb", "output")
 
@@ -122,7 +125,7 @@ def _top_directions(cov: torch.Tensor, r: int) -> torch.Tensor:
 
 
 def fit_low_rank(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, W: torch.Tensor, b: torch.Tensor, rank: int,
-                 mode: str = "rrr", ridge: float = 1e-6, relu_passes: int = 0
+                 mode: FitMode = "rrr", ridge: float = 1e-6, relu_passes: int = 0
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A rank-``rank`` fit of the target pre-activations ``y (N, out)`` from inputs ``x (N, in)``
     with sample weights ``w (N,)`` (sum 1). ``W (out, in)``, ``b (out,)``: the teacher's layer
@@ -201,7 +204,7 @@ def hidden_forward(net: NeRFMLP, pts: torch.Tensor, dirs: torch.Tensor) -> tuple
 
 
 @torch.no_grad()
-def factorize_network(net: NeRFMLP, ranks: dict[str, int], samples: WeightedSamples, mode: str = "rrr",
+def factorize_network(net: NeRFMLP, ranks: dict[str, int], samples: WeightedSamples, mode: FitMode = "rrr",
                       relu_passes: int = 0) -> NeRFMLP:
     """A copy of ``net`` whose layers named in ``ranks`` are low-rank pairs fitted on ``samples``
     (see the module docstring). Layers not named are copied unchanged."""
@@ -328,7 +331,7 @@ def budget_macs(cfg: MLPConfig, width: int | None = None, ratio: float | None = 
 
 
 def factorize_model(teacher: NeRF, ranks: dict[str, dict[str, int]], samples: dict[str, WeightedSamples],
-                    mode: str = "rrr", relu_passes: int = 0) -> NeRF:
+                    mode: FitMode = "rrr", relu_passes: int = 0) -> NeRF:
     """Both networks of ``teacher`` factorized: ``ranks["coarse"]``, ``ranks["fine"]``."""
     nets = {}
     for which in ("coarse", "fine"):

@@ -14,124 +14,17 @@ Two kinds of method reach the same cost target (multiply-adds per evaluated poin
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
 from nerfexport.shrink import lowrank, scoring
 from nerfexport.shrink.calibration import CalibrationSet, subsample
-from nerfexport.model.mlp import MLPConfig, NeRF, NeRFMLP, count_parameters
-from nerfexport.model.surgery import (ActivationStats, Selection, _linear, _pruned_config, activation_stats, layers,
-                                      prune_model, target_widths)
-
-
-AUTO = "auto"
-LOWRANK = "lowrank"
-#: what ``method = "auto"`` tries: each makes a student and the one that agrees best with the
-#: teacher on training pixels is distilled (docs/shrink.md: on a real, fully trained model
-#: ``lowrank`` wins by 10 dB; a grown teacher, ``make teacher``, keeps its narrow phase in the
-#: neurons that ``magnitude`` keeps)
-AUTO_CANDIDATES = (LOWRANK, "coreset", "magnitude", "data-coreset")
-#: every value ``ShrinkSpec.method`` accepts
-SPEC_METHODS = scoring.METHODS + (LOWRANK, AUTO)
-TARGETS = ("width", "ratio", "widths", "rank", "budget")
-
-
-@dataclass
-class ShrinkSpec:
-    """What to shrink to and how. Exactly one target is set:
-
-    * ``width``: the cost of the network with every trunk and the feature layer ``width`` wide
-      (pruning: exactly that; ``lowrank``: ranks that cost no more);
-    * ``ratio``: the cost of keeping that fraction of every layer's neurons;
-    * ``widths``: per trunk layer (a recipe's);
-    * ``rank``: ``lowrank`` only, that rank in every hidden layer where it saves;
-    * ``budget``: a fraction of the teacher's multiply-adds per point (pruning: the widest uniform
-      width within it).
-    """
-
-    method: str = LOWRANK
-    width: int | None = None
-    ratio: float | None = None
-    widths: list[int] | None = None
-    rank: int | None = None
-    budget: float | None = None
-    feature_width: int | None = None
-    view_width: int | None = None
-    finetune: int = 0               # distillation steps (a ceiling when ``minutes`` is set)
-    minutes: float | None = None    # distillation time budget
-    bank_rays: int | None = None    # teacher rays queried for distillation (default: DistillConfig's)
-    calib_rays: int = 1024
-    calib_points: int = 65536       # at most this many points per network for the statistics
-    seed: int = 0
-    fold: bool = True               # fold removed neurons' calibration means into the next bias
-    fit: str = "rrr"                # lowrank: reduced-rank regression on the student's inputs, or pca
-    relu_passes: int = 2            # lowrank: refits that ignore what a ReLU removes (docs/shrink.md)
-    visible: float = 0.9            # lowrank: share of the sample weight on what pixels see (docs/shrink.md)
-
-    def validate(self) -> None:
-        if self.method not in SPEC_METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(SPEC_METHODS)}")
-        if sum(getattr(self, k) is not None for k in TARGETS) != 1:
-            raise ValueError("give exactly one target: --width, --ratio, --rank, --budget or per-layer widths "
-                             "from a recipe")
-        if self.rank is not None and self.method not in (LOWRANK, AUTO):
-            raise ValueError(f"--rank is a target of the lowrank method, not of {self.method}")
-        if self.rank is not None and (isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1):
-            raise ValueError(f"rank must be a positive whole number, not {self.rank!r}")
-        if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, (int, float))
-                                        or not 0 < self.budget <= 1):
-            raise ValueError(f"budget must be a fraction of the teacher's cost in (0, 1], not {self.budget!r}")
-        if isinstance(self.finetune, bool) or not isinstance(self.finetune, int) or self.finetune < 0:
-            raise ValueError("fine-tune steps must be a whole number, zero or more")
-        if self.minutes is not None and (isinstance(self.minutes, bool) or not isinstance(self.minutes, (int, float))
-                                         or not 0 < self.minutes <= 24 * 60):
-            raise ValueError(f"minutes must be a positive number of minutes (at most a day), not {self.minutes!r}")
-        if self.bank_rays is not None and (isinstance(self.bank_rays, bool) or not isinstance(self.bank_rays, int)
-                                           or not 1 <= self.bank_rays <= 4_000_000):
-            raise ValueError(f"bank_rays must be a whole number from 1 to 4,000,000, not {self.bank_rays!r}")
-        if self.calib_rays < 1:
-            raise ValueError("calibration needs at least one ray")
-        if self.fit not in lowrank.FIT_MODES:
-            raise ValueError(f"fit must be one of {', '.join(lowrank.FIT_MODES)}, not {self.fit!r}")
-        if not isinstance(self.visible, (int, float)) or not 0 <= self.visible <= 1:
-            raise ValueError(f"visible must be in [0, 1], not {self.visible!r}")
-
-    def widths_for(self, cfg: MLPConfig) -> dict[str, int]:
-        """Pruning: the width of every prunable layer of a network with config ``cfg``. Raises
-        ``ValueError`` for a target the network cannot meet."""
-        if self.rank is not None:
-            raise ValueError("--rank is a target of the lowrank method only")
-        if self.budget is not None:
-            return target_widths(cfg, width=_widest_within(cfg, self.budget_macs(cfg)))
-        return target_widths(cfg, self.width, self.ratio, self.widths, self.feature_width, self.view_width)
-
-    def budget_macs(self, cfg: MLPConfig) -> int:
-        """The multiply-adds per point this target allows a network with config ``cfg``."""
-        if self.budget is not None:
-            return int(cfg.macs() * self.budget)
-        if self.rank is not None:
-            return replace(cfg, ranks=lowrank.uniform_ranks(cfg, self.rank)).macs()
-        return _pruned_config(cfg, self.widths_for(cfg)).macs()
-
-    def check(self, cfg: MLPConfig) -> None:
-        """Raise ``ValueError`` unless the target fits a network with config ``cfg``."""
-        if self.rank is None:
-            self.budget_macs(cfg)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _widest_within(cfg: MLPConfig, macs: int) -> int:
-    """The widest uniform pruning width whose network costs at most ``macs`` a point."""
-    best = 0
-    for w in range(1, max(cfg.widths) + 1):
-        if _pruned_config(cfg, target_widths(cfg, width=w)).macs() <= macs:
-            best = w
-    if best == 0:
-        raise ValueError(f"no pruned width fits a budget of {macs:,} multiply-adds a point")
-    return best
+from nerfexport.shrink.spec import (AUTO, AUTO_CANDIDATES, LOWRANK, SPEC_METHODS, TARGETS, EvalSpec,  # noqa: F401
+                                    ShrinkSpec, Targets)
+from nerfexport.model.mlp import NeRF, NeRFMLP, count_parameters
+from nerfexport.model.surgery import ActivationStats, Selection, _linear, activation_stats, layers, prune_model
 
 
 def _w_out(net: NeRFMLP, lay) -> torch.Tensor:
@@ -217,18 +110,31 @@ def _uniform_samples(calib: CalibrationSet, which: str, n: int, seed: int) -> lo
     return lowrank.WeightedSamples(torch.from_numpy(pts), torch.from_numpy(dirs), w)
 
 
-def factorize(model: NeRF, spec: ShrinkSpec, samples: dict[str, lowrank.WeightedSamples]) -> tuple[NeRF, ShrinkInfo]:
+def factorize(model: NeRF, spec: ShrinkSpec, samples: dict[str, lowrank.WeightedSamples],
+              targets: Targets | None = None) -> tuple[NeRF, ShrinkInfo]:
     """The ``lowrank`` student: ranks from ``spec``'s target (greedy over the layers' spectra on
-    ``samples``, or ``spec.rank`` everywhere), each layer fitted by ``spec.fit``."""
+    ``samples``, or ``spec.rank`` everywhere), each layer fitted by ``spec.fit``.
+
+    Args:
+        model: The teacher.
+        spec: The target, ``fit`` and ``relu_passes``.
+        samples: Weighted calibration samples per network (``"coarse"``, ``"fine"``; a missing
+            ``"fine"`` uses ``"coarse"``): points ``(N, 3)``, directions ``(N, 3)``, weights ``(N,)``.
+        targets: ``spec.targets(model)``, when already computed.
+
+    Returns:
+        The factorized student and its :class:`ShrinkInfo`.
+    """
+    tg = targets if targets is not None else spec.targets(model)
     ranks = {}
     for which, net in (("coarse", model.coarse), ("fine", model.fine)):
         if net is None:
             continue
         s = samples.get(which) or samples["coarse"]
-        if spec.rank is not None:
-            ranks[which] = lowrank.uniform_ranks(net.cfg, spec.rank)
+        if tg.ranks is not None:
+            ranks[which] = dict(tg.ranks[which])
         else:
-            ranks[which] = lowrank.allocate_ranks(net.cfg, spec.budget_macs(net.cfg), lowrank.layer_spectra(net, s))
+            ranks[which] = lowrank.allocate_ranks(net.cfg, tg.macs[which], lowrank.layer_spectra(net, s))
     small = lowrank.factorize_model(model, ranks, samples, spec.fit, spec.relu_passes)
     npts = {w: int(s.pts.shape[0]) for w, s in samples.items()}
     return small, ShrinkInfo(ranks["coarse"], parameter_counts(model), parameter_counts(small), layer_widths(small),
@@ -236,30 +142,37 @@ def factorize(model: NeRF, spec: ShrinkSpec, samples: dict[str, lowrank.Weighted
 
 
 def shrink_model(model: NeRF, spec: ShrinkSpec, calib: CalibrationSet | None,
-                 samples: dict[str, lowrank.WeightedSamples] | None = None) -> tuple[NeRF, ShrinkInfo]:
+                 samples: dict[str, lowrank.WeightedSamples] | None = None,
+                 targets: Targets | None = None) -> tuple[NeRF, ShrinkInfo]:
     """A new, physically smaller copy of ``model`` following ``spec`` (no fine-tuning).
 
-    ``calib``: samples from :func:`nerfexport.shrink.calibration.draw_samples`; needed by the
-    ``activation``, ``data-coreset`` and ``lowrank`` methods and for mean folding (without it,
-    removed neurons are simply dropped). ``samples``: weighted samples for ``lowrank``
-    (:func:`nerfexport.shrink.lowrank.draw_weighted_samples`; default: ``calib``'s, evenly weighted).
+    Args:
+        model: The teacher (on the CPU).
+        spec: The method and target (not ``auto``: see :func:`choose_method`).
+        calib: Samples from :func:`nerfexport.shrink.calibration.draw_samples`; needed by the
+            ``activation``, ``data-coreset`` and ``lowrank`` methods and for mean folding (without
+            it, removed neurons are simply dropped).
+        samples: Weighted samples for ``lowrank`` (:func:`nerfexport.shrink.lowrank.draw_weighted_samples`;
+            default: ``calib``'s, evenly weighted).
+        targets: ``spec.targets(model)``, when already computed (it does not depend on the method).
+
+    Returns:
+        The student (a new :class:`NeRF`) and its :class:`ShrinkInfo`.
     """
     spec.validate()
     if spec.method == AUTO:
         raise ValueError("method auto chooses among students on a scene: use shrink_pipeline or choose_method")
-    for net in (model.coarse, model.fine):
-        if net is not None:
-            spec.check(net.cfg)
+    tg = targets if targets is not None else spec.targets(model)
     if spec.method == LOWRANK:
         if samples is None:
             if calib is None:
                 raise ValueError("method lowrank needs calibration samples")
             samples = {w: _uniform_samples(calib, w, spec.calib_points, spec.seed) for w in ("coarse", "fine")
                        if getattr(model, w) is not None}
-        return factorize(model, spec, samples)
+        return factorize(model, spec, samples, tg)
     if any(n is not None and n.cfg.ranks for n in (model.coarse, model.fine)):
         raise ValueError("a factorized (low-rank) network cannot be pruned; prune the teacher instead")
-    targets = spec.widths_for(model.coarse.cfg)
+    targets = tg.pruning("coarse")
     gen = torch.Generator().manual_seed(spec.seed)
     sels, means, npts = {}, {}, {}
     for which, net in (("coarse", model.coarse), ("fine", model.fine)):
@@ -273,7 +186,7 @@ def shrink_model(model: NeRF, spec: ShrinkSpec, calib: CalibrationSet | None,
             pts, dirs = subsample(pts, dirs, spec.calib_points, spec.seed)
             stats = activation_stats(net, pts, dirs)
             npts[which] = int(pts.shape[0])
-        sels[which] = select_neurons(net, spec.method, spec.widths_for(net.cfg), stats, gen)
+        sels[which] = select_neurons(net, spec.method, tg.pruning(which), stats, gen)
         if stats is not None and spec.fold:
             means[which] = stats.mean
     small = prune_model(model, sels, means if means else None)
@@ -311,16 +224,28 @@ class ShrinkReport:
 
 def choose_method(teacher: NeRF, scene, spec: ShrinkSpec, calib: CalibrationSet,
                   candidates: tuple[str, ...] = AUTO_CANDIDATES, n_pixels: int = 2048,
-                  samples: dict[str, lowrank.WeightedSamples] | None = None,
+                  samples: dict[str, lowrank.WeightedSamples] | None = None, targets: Targets | None = None,
                   ) -> tuple[str, NeRF, ShrinkInfo, dict[str, float]]:
     """Shrink ``teacher`` with each of ``candidates`` (those that can meet ``spec``'s target) and
     keep the student whose colours agree best with the teacher's on ``n_pixels`` random pixels of
-    the training views (the held-out views are not looked at). Returns the method, its student,
-    its :class:`ShrinkInfo` and every candidate's PSNR against the teacher [dB]."""
+    the training views (the held-out views are not looked at).
+
+    Args:
+        teacher: The teacher (on the CPU).
+        scene: Its scene; the pixels are drawn from the training views.
+        spec: The target (its method is replaced by each candidate's).
+        calib: Calibration samples (:func:`calibrate`); ``samples``: weighted ones for ``lowrank``.
+        targets: ``spec.targets(teacher)``, when already computed.
+
+    Returns:
+        The method, its student, its :class:`ShrinkInfo` and every candidate's PSNR against the
+        teacher [dB].
+    """
     from nerfexport.train.loop import eval_pixels, pixel_psnr, render_rays
 
     if spec.rank is not None:
         candidates = tuple(m for m in candidates if m == LOWRANK)
+    tg = targets if targets is not None else spec.targets(teacher)
     px = {k: torch.from_numpy(a) for k, a in eval_pixels(scene, n_pixels, 10**9, spec.seed, split="train").items()}
     nc, nf = teacher.cfg.n_coarse, teacher.cfg.n_fine
     with torch.no_grad():
@@ -329,7 +254,7 @@ def choose_method(teacher: NeRF, scene, spec: ShrinkSpec, calib: CalibrationSet,
     best, scores = None, {}
     for m in candidates:
         try:
-            student, info = shrink_model(teacher, replace(spec, method=m), calib, samples)
+            student, info = shrink_model(teacher, replace(spec, method=m), calib, samples, tg)
         except ValueError:      # this method cannot meet the target (a budget below rank 1)
             continue
         scores[m] = pixel_psnr(student, px, nc, nf, None)
@@ -340,7 +265,18 @@ def choose_method(teacher: NeRF, scene, spec: ShrinkSpec, calib: CalibrationSet,
 
 def calibrate(teacher: NeRF, scene, spec: ShrinkSpec) -> tuple[CalibrationSet | None, dict | None]:
     """What ``spec``'s method needs: plain calibration samples (pruning) and weighted samples
-    (``lowrank``), drawn along ``scene``'s training rays; ``None`` for what it does not need."""
+    (``lowrank``), drawn along ``scene``'s training rays; ``None`` for what it does not need.
+
+    Args:
+        teacher: The teacher (on the CPU).
+        scene: Its scene; ``spec.calib_rays`` training rays are drawn.
+        spec: The method (``auto`` needs both kinds), seed and sample counts.
+
+    Returns:
+        A :class:`~nerfexport.shrink.calibration.CalibrationSet` (points and directions ``(N, 3)``
+        per network) or ``None``; weighted samples per network (points ``(N, 3)``, directions
+        ``(N, 3)``, weights ``(N,)``; at most ``spec.calib_points``) or ``None``.
+    """
     from nerfexport.shrink.calibration import draw_samples
 
     calib = samples = None
@@ -352,29 +288,77 @@ def calibrate(teacher: NeRF, scene, spec: ShrinkSpec) -> tuple[CalibrationSet | 
     return calib, samples
 
 
-def shrink_pipeline(teacher: NeRF, scene, spec: ShrinkSpec, eval_views: int | None = 10,
-                    eval_samples: tuple[int, int] | None = None, distill_cfg=None,
-                    progress=None, eval_pixels: int | None = 4096) -> tuple[NeRF, ShrinkReport]:
+def shrink_pipeline(teacher: NeRF, scene, spec: ShrinkSpec, evaluation: EvalSpec | None = None,
+                    distill_cfg=None, progress=None, targets: Targets | None = None) -> tuple[NeRF, ShrinkReport]:
     """Calibrate on ``scene``'s training rays, shrink, evaluate, fine-tune by distillation
     (``spec.finetune`` steps or ``spec.minutes``), evaluate again: the one orchestration behind
     ``nerfexport shrink``, ``shrink-study`` and ``sweep``.
 
-    The evaluation is on the first ``eval_views`` held-out views at ``scene``'s resolution (load
-    the scene at the resolution the teacher was trained at): ``eval_pixels`` fixed random pixels
-    of them (a cheap, unbiased estimate of the views' PSNR; no SSIM), or every pixel in torch with
-    ``eval_pixels=None`` (slow at 400x400; render a bundle instead). ``eval_views=None``
-    evaluates nothing; ``eval_samples``: (coarse, fine) samples per ray (default: the model's).
-    ``progress`` receives ``{"event": "stage", "stage": ...}`` and the distillation's step events."""
-    import time
+    Calibration, the low-rank fits and the evaluations run on the CPU; the teacher bank and the
+    distillation on ``spec.device`` (``auto``: CUDA when torch sees a GPU). The student comes
+    back on the CPU, ready to save or export.
 
-    from nerfexport.shrink.distill import DistillConfig, build_bank, distill
-    from nerfexport.train.loop import autocast_dtype, evaluate
-    from nerfexport.train.loop import eval_pixels as draw_pixels
-    from nerfexport.train.loop import pixel_psnr
+    Args:
+        teacher: The teacher, on the CPU (left there, unchanged).
+        scene: Load it at the resolution the teacher was trained at: the evaluation is at
+            ``scene``'s resolution.
+        spec: What to shrink to, how, and the distillation budget.
+        evaluation: Held-out views, samples per ray and pixels (:class:`EvalSpec`; default: the
+            first 10 views, the model's samples, 4,096 fixed pixels).
+        distill_cfg: A :class:`~nerfexport.shrink.distill.DistillConfig` whose steps, seed and
+            minutes ``spec`` replaces (default: DistillConfig's).
+        progress: Receives ``{"event": "stage", "stage": ...}``, ``{"event": "chose"}`` (``auto``)
+            and the distillation's step and eval events.
+        targets: ``spec.targets(teacher)``, when already computed.
+
+    Returns:
+        The student (on the CPU) and its :class:`ShrinkReport`.
+    """
+    from nerfexport.shrink.spec import resolve_device
+    from nerfexport.train.loop import autocast_dtype, evaluate, pixel_psnr
 
     emit = progress or (lambda e: None)
     spec.validate()
+    ev = evaluation if evaluation is not None else EvalSpec()
+    dev = resolve_device(spec.device)
+    tg = targets if targets is not None else spec.targets(teacher)
     secs = {}
+    method, student, info, auto = _make_student(teacher, scene, spec, tg, secs, emit)
+    amp = autocast_dtype("auto", torch.device("cpu"))
+    nc, nf = ev.samples if ev.samples else (None, None)
+    n_c, n_f = nc or teacher.cfg.n_coarse, teacher.cfg.n_fine if nf is None else nf
+    rep = _report(method, spec, info, secs, auto, ev, (n_c, n_f), (scene.H, scene.W), amp)
+    held = None
+    if ev.views is not None and ev.pixels:
+        held = _held_pixels(scene, ev.pixels, ev.views, spec.seed)
+
+    def score(m, held) -> tuple[float, float | None]:
+        if held is not None:
+            return pixel_psnr(m, held, n_c, n_f, amp), None
+        r = evaluate(m, scene, "test", ev.views, nc, nf, amp=amp)
+        return r.psnr, r.ssim
+
+    if ev.views is not None:
+        t = time.perf_counter()
+        emit({"event": "stage", "stage": "evaluate"})
+        rep.psnr_before_finetune, rep.ssim_before_finetune = score(student, held)
+        secs["evaluate"] = time.perf_counter() - t
+    if spec.finetune > 0:
+        res, dc, held = _finetune(teacher, student, scene, spec, distill_cfg, dev, ev, held, (n_c, n_f), progress)
+        secs["bank"], secs["finetune"] = res.bank_seconds, res.seconds
+        rep.finetune = {**dc.to_dict(), "steps_made": res.steps, "history": res.history, "refills": res.refills}
+        if ev.views is not None:
+            t = time.perf_counter()
+            emit({"event": "stage", "stage": "evaluate"})
+            rep.psnr_after_finetune, rep.ssim_after_finetune = score(student, held)
+            secs["evaluate"] += time.perf_counter() - t
+    return student, rep
+
+
+def _make_student(teacher: NeRF, scene, spec: ShrinkSpec, targets: Targets, secs: dict,
+                  emit) -> tuple[str, NeRF, ShrinkInfo, dict | None]:
+    """Calibrate and shrink (``auto``: the best candidate), timing both into ``secs``; returns the
+    method, the student, its :class:`ShrinkInfo` and ``auto``'s scores."""
     t = time.perf_counter()
     emit({"event": "stage", "stage": "calibrate"})
     calib, samples = calibrate(teacher, scene, spec)
@@ -383,61 +367,68 @@ def shrink_pipeline(teacher: NeRF, scene, spec: ShrinkSpec, eval_views: int | No
     emit({"event": "stage", "stage": "shrink"})
     auto = None
     if spec.method == AUTO:
-        method, student, info, auto = choose_method(teacher, scene, spec, calib, samples=samples)
+        method, student, info, auto = choose_method(teacher, scene, spec, calib, samples=samples, targets=targets)
         emit({"event": "chose", "method": method, "scores": auto})
     else:
         method = spec.method
-        student, info = shrink_model(teacher, spec, calib, samples)
+        student, info = shrink_model(teacher, spec, calib, samples, targets)
     secs["prune"] = time.perf_counter() - t
-    amp = autocast_dtype("auto", torch.device("cpu"))
-    nc, nf = eval_samples if eval_samples else (None, None)
-    n_c, n_f = nc or teacher.cfg.n_coarse, teacher.cfg.n_fine if nf is None else nf
+    return method, student, info, auto
+
+
+def _report(method: str, spec: ShrinkSpec, info: ShrinkInfo, secs: dict, auto: dict | None, ev: EvalSpec,
+            samples: tuple[int, int], size: tuple[int, int], amp) -> ShrinkReport:
+    """The report before any evaluation: what was made, and how it will be evaluated."""
     rep = ShrinkReport(method, spec.seed, spec.to_dict(), info.widths, info.params_before, info.params_after, secs,
-                       eval=None if eval_views is None else {"views": eval_views, "split": "test",
-                                                            "n_coarse": n_c, "n_fine": n_f,
-                                                            "pixels": eval_pixels,
-                                                            "resolution": [scene.H, scene.W],
-                                                            "precision": "bf16" if amp is not None else "fp32"})
+                       eval=None if ev.views is None else {"views": ev.views, "split": "test",
+                                                          "n_coarse": samples[0], "n_fine": samples[1],
+                                                          "pixels": ev.pixels, "resolution": list(size),
+                                                          "precision": "bf16" if amp is not None else "fp32"})
     rep.auto, rep.ranks, rep.macs_before, rep.macs_after = auto, info.ranks, info.macs_before, info.macs_after
-    held = None
-    if eval_views is not None and eval_pixels:
-        held = {k: torch.from_numpy(a) for k, a in draw_pixels(scene, eval_pixels, eval_views, spec.seed).items()}
+    return rep
 
-    def score(m) -> tuple[float, float | None]:
-        if held is not None:
-            return pixel_psnr(m, held, n_c, n_f, amp), None
-        r = evaluate(m, scene, "test", eval_views, nc, nf, amp=amp)
-        return r.psnr, r.ssim
 
-    if eval_views is not None:
-        t = time.perf_counter()
-        emit({"event": "stage", "stage": "evaluate"})
-        rep.psnr_before_finetune, rep.ssim_before_finetune = score(student)
-        secs["evaluate"] = time.perf_counter() - t
-    if spec.finetune > 0:
-        dc = replace(distill_cfg) if distill_cfg is not None else DistillConfig()
-        dc.steps, dc.seed, dc.minutes = spec.finetune, spec.seed, spec.minutes
-        if spec.bank_rays is not None:
-            dc.bank_rays = spec.bank_rays
-        evaluator = None
-        if eval_views is not None and spec.minutes:
-            if held is None:
-                held = {k: torch.from_numpy(a) for k, a in draw_pixels(scene, 4096, eval_views, spec.seed).items()}
+def _held_pixels(scene, n: int, views: int, seed: int) -> dict[str, torch.Tensor]:
+    """``n`` fixed random pixels of the first ``views`` test views: ``o, d, v, rgb (n, 3)``."""
+    from nerfexport.train.loop import eval_pixels
+    return {k: torch.from_numpy(a) for k, a in eval_pixels(scene, n, views, seed).items()}
 
-            def evaluator(m):
-                return pixel_psnr(m, held, n_c, n_f, amp)
-            evaluator.pixels = int(held["o"].shape[0])
-            dc.eval_every_minutes = dc.eval_every_minutes or spec.minutes / 8.0
+
+def _finetune(teacher: NeRF, student: NeRF, scene, spec: ShrinkSpec, distill_cfg, device: torch.device,
+              ev: EvalSpec, held: dict | None, samples: tuple[int, int], progress):
+    """Distil ``student`` in place from ``teacher`` on ``device`` (the bank is built there, the
+    student trained there and moved back to the CPU). With a time budget and held-out views, the
+    held-out pixels (4,096 unless ``held`` is given) are scored on the clock's marks. Returns the
+    :class:`~nerfexport.shrink.distill.DistillResult`, the config used and the held-out pixels."""
+    import copy
+
+    from nerfexport.shrink.distill import DistillConfig, build_bank, distill
+    from nerfexport.train.loop import autocast_dtype, pixel_psnr
+
+    emit = progress or (lambda e: None)
+    dc = replace(distill_cfg) if distill_cfg is not None else DistillConfig()
+    dc.steps, dc.seed, dc.minutes = spec.finetune, spec.seed, spec.minutes
+    if spec.bank_rays is not None:
+        dc.bank_rays = spec.bank_rays
+    amp = autocast_dtype("auto", device)
+    evaluator = None
+    if ev.views is not None and spec.minutes:
+        if held is None:
+            held = _held_pixels(scene, 4096, ev.views, spec.seed)
+        on_device = {k: a.to(device) for k, a in held.items()}
+
+        def evaluator(m):
+            return pixel_psnr(m, on_device, samples[0], samples[1], amp)
+        evaluator.pixels = int(held["o"].shape[0])
+        dc.eval_every_minutes = dc.eval_every_minutes or spec.minutes / 8.0
+    bank_teacher = teacher if device.type == "cpu" else copy.deepcopy(teacher).to(device)
+    student.to(device)
+    try:
         emit({"event": "stage", "stage": "bank"})
-        bank = build_bank(teacher, scene, max(dc.bank_rays, 0), dc.n_coarse, dc.n_fine, spec.seed, amp)
+        bank = build_bank(bank_teacher, scene, max(dc.bank_rays, 0), dc.n_coarse, dc.n_fine, spec.seed, amp)
         emit({"event": "stage", "stage": "finetune"})
         res = distill(student, bank, dc, teacher.cfg.white_bkgd, progress, evaluator,
-                      refill=lambda n, seed: build_bank(teacher, scene, n, dc.n_coarse, dc.n_fine, seed, amp))
-        secs["bank"], secs["finetune"] = res.bank_seconds, res.seconds
-        rep.finetune = {**dc.to_dict(), "steps_made": res.steps, "history": res.history, "refills": res.refills}
-        if eval_views is not None:
-            t = time.perf_counter()
-            emit({"event": "stage", "stage": "evaluate"})
-            rep.psnr_after_finetune, rep.ssim_after_finetune = score(student)
-            secs["evaluate"] += time.perf_counter() - t
-    return student, rep
+                      refill=lambda n, seed: build_bank(bank_teacher, scene, n, dc.n_coarse, dc.n_fine, seed, amp))
+    finally:
+        student.to("cpu")
+    return res, dc, held

@@ -19,11 +19,15 @@ surgery, so only the deviation needs estimating).
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
 from nerfexport.model.surgery import Selection
 
-METHODS = ("uniform", "magnitude", "magnitude-in", "magnitude-out", "activation", "coreset", "data-coreset")
+#: the neuron-pruning methods (how the neurons each layer keeps are chosen)
+PruneMethod = Literal["uniform", "magnitude", "magnitude-in", "magnitude-out", "activation", "coreset", "data-coreset"]
+METHODS: tuple[str, ...] = get_args(PruneMethod)
 
 
 def top_k(scores: torch.Tensor, k: int) -> Selection:

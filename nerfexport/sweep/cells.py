@@ -118,8 +118,16 @@ def _runtime_info(ref: str) -> dict:
 
 
 def plan(spec: SweepSpec, hashes: dict[str, str] | None = None) -> Plan:
-    """Expand ``spec``'s axes into cells and the stages they need. ``hashes``: scene name ->
-    :func:`scene_hash` (computed when not given)."""
+    """Expand ``spec``'s axes into cells and the stages they need.
+
+    Args:
+        spec: The sweep file, read (:func:`nerfexport.sweep.spec.load_sweep`).
+        hashes: Scene name -> :func:`scene_hash` (computed when not given).
+
+    Returns:
+        A :class:`Plan`: the cells (no two computing the same thing) and the stages by key, each
+        after the stages it needs.
+    """
     ax = spec.axes
     shrink = {**SHRINK_DEFAULTS, **spec.shrink}
     export = {**EXPORT_DEFAULTS, **spec.export}
@@ -139,28 +147,7 @@ def plan(spec: SweepSpec, hashes: dict[str, str] | None = None) -> Plan:
         evals = {"eval_views": shrink["eval_views"], "eval_samples": shrink["eval_samples"]}
         teacher = add(Stage(digest({**root, "stage": "teacher", **evals}), "teacher", sc.name,
                             {"scene": _scene_params(sc), **evals}))
-        models = []   # (method, width, finetune, stage key)
-        for method in ax.method:
-            if method == "none":
-                models.append((method, None, None, teacher))
-                continue
-            for width in ax.width:
-                if method == "scratch":
-                    continue
-                for ft in ax.finetunes(width):
-                    p = {"method": method, "width": width, "finetune": ft, **shrink, "distill": spec.distill}
-                    models.append((method, width, ft, add(Stage(digest({**root, "stage": "shrink", **p}), "shrink",
-                                                                  sc.name, {"scene": _scene_params(sc), **p},
-                                                                  [teacher]))))
-        if "scratch" in ax.method:
-            for width in ax.width:
-                siblings = [k for m, w, _, k in models if w == width and m not in ("none", "scratch")]
-                p = {"width": width, **evals, "seed": shrink["seed"], **spec.scratch}
-                budget = {} if "minutes" in spec.scratch else {"siblings": sorted(siblings)}
-                key = digest({**root, "stage": "scratch", **p, **budget})
-                models.append(("scratch", width, None, add(Stage(key, "scratch", sc.name, {"scene": _scene_params(sc),
-                                                                                        **p}, [teacher],
-                                                                  [] if budget == {} else siblings))))
+        models = _model_stages(spec, sc, root, teacher, add)
         for method, width, ft, mkey in models:
             if spec.until == "shrink":
                 cells.append(Cell(sc.name, method, width, ft, None, None, None, None, [teacher, mkey]))
@@ -200,6 +187,38 @@ def plan(spec: SweepSpec, hashes: dict[str, str] | None = None) -> Plan:
             seen.add(c.key)
             uniq.append(c)
     return Plan(uniq, stages)
+
+
+def _model_stages(spec: SweepSpec, sc: SceneSpec, root: dict, teacher: str, add) -> list[tuple]:
+    """The model stages of scene ``sc`` (``shrink`` per method, width and fine-tune; ``scratch``
+    per width; method ``none``: the teacher itself), added through ``add``; returns
+    ``(method, width, finetune, stage key)`` for each."""
+    ax = spec.axes
+    shrink = {**SHRINK_DEFAULTS, **spec.shrink}
+    evals = {"eval_views": shrink["eval_views"], "eval_samples": shrink["eval_samples"]}
+    models = []
+    for method in ax.method:
+        if method == "none":
+            models.append((method, None, None, teacher))
+            continue
+        for width in ax.width:
+            if method == "scratch":
+                continue
+            for ft in ax.finetunes(width):
+                p = {"method": method, "width": width, "finetune": ft, **shrink, "distill": spec.distill}
+                models.append((method, width, ft, add(Stage(digest({**root, "stage": "shrink", **p}), "shrink",
+                                                              sc.name, {"scene": _scene_params(sc), **p},
+                                                              [teacher]))))
+    if "scratch" in ax.method:
+        for width in ax.width:
+            siblings = [k for m, w, _, k in models if w == width and m not in ("none", "scratch")]
+            p = {"width": width, **evals, "seed": shrink["seed"], **spec.scratch}
+            budget = {} if "minutes" in spec.scratch else {"siblings": sorted(siblings)}
+            key = digest({**root, "stage": "scratch", **p, **budget})
+            models.append(("scratch", width, None, add(Stage(key, "scratch", sc.name, {"scene": _scene_params(sc),
+                                                                                    **p}, [teacher],
+                                                              [] if budget == {} else siblings))))
+    return models
 
 
 def _scene_params(sc: SceneSpec) -> dict:

@@ -156,9 +156,7 @@ def run_stages(stages: dict[str, Stage], done: dict[str, object], cpus: int = 1,
     rep = EngineReport()
     rep.timer, rep.nodes = timer_mode()
     gpu_ok = cluster_has_gpu()
-    most = max((float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0.0)
-    if cpus > most:   # no node could take a task: Ray would wait for one forever
-        raise EngineError(f"[sweep] cpus = {cpus}, but the largest node of the Ray cluster has {most:g} CPUs")
+    _check_cpus(cpus)
     refs: dict[str, ray.ObjectRef] = {}
     outcome: dict[str, object] = dict(done)
     todo = [k for k in stages if k not in done]
@@ -218,24 +216,41 @@ def run_stages(stages: dict[str, Stage], done: dict[str, object], cpus: int = 1,
                         finish(key, Failure("a stage it needs is not in the sweep"))
                     todo.clear()
                 continue
-            finished, _ = ray.wait(list(inflight), num_returns=1, timeout=None)
-            for ref in finished:
+            for ref in ray.wait(list(inflight), num_returns=1, timeout=None)[0]:
                 key = inflight.pop(ref)
-                try:
-                    res = ray.get(ref)
-                except (ray.exceptions.RayError, Exception) as e:   # the stage's own error, or a lost worker
+                res = _result(ref)
+                if isinstance(res, Failure):
                     refs.pop(key, None)
-                    finish(key, Failure(one_line(e)))
-                    continue
                 finish(key, res)
     except BaseException:   # Ctrl-C, SIGTERM: stop what is pending and running; the finished stay kept
-        for ref in list(inflight):
-            try:
-                ray.cancel(ref, force=True)
-            except Exception:
-                pass
+        _cancel(list(inflight))
         raise
     return rep
+
+
+def _check_cpus(cpus: int) -> None:
+    """Refuse ``cpus`` a task when no alive node of the cluster has that many (Ray would wait
+    for one forever)."""
+    most = max((float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0.0)
+    if cpus > most:
+        raise EngineError(f"[sweep] cpus = {cpus}, but the largest node of the Ray cluster has {most:g} CPUs")
+
+
+def _result(ref):
+    """A finished task's result, or its :class:`Failure` (the stage's own error, or a lost worker)."""
+    try:
+        return ray.get(ref)
+    except (ray.exceptions.RayError, Exception) as e:
+        return Failure(one_line(e))
+
+
+def _cancel(refs: list) -> None:
+    """Cancel the tasks ``refs`` (pending or running), ignoring those that cannot be."""
+    for ref in refs:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:
+            pass
 
 
 def shutdown(started: bool) -> None:

@@ -113,6 +113,105 @@ def _machine() -> str:
     return node()["machine"] + torch
 
 
+def _check_options(address: str | None, max_ms: float | None, max_mb: float | None, num_cpus: int | None) -> None:
+    """Raise :class:`SweepError` for the first unusable option of :func:`run_sweep`."""
+    for name, v in (("--max-ms", max_ms), ("--max-mb", max_mb)):
+        if v is not None and not v > 0:
+            raise SweepError(f"{name} must be positive, not {v}")
+    if num_cpus is not None and num_cpus < 1:
+        raise SweepError(f"--num-cpus must be at least 1, not {num_cpus}")
+    if num_cpus is not None and (address or os.environ.get("RAY_ADDRESS")):
+        raise SweepError("--num-cpus sizes the Ray started on this machine; a cluster has the CPUs its nodes declare")
+
+
+def _output_folder(out: Path) -> Path:
+    """``out`` with its ``cells`` and ``stages`` folders (made when missing)."""
+    if out.exists() and not out.is_dir():
+        raise SweepError(f"output {out} exists and is not a folder")
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    (out / "stages").mkdir(exist_ok=True)
+    return out
+
+
+def _finished_cells(p: Plan, out: Path) -> dict[str, dict]:
+    """Cell key -> its finished (ok) JSON in ``out/cells``, for the cells of ``p`` that have one."""
+    finished: dict[str, dict] = {}
+    for c in p.cells:
+        doc = _load_json(out / "cells" / f"{c.key}.json")
+        if isinstance(doc, dict) and doc.get("status") == "ok" and isinstance(doc.get("row"), dict):
+            finished[c.key] = doc
+    return finished
+
+
+def _run_stages(spec: SweepSpec, p: Plan, run_keys: set[str], done: dict[str, dict], where: tuple,
+                on_result, timer: dict, emit: ProgressFn) -> tuple[str, dict]:
+    """Run the stages ``run_keys`` on Ray (``where``: the address and the local Ray's CPUs), with
+    the finished ``done`` as their inputs; returns where Ray ran and the tasks run per stage kind."""
+    from nerfexport.sweep import engine
+    started, at = engine.connect(*where)
+    try:
+        timer["mode"] = engine.timer_mode()[0]
+        sources = {s.name: s.checkpoint.read_bytes() for s in spec.scenes
+                   if s.checkpoint is not None and any(p.stages[k].kind == "teacher" and p.stages[k].scene == s.name
+                                                       for k in run_keys)}
+        emit({"event": "start", "where": at, "stages": len(run_keys)})
+        sub = {k: st for k, st in p.stages.items() if k in run_keys or k in done}
+        rep = engine.run_stages(sub, done, spec.cpus, on_result, sources)
+    finally:
+        engine.shutdown(started)
+    return at, rep.executed
+
+
+def _write_tables(out: Path, spec: SweepSpec, doc: dict, cells: list[dict], result: SweepResult) -> None:
+    """``sweep.json``, ``sweep.md`` and the report the file asks for, listed in ``result.files``."""
+    _dump(out / "sweep.json", doc)
+    md = tbl.markdown(doc)
+    atomic_write(out / "sweep.md", lambda f: f.write(md.encode()))
+    result.files = [str(out / "sweep.json"), str(out / "sweep.md")]
+    if spec.report != "table":
+        text = tbl.report(cells, spec.report, _machine())
+        atomic_write(out / "report.md", lambda f: f.write(text.encode()))
+        result.files.append(str(out / "report.md"))
+
+
+def _timings(cells: list[dict]) -> str:
+    """The table's sentence on how the cells were timed (and which were timed under load)."""
+    loaded = sum(1 for c in cells if c.get("row", {}).get("under_load"))
+    modes = {c["row"].get("timer") for c in cells if c["row"].get("ms_per_frame") is not None}
+    how = {"per-node": "one per node at a time", "one at a time": "one at a time on the whole cluster (not every "
+           "node has a nerfexport_timer resource)"}
+    timer_text = ("no cell was timed" if not modes else "bench cells ran after every other stage of their run had "
+                  "finished, " + " or ".join(how.get(m, "as recorded") for m in sorted(modes, key=str)))
+    return (f"Timings: {timer_text}." + (f" {loaded} cell(s) were timed while other work took over "
+                                     f"{100 * tbl.LOAD:.0f}% of their machine's CPU: their timings were taken "
+                                     "under load." if loaded else ""))
+
+
+def _figures(out: Path, spec: SweepSpec, doc: dict, cells: list[dict], result: SweepResult) -> None:
+    """The Pareto figure of each scene (and the shrink-study figure the file asks for), listed in
+    ``result.files``; without matplotlib, a note."""
+    try:
+        import matplotlib  # noqa: F401
+    except ModuleNotFoundError:
+        result.notes.append("no Pareto figures: they need matplotlib (pip install 'nerfexport[bench]')")
+        return
+    for scene in dict.fromkeys(r["scene"] for r in doc["rows"]):
+        if any(r["scene"] == scene and r["status"] == "ok" for r in doc["rows"]):
+            f = out / f"pareto-{scene}.png"
+            tbl.pareto_figure(doc["rows"], scene, f)
+            result.files.append(str(f))
+    if spec.report == "shrink-study":
+        from nerfexport.bench.plots import plot_shrink_study
+        for scene in dict.fromkeys(r["scene"] for r in doc["rows"]):
+            try:
+                sdoc = tbl.shrink_study_doc(cells, scene, _machine())
+            except StopIteration:
+                continue
+            if sdoc["rows"]:
+                plot_shrink_study(sdoc, out / f"shrink-{scene}.png")
+                result.files.append(str(out / f"shrink-{scene}.png"))
+
+
 def _what_to_run(p: Plan, todo: list[Cell], out: Path) -> tuple[set[str], dict[str, dict]]:
     """The stages the unfinished cells need that have no finished result in ``out`` (and what
     those need in turn); and the finished ones they need, with their files where a stage to run
@@ -147,41 +246,33 @@ def _what_to_run(p: Plan, todo: list[Cell], out: Path) -> tuple[set[str], dict[s
 def run_sweep(path: str | Path, out: str | Path, address: str | None = None, max_ms: float | None = None,
               max_mb: float | None = None, num_cpus: int | None = None,
               progress: ProgressFn | None = None) -> SweepResult:
-    """Run (or resume) the sweep file ``path`` into the folder ``out``; returns the counts and
-    the table. ``address``: a Ray cluster (else ``RAY_ADDRESS``, else a local Ray with
-    ``num_cpus``). ``progress`` gets ``{"event": "plan"|"start"|"cell", ...}``."""
+    """Run (or resume) the sweep file ``path`` into the folder ``out`` (the cache).
+
+    Args:
+        address: A Ray cluster (else ``RAY_ADDRESS``, else a local Ray with ``num_cpus`` CPUs).
+        max_ms, max_mb: Limits the table marks cells against (frame time, bundle size).
+        progress: Gets ``{"event": "plan"|"start"|"cell", ...}``.
+
+    Returns:
+        A :class:`SweepResult`: ``sweep.json``'s document, the counts and the files written.
+    """
     import ray  # noqa: F401  (the sweep extra: say so before anything is read or run)
 
     t0 = time.perf_counter()
     emit = progress or (lambda e: None)
-    for name, v in (("--max-ms", max_ms), ("--max-mb", max_mb)):
-        if v is not None and not v > 0:
-            raise SweepError(f"{name} must be positive, not {v}")
-    if num_cpus is not None and num_cpus < 1:
-        raise SweepError(f"--num-cpus must be at least 1, not {num_cpus}")
-    if num_cpus is not None and (address or os.environ.get("RAY_ADDRESS")):
-        raise SweepError("--num-cpus sizes the Ray started on this machine; a cluster has the CPUs its nodes declare")
+    _check_options(address, max_ms, max_mb, num_cpus)
     spec = load_sweep(path)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SweepError(f"output {out} exists and is not a folder")
-    (out / "cells").mkdir(parents=True, exist_ok=True)
-    (out / "stages").mkdir(exist_ok=True)
+    out = _output_folder(Path(out))
     p = plan(spec, {s.name: scene_hash(s) for s in spec.scenes})
     settings = _settings(spec)
-    finished: dict[str, dict] = {}
-    for c in p.cells:
-        doc = _load_json(out / "cells" / f"{c.key}.json")
-        if isinstance(doc, dict) and doc.get("status") == "ok" and isinstance(doc.get("row"), dict):
-            finished[c.key] = doc
+    finished = _finished_cells(p, out)
     todo = [c for c in p.cells if c.key not in finished]
     run_keys, done = _what_to_run(p, todo, out)
     emit({"event": "plan", "cells": len(p.cells), "cached": len(finished), "stages": len(run_keys)})
     result = SweepResult(doc={}, cached=len(finished))
     cells_by_stage: dict[str, list[Cell]] = {}
-    for c in todo:
-        for k in c.stages:
-            cells_by_stage.setdefault(k, []).append(c)
+    for k, c in ((k, c) for c in todo for k in c.stages):
+        cells_by_stage.setdefault(k, []).append(c)
     written: dict[str, dict] = {}
 
     def write_cell(c: Cell, outcome: dict) -> None:
@@ -219,62 +310,16 @@ def run_sweep(path: str | Path, out: str | Path, address: str | None = None, max
         for c in todo:   # cells whose stages were all cached (a cell JSON lost)
             if all(k in done for k in c.stages):
                 write_cell(c, outcome)
-    if run_keys:   # (then todo is not empty: engine is imported)
-        started, result.where = engine.connect(address, num_cpus)
-        try:
-            timer["mode"] = engine.timer_mode()[0]
-            sources = {s.name: s.checkpoint.read_bytes() for s in spec.scenes
-                       if s.checkpoint is not None and any(p.stages[k].kind == "teacher" and p.stages[k].scene == s.name
-                                                           for k in run_keys)}
-            emit({"event": "start", "where": result.where, "stages": len(run_keys)})
-            sub = {k: st for k, st in p.stages.items() if k in run_keys or k in done}
-            rep = engine.run_stages(sub, done, spec.cpus, on_result, sources)
-        finally:
-            engine.shutdown(started)
-        result.stages = rep.executed
+    if run_keys:   # (then todo is not empty: on_result is defined)
+        result.where, result.stages = _run_stages(spec, p, run_keys, done, (address, num_cpus), on_result, timer, emit)
     cells = [written.get(c.key) or finished.get(c.key) for c in p.cells]
     cells = [c for c in cells if c is not None]
-    loaded = sum(1 for c in cells if c.get("row", {}).get("under_load"))
-    modes = {c["row"].get("timer") for c in cells if c["row"].get("ms_per_frame") is not None}
-    how = {"per-node": "one per node at a time", "one at a time": "one at a time on the whole cluster (not every "
-           "node has a nerfexport_timer resource)"}
-    timer_text = ("no cell was timed" if not modes else "bench cells ran after every other stage of their run had "
-                  "finished, " + " or ".join(how.get(m, "as recorded") for m in sorted(modes, key=str)))
-    timings = (f"Timings: {timer_text}." + (f" {loaded} cell(s) were timed while other work took over "
-                                        f"{100 * tbl.LOAD:.0f}% of their machine's CPU: their timings were taken "
-                                        "under load." if loaded else ""))
     limits = {"max_ms": max_ms, "max_mb": max_mb}
-    doc = tbl.sweep_doc(str(spec.path), spec.description, cells, settings, limits, timings)
+    doc = tbl.sweep_doc(str(spec.path), spec.description, cells, settings, limits, _timings(cells))
     doc["run"] = {"executed": result.executed, "cached": result.cached, "failed": result.failed,
                   "stages": result.stages, "where": result.where or None, "seconds": time.perf_counter() - t0}
-    _dump(out / "sweep.json", doc)
-    md = tbl.markdown(doc)
-    atomic_write(out / "sweep.md", lambda f: f.write(md.encode()))
-    result.files = [str(out / "sweep.json"), str(out / "sweep.md")]
-    if spec.report != "table":
-        text = tbl.report(cells, spec.report, _machine())
-        atomic_write(out / "report.md", lambda f: f.write(text.encode()))
-        result.files.append(str(out / "report.md"))
-    try:
-        import matplotlib  # noqa: F401
-    except ModuleNotFoundError:
-        result.notes.append("no Pareto figures: they need matplotlib (pip install 'nerfexport[bench]')")
-    else:
-        for scene in dict.fromkeys(r["scene"] for r in doc["rows"]):
-            if any(r["scene"] == scene and r["status"] == "ok" for r in doc["rows"]):
-                f = out / f"pareto-{scene}.png"
-                tbl.pareto_figure(doc["rows"], scene, f)
-                result.files.append(str(f))
-        if spec.report == "shrink-study":
-            from nerfexport.bench.plots import plot_shrink_study
-            for scene in dict.fromkeys(r["scene"] for r in doc["rows"]):
-                try:
-                    sdoc = tbl.shrink_study_doc(cells, scene, _machine())
-                except StopIteration:
-                    continue
-                if sdoc["rows"]:
-                    plot_shrink_study(sdoc, out / f"shrink-{scene}.png")
-                    result.files.append(str(out / f"shrink-{scene}.png"))
+    _write_tables(out, spec, doc, cells, result)
+    _figures(out, spec, doc, cells, result)
     result.doc = doc
     result.seconds = time.perf_counter() - t0
     return result

@@ -166,12 +166,15 @@ def _samples(v, key: str, where: str) -> list[int]:
 
 
 def _dataclass_types(cls) -> dict[str, type]:
-    """Field name -> int/float/bool/str of a dataclass (``X | None`` counts as ``X``)."""
+    """Field name -> int/float/bool/str of a dataclass (``X | None`` counts as ``X``, a ``Literal``
+    of strings as ``str``)."""
     names = {"int": int, "float": float, "bool": bool, "str": str}
     out = {}
     for k, f in cls.__dataclass_fields__.items():
         t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         base = t.replace(" ", "").replace("|None", "").replace("Optional[", "").rstrip("]")
+        if base.startswith(("Literal[", "typing.Literal[")):
+            base = "str"
         if base in names:
             out[k] = names[base]
     return out
@@ -328,8 +331,43 @@ def _check_cells(doc: dict, where: str) -> None:
         raise SweepSpecError(f"{where} asks for more than {MAX_CELLS:,} cells (scenes x axes); split it")
 
 
+def _distill_table(doc: dict, where: str) -> dict:
+    """The checked ``[distill]`` table: DistillConfig fields other than the budget and seed."""
+    from nerfexport.shrink.distill import DistillConfig
+    dschema = {k: t for k, t in _dataclass_types(DistillConfig).items()
+               if k not in ("steps", "seed", "minutes", "eval_every_minutes")}   # steps: axes.finetune
+    distill = _table(doc, "distill", dschema, where)
+    for k, v in distill.items():
+        if dschema[k] in (int, float) and v < (0 if k.startswith("w_") else 1e-12):
+            raise SweepSpecError(f"{where}: distill.{k} must be positive, got {v!r}")
+    return distill
+
+
+def _scratch_table(doc: dict, where: str) -> dict:
+    """The checked ``[scratch]`` table, ``step_seconds`` keyed by width."""
+    scratch = _table(doc, "scratch", SCRATCH, where)
+    if "minutes" in scratch and not scratch["minutes"] > 0:
+        raise SweepSpecError(f"{where}: scratch.minutes must be positive, got {scratch['minutes']!r}")
+    if "step_seconds" in scratch:
+        st = {}
+        for k, v in scratch["step_seconds"].items():
+            if not (k.isdigit() and _type_ok(v, float) and v > 0):
+                raise SweepSpecError(f"{where}: scratch.step_seconds is like {{128 = 0.129}} "
+                                     f"(width = seconds per step), got {k} = {v!r}")
+            st[int(k)] = float(v)
+        scratch["step_seconds"] = st
+    return scratch
+
+
 def load_sweep(path: str | Path) -> SweepSpec:
-    """Read and check the sweep file ``path``; raises :class:`SweepSpecError` (one line)."""
+    """Read and check the sweep file ``path``.
+
+    Args:
+        path: A TOML sweep file (docs/sweeps/); relative paths in it are relative to it.
+
+    Returns:
+        The checked :class:`SweepSpec`. Raises :class:`SweepSpecError` (one line).
+    """
     path = Path(path)
     if not path.is_file():
         raise SweepSpecError(f"sweep file {path} does not exist" if not path.exists() else f"{path} is not a file")
@@ -372,24 +410,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
         _positive(shrink["seed"], "shrink.seed", where, zero=True)
     if "eval_samples" in shrink:
         _samples(shrink["eval_samples"], "shrink.eval_samples", where)
-    from nerfexport.shrink.distill import DistillConfig
-    dschema = {k: t for k, t in _dataclass_types(DistillConfig).items()
-               if k not in ("steps", "seed", "minutes", "eval_every_minutes")}   # steps: axes.finetune
-    distill = _table(doc, "distill", dschema, where)
-    for k, v in distill.items():
-        if dschema[k] in (int, float) and v < (0 if k.startswith("w_") else 1e-12):
-            raise SweepSpecError(f"{where}: distill.{k} must be positive, got {v!r}")
-    scratch = _table(doc, "scratch", SCRATCH, where)
-    if "minutes" in scratch and not scratch["minutes"] > 0:
-        raise SweepSpecError(f"{where}: scratch.minutes must be positive, got {scratch['minutes']!r}")
-    if "step_seconds" in scratch:
-        st = {}
-        for k, v in scratch["step_seconds"].items():
-            if not (k.isdigit() and _type_ok(v, float) and v > 0):
-                raise SweepSpecError(f"{where}: scratch.step_seconds is like {{128 = 0.129}} "
-                                     f"(width = seconds per step), got {k} = {v!r}")
-            st[int(k)] = float(v)
-        scratch["step_seconds"] = st
+    distill = _distill_table(doc, where)
+    scratch = _scratch_table(doc, where)
     export = _table(doc, "export", EXPORT, where)
     for key in ("calib_rays",):
         if key in export:

@@ -39,9 +39,16 @@ def node() -> dict:
     return {"host": socket.gethostname(), "machine": machine()}
 
 
+def _data(sp: dict):
+    """The scene's :class:`~nerfexport.data.datasets.DataArgs` (its ``data_args``: unset values
+    are the recorded ones)."""
+    from nerfexport.data.datasets import DataArgs
+    return DataArgs(sp["data"], sp["downscale"], None, sp["test_every"])
+
+
 def _scene(sp: dict, record, ndc: bool, owner: str):
     from nerfexport.data.datasets import recorded_scene
-    return recorded_scene(record, sp["data"], sp["downscale"], sp["test_every"], None, ndc, owner)[0]
+    return recorded_scene(record, _data(sp), ndc, owner)[0]
 
 
 def _amp():
@@ -68,7 +75,8 @@ def teacher(params: dict, source: bytes | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="nerfexport-sweep-") as tmp:
         tmp = Path(tmp)
         if sp["dataset"] is not None:
-            from nerfexport.train.run import DataArgs, ModelShape, run_train_cli
+            from nerfexport.data.datasets import DataArgs
+            from nerfexport.train.run import ModelShape, run_train_cli
             opts = dict(sp["train"])
             shape = ModelShape(**{k: opts.pop(k) for k in SHAPE_KEYS if k in opts})
             if "minutes" in opts:
@@ -96,6 +104,7 @@ def shrink(params: dict, teacher_result: dict) -> dict:
     from nerfexport.shrink.distill import DistillConfig
     from nerfexport.shrink.pipeline import shrink_pipeline
     from nerfexport.shrink.run import ShrinkError, shrink_spec
+    from nerfexport.shrink.spec import EvalSpec
     sp = params["scene"]
     t0 = time.perf_counter()
     spec, _ = shrink_spec({k: params[k] for k in ("method", "width", "finetune", "calib_rays", "seed")})
@@ -103,14 +112,12 @@ def shrink(params: dict, teacher_result: dict) -> dict:
         tmp = Path(tmp)
         path, model, meta, _ = _load(teacher_result["files"], tmp, "teacher.pt")
         try:
-            for net in (model.coarse, model.fine):
-                if net is not None:
-                    spec.check(net.cfg)
+            targets = spec.targets(model)
         except ValueError as e:
             raise ShrinkError(str(e)) from None
         scene = _scene(sp, meta.get("data"), model.cfg.ndc, sp["checkpoint"] or sp["dataset"])
-        student, rep = shrink_pipeline(model, scene, spec, params["eval_views"], tuple(params["eval_samples"]),
-                                       distill_cfg=DistillConfig(**params["distill"]), eval_pixels=None)
+        ev = EvalSpec(params["eval_views"], tuple(params["eval_samples"]), pixels=None)
+        student, rep = shrink_pipeline(model, scene, spec, ev, DistillConfig(**params["distill"]), targets=targets)
         out = tmp / "model.pt"
         save_checkpoint(student, out, meta={"shrunk_from": sp["checkpoint"] or sp["dataset"], "shrink": spec.to_dict(),
                                             "data": meta.get("data") or scene.load_args, "dataset": scene.source})
@@ -183,7 +190,7 @@ def export(params: dict, model_result: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="nerfexport-sweep-") as tmp:
         tmp = Path(tmp)
         (tmp / "model.pt").write_bytes(model_result["files"]["model.pt"])
-        run_export(tmp / "model.pt", tmp / "bundle", req, sp["data"], sp["downscale"], sp["test_every"])
+        run_export(tmp / "model.pt", tmp / "bundle", req, _data(sp))
         b = open_bundle(tmp / "bundle")
         info = {"bytes": b.size_bytes(), "precision": b.precision,
                 "samples": [b.manifest.scene.n_coarse, b.manifest.scene.n_fine],
@@ -238,8 +245,7 @@ def bench(params: dict, model_result: dict, export_result: dict | None = None) -
         else:
             path, model, meta, _ = _load(model_result["files"], tmp)
             record, ndc = meta.get("data"), model.cfg.ndc
-        v = dataset_views(record, sp["data"], sp["downscale"], sp["test_every"], first=params["views"], ndc=ndc,
-                          owner=sp["name"])
+        v = dataset_views(record, _data(sp), first=params["views"], ndc=ndc, owner=sp["name"])
         job = {"poses": v.poses.tolist(), "H": v.H, "W": v.W, "focal": v.focal, "repeat": params["repeat"],
                "renders": str(tmp / "renders.npy")}
         if params.get("samples"):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from nerfexport.bench.nseval import ns_eval, read_psnr
-from nerfexport.data.datasets import Scene, load_scene, recorded_scene
+from nerfexport.data.datasets import DataArgs, Scene, recorded_scene
 from nerfexport.data.fileio import atomic_write
 from nerfexport.model.checkpoint import check_writable, load_checkpoint
 from nerfexport.train import defaults
@@ -40,20 +40,6 @@ class ModelShape:
     fine: bool = True
     render_coarse: int = 64
     render_fine: int = 128
-
-
-@dataclass
-class DataArgs:
-    """Where the views come from and how they are loaded (see :func:`nerfexport.data.datasets.load_scene`)."""
-
-    path: Path | None              # None: the dataset a checkpoint records (eval)
-    downscale: int | None = 1      # None: the recorded one (the resolution the model was trained at)
-    white: bool | None = True
-    test_every: int | None = 1
-    ndc: bool = True
-
-    def load(self) -> Scene:
-        return load_scene(self.path, self.downscale, self.white, self.test_every, self.ndc)
 
 
 def check_train_options(shape: ModelShape, tc: TrainConfig) -> None:
@@ -219,8 +205,7 @@ def run_eval(path: str | Path, data: DataArgs, split: str = "test", views: int |
     net, meta, _ = load_checkpoint(path, with_train_state=True)
     # the dataset and resolution recorded at train or import time unless given: a model is judged
     # at the resolution it was trained at (one ray per pixel at a lower one aliases)
-    scene, note = recorded_scene((meta or {}).get("data"), data.path, data.downscale, data.test_every, data.white,
-                                 net.cfg.ndc, owner=str(path))
+    scene, note = recorded_scene((meta or {}).get("data"), data, net.cfg.ndc, owner=str(path))
     if note:
         emit({"event": "note", "text": note})
     if split not in scene.splits:
