@@ -5,6 +5,7 @@ from nerfexport.deploy.render import Renderer
 from nerfexport.deploy.runtime import load_runtime, make_networks, render_settings
 from nerfexport.deploy.views import dataset_views
 from nerfexport.deploy.density import DensityGrid
+from nerfexport.data.datasets import DataArgs
 from nerfexport.data.metrics import psnr
 from nerfexport.model.checkpoint import load_checkpoint
 from nerfexport.export.grid import _query
@@ -16,7 +17,7 @@ ax = [np.linspace(lo[i], hi[i], res + 1, dtype=np.float32) for i in range(3)]
 corners = np.stack(np.meshgrid(*ax, indexing="ij"), -1).reshape(-1, 3)
 t = time.perf_counter(); dens = _query(model.fine, corners, None, 65536)[0]; print("bake s", time.perf_counter() - t)
 dg = DensityGrid(dens.reshape(res + 1, res + 1, res + 1), occ.aabb)
-v = dataset_views(b.manifest.data, "../shared/data/lego_400", 4, 20, [0, 5, 9])
+v = dataset_views(b.manifest.data, DataArgs("../shared/data/lego_400", 4, None, 20), [0, 5, 9])
 def run(nf, grid=None, skip=True):
     sp = dataclasses.replace(spec, samples=[64, nf])
     st = render_settings(sp, b.manifest); nets = make_networks(sp, bundle=b)
