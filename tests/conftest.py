@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from nerfexport.model.mlp import MLPConfig, NeRF, NeRFConfig
-from nerfexport.deploy.rays import pose_spherical
+from nerfexport.data.rays import pose_spherical
 
 torch.set_num_threads(2)
 

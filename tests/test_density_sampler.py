@@ -8,7 +8,7 @@ import pytest
 from nerfexport.deploy.density import (DensityGrid, bake_density, decode, encode, load_density, occupied_corners,
                                        save_density)
 from nerfexport.deploy.occupancy import OccupancyBits
-from nerfexport.deploy.rays import pose_spherical
+from nerfexport.data.rays import pose_spherical
 from nerfexport.deploy.render import Renderer, SceneSettings, make_renderer
 
 BOX = [-1.5, -1.5, -1.5, 1.5, 1.5, 1.5]

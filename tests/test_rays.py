@@ -1,6 +1,7 @@
 import numpy as np
 
-from nerfexport.deploy.rays import get_rays, intrinsics, ndc_rays, pose_spherical, view_rays
+from nerfexport.data.rays import get_rays, intrinsics, pose_spherical
+from nerfexport.deploy.rays import ndc_rays, view_rays
 
 
 def test_centre_ray_looks_down_camera_minus_z():

@@ -57,7 +57,7 @@ NO_TORCH = textwrap.dedent('''
     from nerfexport.deploy.bundle import open_bundle
     from nerfexport.deploy.render import SceneSettings, make_renderer
     from nerfexport.deploy.runtime import load_runtime, make_networks
-    from nerfexport.deploy.rays import pose_spherical
+    from nerfexport.data.rays import pose_spherical
     b = open_bundle(sys.argv[1])
     spec = load_runtime("ort-cpu")
     r = make_renderer(spec, make_networks(spec, bundle=b), SceneSettings.from_manifest(b.manifest), b.occupancy())
@@ -166,7 +166,7 @@ def test_coarse_pass_from_a_density_source_equals_the_coarse_network():
     """The grid-placed fine samples are the hierarchical ones when the density source is the coarse
     network itself; a baked DensityGrid of the same field is within a small tolerance."""
     from nerfexport.deploy.density import DensityGrid
-    from nerfexport.deploy.rays import pose_spherical
+    from nerfexport.data.rays import pose_spherical
     from nerfexport.deploy.render import Renderer, SceneSettings
     s = SceneSettings(2.0, 6.0, True, False, 32, 32)
     c2w = pose_spherical(30.0, -30.0, 4.0)

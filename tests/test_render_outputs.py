@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from nerfexport.cli import app
-from nerfexport.deploy.rays import pose_spherical
+from nerfexport.data.rays import pose_spherical
 from nerfexport.deploy.views import DatasetError, camera_path_views, parse_resolution, resize_camera
 from nerfexport.export.bundle_writer import ExportOptions, export_bundle
 from nerfexport.model.mlp import NeRF

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from nerfexport.data.datasets import load_blender
-from nerfexport.deploy.rays import pose_spherical
+from nerfexport.data.rays import pose_spherical
 from nerfexport.data.synthetic import _shade, make_scene, render_view
 
 

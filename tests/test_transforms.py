@@ -10,7 +10,8 @@ from PIL import Image
 from nerfexport.data.datasets import DatasetError, load_scene
 from nerfexport.data import transforms as T
 from nerfexport.deploy.manifest import BundleError, Camera
-from nerfexport.deploy.rays import pose_spherical, view_rays
+from nerfexport.data.rays import pose_spherical
+from nerfexport.deploy.rays import view_rays
 from nerfexport.deploy.views import orbit_views, resize_camera
 
 from conftest import write_blender

@@ -6,7 +6,7 @@ import numpy as np
 from nerfexport.deploy.bundle import open_bundle
 from nerfexport.deploy.render import make_renderer, SceneSettings
 from nerfexport.deploy.runtime import load_runtime, make_networks, render_settings
-from nerfexport.deploy.rays import pose_spherical
+from nerfexport.data.rays import pose_spherical
 def hwm():
     for l in open("/proc/self/status"):
         if l.startswith(("VmHWM", "VmRSS")): print(" ", l.strip(), flush=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nerfexport.deploy.rays import get_rays, intrinsics, pose_spherical
+from nerfexport.data.rays import get_rays, intrinsics, pose_spherical
 
 CAMERA_ANGLE_X = 0.6911112070083618  # the NeRF synthetic scenes' field of view
 RADIUS = 4.0

@@ -11,7 +11,7 @@ import numpy as np
 
 from nerfexport.data.datasets import DataArgs, DatasetError, recorded_scene
 from nerfexport.deploy.manifest import Camera, check_camera
-from nerfexport.deploy.rays import pose_spherical
+from nerfexport.data.rays import pose_spherical
 
 SPIRAL_FRAMES = 40
 MAX_PATH_FRAMES = 10_000

@@ -26,7 +26,8 @@ from torch.nn import functional as F
 
 from nerfexport.data.datasets import Scene
 from nerfexport.model.mlp import NeRF
-from nerfexport.deploy.rays import intrinsics, ndc_rays
+from nerfexport.data.rays import intrinsics
+from nerfexport.deploy.rays import ndc_rays
 from nerfexport.train.loop import autocast_dtype, run_network
 from nerfexport.train.volume import composite, sample_pdf, stratified_samples
 

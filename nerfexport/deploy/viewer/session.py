@@ -21,7 +21,7 @@ import numpy as np
 
 from nerfexport.data.datasets import DatasetError
 from nerfexport.deploy.bundle import Bundle, open_bundle
-from nerfexport.deploy.rays import pose_spherical
+from nerfexport.data.rays import pose_spherical
 from nerfexport.deploy.render import Renderer, SceneSettings, make_renderer
 from nerfexport.deploy.run import early_stop_value, skip_note
 from nerfexport.deploy.runtime import RuntimeSpec, RuntimeSpecError, make_networks, render_settings
