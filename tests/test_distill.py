@@ -45,7 +45,7 @@ def test_random_rays_are_the_split_rays_of_those_pixels(blender_dir, tmp_path):
     from conftest import write_llff
     from nerfexport.data.datasets import load_llff
     from nerfexport.shrink.distill import random_rays
-    from nerfexport.train.loop import scene_rays
+    from nerfexport.train.render import scene_rays
 
     for scene in (load_scene(blender_dir), load_llff(write_llff(tmp_path / "llff"), factor=2, ndc=True)):
         full = scene_rays(scene, "train")

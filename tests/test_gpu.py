@@ -76,7 +76,8 @@ def _bundle(tmp_path, precision="fp32", tensorrt=False, blender_dir=None):
 @needs_torch_cuda
 def test_torch_training_step_on_cuda(blender_dir):
     from nerfexport.data.datasets import load_scene
-    from nerfexport.train.loop import TrainConfig, new_model, train
+    from nerfexport.train.factory import new_model
+    from nerfexport.train.loop import TrainConfig, train
     scene = load_scene(blender_dir)
     model = new_model(scene, width=16, depth=3, n_coarse=8, n_fine=8)
     res = train(model, scene, TrainConfig(steps=5, batch_rays=32, n_coarse=8, n_fine=8, device="cuda"))

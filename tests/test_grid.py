@@ -13,7 +13,8 @@ from nerfexport.model.mlp import NeRF
 from nerfexport.deploy.render import DEFAULT_EARLY_STOP, Renderer, SceneSettings, render_and_score
 from nerfexport.deploy.runtime import OrtNetwork
 from nerfexport.data.synthetic import make_scene
-from nerfexport.train.loop import TrainConfig, new_model, train
+from nerfexport.train.factory import new_model
+from nerfexport.train.loop import TrainConfig, train
 
 
 def test_query_maps_points_to_cells_and_outside_is_empty():

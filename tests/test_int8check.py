@@ -14,7 +14,7 @@ from nerfexport.deploy.bundle import open_bundle
 from nerfexport.export.bundle_writer import ExportOptions, export_bundle
 from nerfexport.export.quantize import Int8Settings, QuantizationError, quantize_int8
 from nerfexport.shrink.calibration import draw_samples
-from nerfexport.train.loop import new_model
+from nerfexport.train.factory import new_model
 
 
 @pytest.fixture(scope="module")

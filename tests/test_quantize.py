@@ -11,7 +11,8 @@ from nerfexport.export.quantize import Int8Settings, QuantizationError, check_ca
 from nerfexport.deploy.render import Renderer, SceneSettings
 from nerfexport.deploy.runtime import OrtNetwork
 from nerfexport.data.synthetic import make_scene
-from nerfexport.train.loop import TrainConfig, new_model, train
+from nerfexport.train.factory import new_model
+from nerfexport.train.loop import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from nerfexport.export.bundle_writer import ExportOptions, export_bundle
 from nerfexport.model.mlp import NeRF
 from nerfexport.deploy.render import Renderer, SceneSettings, sample_pdf
 from nerfexport.deploy.runtime import OrtNetwork
-from nerfexport.train.loop import render_image
+from nerfexport.train.render import render_image
 from nerfexport.train.volume import sample_pdf as torch_sample_pdf
 
 

@@ -81,7 +81,7 @@ def test_auto_finds_the_narrow_network_inside_a_grown_one(blender_dir):
     smaller than the old ones' (here 0.1x, into the new neurons only: the old ones read none)."""
     from nerfexport.model.surgery import widen_model
     from nerfexport.shrink.pipeline import AUTO_CANDIDATES, choose_method
-    from nerfexport.train.loop import eval_pixels
+    from nerfexport.train.evaluate import eval_pixels
 
     scene = load_scene(blender_dir)
     torch.manual_seed(0)

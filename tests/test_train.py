@@ -4,7 +4,10 @@ import torch
 from nerfexport.model.checkpoint import load_checkpoint
 from nerfexport.data.datasets import load_blender
 from nerfexport.data.synthetic import make_scene
-from nerfexport.train.loop import TrainConfig, evaluate, new_model, render_image, train
+from nerfexport.train.evaluate import evaluate
+from nerfexport.train.factory import new_model
+from nerfexport.train.loop import TrainConfig, train
+from nerfexport.train.render import render_image
 
 
 def small_scene(tmp_path):
@@ -122,7 +125,7 @@ def test_llff_ndc_training_runs(llff_dir):
 def test_auto_precision_takes_bf16_only_where_the_cpu_runs_it_natively(monkeypatch):
     """On a CPU without native bf16 kernels (AVX2 only) torch's bf16 matmul falls back to a
     reference GEMM many times slower than fp32, so ``auto`` must pick fp32 there."""
-    import nerfexport.train.loop as tr
+    import nerfexport.train.device as tr
     cpu = torch.device("cpu")
     monkeypatch.setattr(tr, "cpu_has_native_bf16", lambda: False)
     assert tr.autocast_dtype("auto", cpu) is None
@@ -138,7 +141,7 @@ def test_native_bf16_probe_agrees_with_the_cpu_flags():
     not: an AVX2-only CPU gets a scalar fallback, and an AVX-512 CPU without BF16 (Ice Lake) gets
     oneDNN's emulation, 2.2x slower than fp32 there."""
     import pathlib
-    from nerfexport.train.loop import cpu_has_native_bf16
+    from nerfexport.train.device import cpu_has_native_bf16
     info = pathlib.Path("/proc/cpuinfo")
     if not info.is_file():
         import pytest
@@ -167,7 +170,7 @@ def test_a_time_budget_decays_the_learning_rate_over_the_minutes(tmp_path):
 
 
 def test_a_grown_run_ends_at_full_width_and_resumes_across_the_growth(tmp_path):
-    from nerfexport.train.loop import narrow_config
+    from nerfexport.train.factory import narrow_config
     scene = small_scene(tmp_path)
     out = tmp_path / "model.pt"
     tc = TrainConfig(steps=40, batch_rays=64, n_coarse=8, n_fine=8, ckpt_every_steps=10, seed=5,

@@ -16,7 +16,9 @@ from nerfexport.cli import app
 from nerfexport.data.datasets import load_scene
 from nerfexport.data.synthetic import make_forward_scene
 from nerfexport.train import defaults
-from nerfexport.train.loop import TrainConfig, eval_pixels, evaluate, new_model, pixel_psnr, train
+from nerfexport.train.evaluate import eval_pixels, evaluate, pixel_psnr
+from nerfexport.train.factory import new_model
+from nerfexport.train.loop import TrainConfig, train
 from nerfexport.data.datasets import DataArgs
 from nerfexport.train.run import train_config
 

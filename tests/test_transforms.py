@@ -252,7 +252,7 @@ def test_manifest_camera_pinhole_is_additive():
 
 
 def test_checkpoint_camera_record_reaches_the_renderer(tmp_path):
-    from nerfexport.train.loop import camera_record
+    from nerfexport.train.factory import camera_record
     _write(tmp_path, {"fl_x": 10.0, "fl_y": 12.0, "cx": 5.2, "cy": 3.7})
     s = load_scene(tmp_path)
     cam = Camera.parse(camera_record(s))
@@ -260,7 +260,7 @@ def test_checkpoint_camera_record_reaches_the_renderer(tmp_path):
     v = orbit_views(cam.to_dict(), s.near, s.far, False, frames=2)
     assert v.focal == s.cam
     # torch's training rays and the numpy renderer's rays are the same function of the camera
-    from nerfexport.train.loop import scene_rays
+    from nerfexport.train.render import scene_rays
     r = scene_rays(s, "test")
     o, d, _ = view_rays(s.H, s.W, s.cam, s.poses[s.splits["test"][0]])
     np.testing.assert_array_equal(r["d"][: s.H * s.W], d)

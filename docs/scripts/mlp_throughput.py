@@ -13,7 +13,7 @@ import time
 import torch
 
 from nerfexport.model.mlp import MLPConfig, NeRFMLP
-from nerfexport.train.loop import cpu_has_native_bf16
+from nerfexport.train.device import cpu_has_native_bf16
 
 
 def main() -> None:

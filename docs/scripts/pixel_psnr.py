@@ -9,7 +9,8 @@ import torch
 
 from nerfexport.data.datasets import recorded_scene
 from nerfexport.model.checkpoint import load_checkpoint
-from nerfexport.train.loop import autocast_dtype, eval_pixels, pixel_psnr
+from nerfexport.train.device import autocast_dtype
+from nerfexport.train.evaluate import eval_pixels, pixel_psnr
 
 amp = autocast_dtype("auto", torch.device("cpu"))
 for path in sys.argv[1:]:

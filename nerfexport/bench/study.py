@@ -24,8 +24,11 @@ from nerfexport.data.fileio import atomic_write
 from nerfexport.shrink.scoring import METHODS
 from nerfexport.shrink.pipeline import parameter_counts, shrink_pipeline
 from nerfexport.shrink.spec import SPEC_METHODS, EvalSpec, ShrinkSpec
-from nerfexport.train.loop import TrainConfig, autocast_dtype, evaluate, new_model, pixel_psnr, train
-from nerfexport.train.loop import eval_pixels as draw_pixels
+from nerfexport.train.device import autocast_dtype
+from nerfexport.train.evaluate import evaluate, pixel_psnr
+from nerfexport.train.factory import new_model
+from nerfexport.train.loop import TrainConfig, train
+from nerfexport.train.evaluate import eval_pixels as draw_pixels
 
 
 def _load_rows(path: Path) -> dict:

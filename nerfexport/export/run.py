@@ -84,7 +84,7 @@ def bundle_scorer(scene, views: int, threads: int | None = None,
     images, poses = images[:views], poses[:views]
     held = None
     if pixels:
-        from nerfexport.train.loop import eval_pixels
+        from nerfexport.train.evaluate import eval_pixels
         held = eval_pixels(scene, int(pixels), views)
 
     def score(path) -> float:

@@ -20,7 +20,7 @@ import torch
 
 from nerfexport.data.datasets import Scene
 from nerfexport.model.mlp import NeRF
-from nerfexport.train.loop import run_network, scene_rays
+from nerfexport.train.render import run_network, scene_rays
 from nerfexport.train.volume import composite, sample_pdf, stratified_samples
 
 

@@ -28,7 +28,8 @@ from nerfexport.data.datasets import Scene
 from nerfexport.model.mlp import NeRF
 from nerfexport.data.rays import intrinsics
 from nerfexport.deploy.rays import ndc_rays
-from nerfexport.train.loop import autocast_dtype, run_network
+from nerfexport.train.device import autocast_dtype
+from nerfexport.train.render import run_network
 from nerfexport.train.volume import composite, sample_pdf, stratified_samples
 
 

@@ -33,7 +33,7 @@ import torch
 from torch.nn import functional as F
 
 from nerfexport.model.mlp import MLPConfig, NeRF, NeRFMLP
-from nerfexport.train.loop import run_network, scene_rays
+from nerfexport.train.render import run_network, scene_rays
 from nerfexport.train.volume import composite, sample_pdf, stratified_samples
 
 #: how a factorized layer is fitted: reduced-rank regression on the student's inputs, or PCA

@@ -241,7 +241,8 @@ def choose_method(teacher: NeRF, scene, spec: ShrinkSpec, calib: CalibrationSet,
         The method, its student, its :class:`ShrinkInfo` and every candidate's PSNR against the
         teacher [dB].
     """
-    from nerfexport.train.loop import eval_pixels, pixel_psnr, render_rays
+    from nerfexport.train.evaluate import eval_pixels, pixel_psnr
+    from nerfexport.train.render import render_rays
 
     if spec.rank is not None:
         candidates = tuple(m for m in candidates if m == LOWRANK)
@@ -315,7 +316,8 @@ def shrink_pipeline(teacher: NeRF, scene, spec: ShrinkSpec, evaluation: EvalSpec
         The student (on the CPU) and its :class:`ShrinkReport`.
     """
     from nerfexport.shrink.spec import resolve_device
-    from nerfexport.train.loop import autocast_dtype, evaluate, pixel_psnr
+    from nerfexport.train.device import autocast_dtype
+    from nerfexport.train.evaluate import evaluate, pixel_psnr
 
     emit = progress or (lambda e: None)
     spec.validate()
@@ -390,7 +392,7 @@ def _report(method: str, spec: ShrinkSpec, info: ShrinkInfo, secs: dict, auto: d
 
 def _held_pixels(scene, n: int, views: int, seed: int) -> dict[str, torch.Tensor]:
     """``n`` fixed random pixels of the first ``views`` test views: ``o, d, v, rgb (n, 3)``."""
-    from nerfexport.train.loop import eval_pixels
+    from nerfexport.train.evaluate import eval_pixels
     return {k: torch.from_numpy(a) for k, a in eval_pixels(scene, n, views, seed).items()}
 
 
@@ -403,7 +405,8 @@ def _finetune(teacher: NeRF, student: NeRF, scene, spec: ShrinkSpec, distill_cfg
     import copy
 
     from nerfexport.shrink.distill import DistillConfig, build_bank, distill
-    from nerfexport.train.loop import autocast_dtype, pixel_psnr
+    from nerfexport.train.device import autocast_dtype
+    from nerfexport.train.evaluate import pixel_psnr
 
     emit = progress or (lambda e: None)
     dc = replace(distill_cfg) if distill_cfg is not None else DistillConfig()

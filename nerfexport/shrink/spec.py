@@ -211,7 +211,7 @@ def resolve_device(name: Device = "auto"):
     Returns:
         ``torch.device("cuda")`` or ``torch.device("cpu")``.
     """
-    from nerfexport.train.loop import pick_device
+    from nerfexport.train.device import pick_device
     if name not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {name!r}")
     try:

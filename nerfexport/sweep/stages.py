@@ -54,7 +54,7 @@ def _scene(sp: dict, record, ndc: bool, owner: str):
 def _amp():
     import torch
 
-    from nerfexport.train.loop import autocast_dtype
+    from nerfexport.train.device import autocast_dtype
     return autocast_dtype("auto", torch.device("cpu"))
 
 
@@ -69,7 +69,7 @@ def teacher(params: dict, source: bytes | None = None) -> dict:
     """Train the scene's teacher (a dataset scene) or take its checkpoint (``source``), and
     evaluate it on the held-out views."""
     from nerfexport.shrink.pipeline import parameter_counts
-    from nerfexport.train.loop import evaluate
+    from nerfexport.train.evaluate import evaluate
     sp = params["scene"]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nerfexport-sweep-") as tmp:
@@ -141,7 +141,9 @@ def scratch(params: dict, teacher_result: dict, *siblings: dict) -> dict:
     from nerfexport.bench.study import scratch_extra_minutes, scratch_train_config
     from nerfexport.model.checkpoint import save_checkpoint
     from nerfexport.shrink.pipeline import parameter_counts
-    from nerfexport.train.loop import evaluate, new_model, train
+    from nerfexport.train.evaluate import evaluate
+    from nerfexport.train.factory import new_model
+    from nerfexport.train.loop import train
     sp = params["scene"]
     t0 = time.perf_counter()
     tinfo = teacher_result["info"]

@@ -19,8 +19,10 @@ from nerfexport.data.datasets import DataArgs, Scene, recorded_scene
 from nerfexport.data.fileio import atomic_write
 from nerfexport.model.checkpoint import check_writable, load_checkpoint
 from nerfexport.train import defaults
-from nerfexport.train.loop import (EvalResult, TrainConfig, TrainResult, autocast_dtype, bf16_warning, evaluate,
-                                   new_model, pick_device, train)
+from nerfexport.train.device import autocast_dtype, bf16_warning, pick_device
+from nerfexport.train.evaluate import EvalResult, evaluate
+from nerfexport.train.factory import new_model
+from nerfexport.train.loop import TrainConfig, TrainResult, train
 
 ProgressFn = Callable[[dict], None]
 PRECISIONS = ("auto", "bf16", "fp32")

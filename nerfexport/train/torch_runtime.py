@@ -66,7 +66,7 @@ def run_render_checkpoint(path: str | Path, runtime: str = "torch", req: ViewReq
     """Render the views ``req`` asks for of the checkpoint ``path`` with the torch runtime (plain,
     as nerf-pytorch does) into ``out``."""
     from nerfexport.model.checkpoint import load_checkpoint
-    from nerfexport.train.loop import bf16_warning, pick_device
+    from nerfexport.train.device import bf16_warning, pick_device
     emit = progress or (lambda e: None)
     req = ViewRequest(req) if isinstance(req, str) else req
     early_stop_value(early_stop)

@@ -1,0 +1,90 @@
+"""Torch volume rendering of a model: the rays of a scene's views, the network over samples, and
+nerf-pytorch's hierarchical sampling (coarse, then fine where the coarse weights are) for a batch
+of rays or a whole view. Sampling and compositing are in :mod:`nerfexport.train.volume`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from nerfexport.data.datasets import Scene
+from nerfexport.deploy.rays import view_rays
+from nerfexport.model.mlp import NeRF
+from nerfexport.train.volume import composite, sample_pdf, stratified_samples
+
+
+def scene_rays(scene: Scene, split: str = "train") -> dict[str, np.ndarray]:
+    """All rays of a split: ``o, d, v (N*H*W, 3)`` and target ``rgb (N*H*W, 3)``."""
+    images, poses = scene.subset(split)
+    os_, ds, vs = [], [], []
+    for pose in poses:
+        o, d, v = view_rays(scene.H, scene.W, scene.cam, pose, scene.ndc)
+        os_.append(o), ds.append(d), vs.append(v)
+    return {"o": np.concatenate(os_), "d": np.concatenate(ds), "v": np.concatenate(vs),
+            "rgb": images.reshape(-1, 3).astype(np.float32)}
+
+
+def run_network(net, pts: torch.Tensor, viewdirs: torch.Tensor, amp: torch.dtype | None) -> torch.Tensor:
+    """``pts (R,S,3)``, ``viewdirs (R,3)`` -> raw ``(R,S,4)`` float32."""
+    R, S, _ = pts.shape
+    dirs = viewdirs[:, None, :].expand(R, S, 3).reshape(-1, 3)
+    with torch.autocast(pts.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+        raw = net(pts.reshape(-1, 3), dirs)
+    return raw.float().reshape(R, S, 4)
+
+
+def render_rays(model: NeRF, rays_o: torch.Tensor, rays_d: torch.Tensor, viewdirs: torch.Tensor,
+                n_coarse: int, n_fine: int, perturb: bool, amp: torch.dtype | None,
+                raw_noise_std: float = 0.0, generator: torch.Generator | None = None,
+                z_coarse: torch.Tensor | None = None):
+    """Hierarchical volume rendering of ``R`` rays. Returns ``(coarse, fine | None)`` outputs.
+
+    ``z_coarse (R, n_coarse)``: coarse depths to use instead of stratified ones.
+    """
+    cfg = model.cfg
+    R = rays_o.shape[0]
+    if z_coarse is None:
+        near = torch.full((R,), cfg.near, device=rays_o.device)
+        far = torch.full((R,), cfg.far, device=rays_o.device)
+        z = stratified_samples(near, far, n_coarse, perturb, generator)
+    else:
+        z = z_coarse
+    pts = rays_o[:, None, :] + rays_d[:, None, :] * z[..., None]
+    out_c = composite(run_network(model.coarse, pts, viewdirs, amp), z, rays_d, cfg.white_bkgd,
+                      raw_noise_std, generator)
+    if n_fine <= 0:
+        return out_c, None
+    z_mid = 0.5 * (z[:, 1:] + z[:, :-1])
+    z_f = sample_pdf(z_mid, out_c.weights[:, 1:-1].detach(), n_fine, det=not perturb, generator=generator)
+    z_all, _ = torch.sort(torch.cat((z, z_f.detach()), -1), -1)
+    pts = rays_o[:, None, :] + rays_d[:, None, :] * z_all[..., None]
+    out_f = composite(run_network(model.render_fine, pts, viewdirs, amp), z_all, rays_d, cfg.white_bkgd,
+                      raw_noise_std, generator)
+    return out_c, out_f
+
+
+@torch.no_grad()
+def render_image(model: NeRF, H: int, W: int, focal: float, c2w: np.ndarray, n_coarse: int | None = None,
+                 n_fine: int | None = None, chunk: int | None = None, device: torch.device | None = None,
+                 amp: torch.dtype | None = None) -> dict[str, np.ndarray]:
+    """Render one view deterministically. Returns ``rgb (H,W,3)``, ``depth (H,W)``, ``acc (H,W)``.
+
+    ``chunk``: rays per network batch; by default about 32k network samples per batch, which
+    keeps the activations in cache on a CPU (measured 1.7x faster than 4096 rays at 32+64 samples).
+    """
+    device = device or next(model.parameters()).device
+    n_coarse = model.cfg.n_coarse if n_coarse is None else n_coarse
+    n_fine = model.cfg.n_fine if n_fine is None else n_fine
+    if chunk is None:
+        chunk = max(64, 32768 // max(1, n_coarse + n_fine)) if device.type == "cpu" else 4096
+    o, d, v = (torch.from_numpy(a).to(device) for a in view_rays(H, W, focal, c2w, model.cfg.ndc))
+    rgb, depth, acc = [], [], []
+    for s in range(0, o.shape[0], chunk):
+        out_c, out_f = render_rays(model, o[s:s + chunk], d[s:s + chunk], v[s:s + chunk], n_coarse,
+                                   n_fine, False, amp)
+        out = out_f if out_f is not None else out_c
+        rgb.append(out.rgb), depth.append(out.depth), acc.append(out.acc)
+    return {"rgb": torch.cat(rgb).clamp(0, 1).reshape(H, W, 3).cpu().numpy(),
+            "depth": torch.cat(depth).reshape(H, W).cpu().numpy(),
+            "acc": torch.cat(acc).reshape(H, W).cpu().numpy()}
