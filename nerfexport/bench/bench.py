@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nerfexport.bench.nseval import ns_eval
+from nerfexport.data.nseval import ns_eval
 from nerfexport.data.datasets import DataArgs
 
 
@@ -343,7 +343,7 @@ def _run(items, images, poses, H, W, focal, out_dir: Path, repeat, reference, sa
     (out_dir / "bench.json").write_text(json.dumps(doc, indent=1))
     (out_dir / "ns-eval.json").write_text(json.dumps(ns_eval_rows(doc), indent=1))
     (out_dir / "bench.md").write_text(markdown(doc))
-    from nerfexport.bench.plots import plot_bench_grid, plot_pareto
+    from nerfexport.data.plots import plot_bench_grid, plot_pareto
     plot_pareto(doc, out_dir / "pareto.png")
     plot_bench_grid(doc, images[0], out_dir / "grid.png")
     return doc

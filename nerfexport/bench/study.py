@@ -402,7 +402,7 @@ def shrink_study(teacher: str | Path, out: str | Path, widths: str = "128,64", m
     if doc is not None:
         atomic_write(doc, lambda f: f.write(table.encode()))
     if figure is not None:
-        from nerfexport.bench.plots import plot_shrink_study
+        from nerfexport.data.plots import plot_shrink_study
         plot_shrink_study(res, figure)
     return res, table
 

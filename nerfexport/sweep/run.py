@@ -201,7 +201,7 @@ def _figures(out: Path, spec: SweepSpec, doc: dict, cells: list[dict], result: S
             tbl.pareto_figure(doc["rows"], scene, f)
             result.files.append(str(f))
     if spec.report == "shrink-study":
-        from nerfexport.bench.plots import plot_shrink_study
+        from nerfexport.data.plots import plot_shrink_study
         for scene in dict.fromkeys(r["scene"] for r in doc["rows"]):
             try:
                 sdoc = tbl.shrink_study_doc(cells, scene, _machine())

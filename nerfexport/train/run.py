@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from nerfexport.bench.nseval import ns_eval, read_psnr
+from nerfexport.data.nseval import ns_eval, read_psnr
 from nerfexport.data.datasets import DataArgs, Scene, recorded_scene
 from nerfexport.data.fileio import atomic_write
 from nerfexport.model.checkpoint import check_writable, load_checkpoint
@@ -162,7 +162,7 @@ class EvalReport:
     rays_per_view: int = 0
 
     def to_dict(self) -> dict:
-        """nerfstudio's ns-eval layout (:mod:`nerfexport.bench.nseval`): the torch renderer's
+        """nerfstudio's ns-eval layout (:mod:`nerfexport.data.nseval`): the torch renderer's
         frame rate over the whole evaluation, our fields after the standard ones."""
         n = max(1, len(self.per_view_psnr))
         return ns_eval(self.model, self.per_view_psnr, self.per_view_ssim, self.seconds / n, self.rays_per_view,
@@ -253,7 +253,7 @@ def training_curve(path: str | Path, out: str | Path, title: str = "",
                    final_json: str | Path | None = None) -> list[dict]:
     """Plot a checkpoint's held-out PSNR history against training minutes into the PNG ``out``
     (with the final evaluation of ``nerfexport eval --json`` when given); returns the history."""
-    from nerfexport.bench.plots import plot_training_curve
+    from nerfexport.data.plots import plot_training_curve
     out = Path(out)
     _, meta, _ = load_checkpoint(path, with_train_state=True)
     hist = list(meta.get("history") or [])

@@ -1,4 +1,5 @@
-"""Figures for docs/: matplotlib with the non-interactive Agg backend, written atomically."""
+"""Figures for docs/ (training curves, shrink studies, bench results): matplotlib, an optional extra
+imported only when a figure is drawn, with the non-interactive Agg backend, written atomically."""
 
 from __future__ import annotations
 
