@@ -78,7 +78,7 @@ def test_the_machine_line_names_the_cpu_with_its_family_and_model():
     import os
     import pathlib
 
-    from nerfexport.bench.bench import machine
+    from nerfexport.deploy.machine import machine
     line = machine()
     assert line.endswith(f", {os.cpu_count()} cores")
     info = pathlib.Path("/proc/cpuinfo")

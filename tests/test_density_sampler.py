@@ -139,7 +139,8 @@ def exported(tmp_path):
 
 def _render(path, sampler=None):
     from nerfexport.deploy.bundle import open_bundle
-    from nerfexport.deploy.runtime import load_runtime, make_networks, render_settings
+    from nerfexport.deploy.networks import make_networks, render_settings
+    from nerfexport.deploy.runtime import load_runtime
     b = open_bundle(path)
     spec = load_runtime("ort-cpu")
     r = make_renderer(spec, make_networks(spec, bundle=b), render_settings(spec, b.manifest), b.occupancy(),

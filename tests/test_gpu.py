@@ -99,7 +99,9 @@ def test_torch_runtime_on_cuda_matches_cpu():
 @needs_provider("CUDAExecutionProvider")
 @pytest.mark.parametrize("precision,tol", [("fp32", 1e-4), ("fp16", 2e-2)])
 def test_ort_cuda_matches_cpu(tmp_path, precision, tol):
-    from nerfexport.deploy.runtime import OrtNetwork, load_runtime, make_networks
+    from nerfexport.deploy.networks import make_networks
+    from nerfexport.deploy.ort_network import OrtNetwork
+    from nerfexport.deploy.runtime import load_runtime
     b = _bundle(tmp_path, precision)
     ref_b = _bundle(tmp_path / "ref")
     pts, d = _points(20000)
@@ -114,7 +116,9 @@ def test_ort_cuda_matches_cpu(tmp_path, precision, tol):
 @needs_provider("TensorrtExecutionProvider")
 @pytest.mark.parametrize("precision,tol", [("fp32", 1e-3), ("fp16", 2e-2), ("int8", 5e-2)])
 def test_ort_trt_matches_cpu_and_splits_calls_beyond_its_profile(tmp_path, monkeypatch, blender_dir, precision, tol):
-    from nerfexport.deploy.runtime import OrtNetwork, load_runtime, make_networks
+    from nerfexport.deploy.networks import make_networks
+    from nerfexport.deploy.ort_network import OrtNetwork
+    from nerfexport.deploy.runtime import load_runtime
     monkeypatch.setenv("HOME", str(tmp_path))   # the engine cache under this test's folder
     b = _bundle(tmp_path, precision, blender_dir=blender_dir)
     spec = load_runtime("ort-trt")
@@ -135,7 +139,8 @@ def test_ort_trt_matches_cpu_and_splits_calls_beyond_its_profile(tmp_path, monke
 @needs_trt
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_tensorrt_engines_build_and_run(tmp_path, blender_dir, precision):
-    from nerfexport.deploy.runtime import OrtNetwork, TensorRTNetwork
+    from nerfexport.deploy.ort_network import OrtNetwork
+    from nerfexport.deploy.trt_network import TensorRTNetwork
     b = _bundle(tmp_path, precision, tensorrt=True, blender_dir=blender_dir)
     assert set(b.manifest.engines) == {"coarse", "fine"} and b.manifest.tensorrt["strongly_typed"]
     pts, d = _points(4096)
@@ -150,7 +155,8 @@ def test_tensorrt_engines_build_and_run(tmp_path, blender_dir, precision):
 
 @needs_trt
 def test_tensorrt_network_splits_calls_beyond_the_profile_and_serves_threads(tmp_path):
-    from nerfexport.deploy.runtime import OrtNetwork, TensorRTNetwork
+    from nerfexport.deploy.ort_network import OrtNetwork
+    from nerfexport.deploy.trt_network import TensorRTNetwork
     from nerfexport.export.tensorrt import BATCH_MAX
     b = _bundle(tmp_path, "fp32", tensorrt=True)
     net = TensorRTNetwork(b.engine_path("fine"))

@@ -13,14 +13,17 @@ import torch
 from onnx import TensorProto, helper
 
 from conftest import tiny_config, write_blender
-from nerfexport.deploy import runtime
+from nerfexport.deploy import networks, runtime
 from nerfexport.deploy.bundle import open_bundle
 from nerfexport.export.bundle_writer import ExportOptions, export_bundle
 from nerfexport.model.mlp import NeRF
 from nerfexport.export.onnx_graph import mlp_to_onnx
 from nerfexport.export.quantize import Int8Settings, QuantizationError
-from nerfexport.deploy.runtime import (IncompatibleBundle, OrtNetwork, RuntimeUnavailable, TensorRTNetwork, _prune_outputs,
-                                load_runtime, make_networks, provider_options, trt_profile)
+from nerfexport.deploy.graph_edits import prune_outputs
+from nerfexport.deploy.networks import make_networks
+from nerfexport.deploy.ort_network import OrtNetwork, provider_options, trt_profile
+from nerfexport.deploy.runtime import IncompatibleBundle, RuntimeUnavailable, load_runtime
+from nerfexport.deploy.trt_network import TensorRTNetwork
 
 
 def _export(d, name, precision="fp32", seed=0, target="cpu", calib=None, viewdirs=True):
@@ -339,7 +342,7 @@ def stub_ort(monkeypatch, tmp_path):
     import onnxruntime as ort
     monkeypatch.setenv("HOME", str(tmp_path))            # the engine cache folders go under this test's folder
     monkeypatch.setattr(ort, "InferenceSession", RecordingSession)
-    monkeypatch.setattr(runtime, "check_available", lambda spec: None)
+    monkeypatch.setattr(networks, "check_available", lambda spec: None)
     RecordingSession.made, RecordingSession.providers_override = [], None
     return RecordingSession
 
@@ -436,7 +439,7 @@ def _encoding_of(model, prefix="encoding"):
     m = onnx.ModelProto()
     m.CopyFrom(model)
     m.graph.output.append(helper.make_tensor_value_info(f"{prefix}/out", TensorProto.UNDEFINED, None))
-    _prune_outputs(m, (f"{prefix}/out",))
+    prune_outputs(m, (f"{prefix}/out",))
     return lambda feeds: ReferenceEvaluator(m).run(None, feeds)[0].astype(np.float32)
 
 
@@ -552,7 +555,7 @@ def test_density_only_coarse_graph_drops_viewdirs(bundles):
     nets = make_networks(load_runtime("ort-cpu"), bundle=bundles["fp32"])
     assert nets["coarse"].inputs == {"points"} and nets["fine"].inputs == {"points", "viewdirs"}
     m = onnx.load(str(bundles["fp32"].network_path("coarse")))
-    _prune_outputs(m, ("density",))
+    prune_outputs(m, ("density",))
     assert [i.name for i in m.graph.input] == ["points"]
     onnx.checker.check_model(m)
     ref = OrtNetwork(bundles["fp32"].network_path("coarse"))(*_points(500))[1]

@@ -11,7 +11,7 @@ from nerfexport.export.grid import (bake, density_threshold, dilate, ray_points,
                              scene_box)
 from nerfexport.model.mlp import NeRF
 from nerfexport.deploy.render import DEFAULT_EARLY_STOP, Renderer, SceneSettings, render_and_score
-from nerfexport.deploy.runtime import OrtNetwork
+from nerfexport.deploy.ort_network import OrtNetwork
 from nerfexport.data.synthetic import make_scene
 from nerfexport.train.factory import new_model
 from nerfexport.train.loop import TrainConfig, train

@@ -168,7 +168,8 @@ NO_TORCH = textwrap.dedent('''
     import numpy as np
     sys.modules["torch"] = None  # any "import torch" now fails
     from nerfexport.deploy.bundle import open_bundle
-    from nerfexport.deploy.runtime import load_runtime, make_networks
+    from nerfexport.deploy.networks import make_networks
+    from nerfexport.deploy.runtime import load_runtime
     b = open_bundle(sys.argv[1])
     nets = make_networks(load_runtime("ort-cpu"), bundle=b)
     data = np.load(sys.argv[2])

@@ -7,7 +7,7 @@ from conftest import tiny_config
 from nerfexport.model.mlp import MLPConfig, NeRF, NeRFMLP
 from nerfexport.export.onnx_graph import encoding_permutation, mlp_to_onnx
 from nerfexport.model.encoding import PositionalEncoding
-from nerfexport.deploy.runtime import OrtNetwork
+from nerfexport.deploy.ort_network import OrtNetwork
 
 
 def _inputs(n=777, seed=0, scale=4.0):

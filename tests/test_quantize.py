@@ -9,7 +9,7 @@ from nerfexport.export.bundle_writer import ExportOptions, export_bundle
 from nerfexport.model.mlp import MLPConfig, NeRF, NeRFConfig
 from nerfexport.export.quantize import Int8Settings, QuantizationError, check_calibration_data, quantized_layers
 from nerfexport.deploy.render import Renderer, SceneSettings
-from nerfexport.deploy.runtime import OrtNetwork
+from nerfexport.deploy.ort_network import OrtNetwork
 from nerfexport.data.synthetic import make_scene
 from nerfexport.train.factory import new_model
 from nerfexport.train.loop import TrainConfig, train
@@ -78,7 +78,8 @@ def test_ort_cpu_sessions_render_an_int8_bundle_as_its_whole_graphs_do(trained):
     encodings' Sin/Cos out of the graphs (numpy computes them): the int8 image stays what the
     bundle's whole graphs render."""
     import dataclasses
-    from nerfexport.deploy.runtime import load_runtime, make_networks
+    from nerfexport.deploy.networks import make_networks
+    from nerfexport.deploy.runtime import load_runtime
     model, scene, d = trained
     out = d / "int8-host"
     export_bundle(model, out, ExportOptions(precision="int8"), calib=draw_samples(model, scene, n_rays=128))

@@ -11,8 +11,9 @@ from nerfexport.deploy.bundle import open_bundle
 from nerfexport.data.datasets import load_scene
 from nerfexport.export.bundle_writer import ExportOptions, export_bundle
 from nerfexport.model.mlp import NeRF
-from nerfexport.deploy.render import Renderer, SceneSettings, sample_pdf
-from nerfexport.deploy.runtime import OrtNetwork
+from nerfexport.deploy.ort_network import OrtNetwork
+from nerfexport.deploy.render import Renderer, SceneSettings
+from nerfexport.deploy.volume import sample_pdf
 from nerfexport.train.render import render_image
 from nerfexport.train.volume import sample_pdf as torch_sample_pdf
 
@@ -56,7 +57,8 @@ NO_TORCH = textwrap.dedent('''
     sys.modules["torch"] = None  # any "import torch" now fails
     from nerfexport.deploy.bundle import open_bundle
     from nerfexport.deploy.render import SceneSettings, make_renderer
-    from nerfexport.deploy.runtime import load_runtime, make_networks
+    from nerfexport.deploy.networks import make_networks
+    from nerfexport.deploy.runtime import load_runtime
     from nerfexport.data.rays import pose_spherical
     b = open_bundle(sys.argv[1])
     spec = load_runtime("ort-cpu")

@@ -68,7 +68,7 @@ def _points(n=3000):
 
 @pytest.mark.parametrize("precision,viewdirs,tol", [("fp32", True, 1e-5), ("fp32", False, 1e-5), ("fp16", True, 2e-3)])
 def test_host_encoding_and_density_only_sessions_compute_what_the_graph_does(tmp_path, precision, viewdirs, tol):
-    from nerfexport.deploy.runtime import OrtNetwork
+    from nerfexport.deploy.ort_network import OrtNetwork
     b = _bundle(tmp_path, precision, viewdirs)
     p = b.network_path("fine")
     pts, d = _points()
@@ -87,25 +87,25 @@ def test_host_encoding_and_density_only_sessions_compute_what_the_graph_does(tmp
 
 def test_density_only_graph_drops_the_colour_branch(tmp_path):
     import onnx
-    from nerfexport.deploy.runtime import _cut_encodings, _prune_outputs
+    from nerfexport.deploy.graph_edits import cut_encodings, prune_outputs
     b = _bundle(tmp_path)
     m = onnx.load(str(b.network_path("coarse")))
     before = {n.name for n in m.graph.node}
-    _prune_outputs(m, ("density",))
+    prune_outputs(m, ("density",))
     after = {n.name for n in m.graph.node}
     assert after < before
     assert not any(n.startswith(("views.", "rgb", "view_encoding", "feature")) for n in after)
     assert any(n.startswith("alpha") for n in after)
-    cuts = _cut_encodings(m)
+    cuts = cut_encodings(m)
     assert [c[0] for c in cuts] == ["points"] and not any(n.op_type in ("Sin", "Cos") for n in m.graph.node)
     onnx.checker.check_model(m)
     with pytest.raises(RuntimeSpecError, match="no output"):
-        _prune_outputs(onnx.load(str(b.network_path("coarse"))), ("colour",))
+        prune_outputs(onnx.load(str(b.network_path("coarse"))), ("colour",))
 
 
 def test_a_graph_not_in_the_exported_form_is_refused_for_host_encoding(tmp_path):
     import onnx
-    from nerfexport.deploy.runtime import OrtNetwork
+    from nerfexport.deploy.ort_network import OrtNetwork
     b = _bundle(tmp_path)
     m = onnx.load(str(b.network_path("fine")))
     for n in m.graph.node:
@@ -119,7 +119,7 @@ def test_a_graph_not_in_the_exported_form_is_refused_for_host_encoding(tmp_path)
 
 
 def test_make_networks_gives_ort_cpu_a_density_only_coarse_network(tmp_path):
-    from nerfexport.deploy.runtime import make_networks
+    from nerfexport.deploy.networks import make_networks
     spec = load_runtime("ort-cpu")
     assert spec.encoding == "graph"
     nets = make_networks(spec, bundle=_bundle(tmp_path / "a"))
@@ -134,7 +134,7 @@ def test_make_networks_gives_ort_cpu_a_density_only_coarse_network(tmp_path):
 
 def test_a_density_only_coarse_network_is_refused_where_its_colour_would_be_the_image(tmp_path):
     from nerfexport.deploy.render import Renderer, SceneSettings
-    from nerfexport.deploy.runtime import OrtNetwork
+    from nerfexport.deploy.ort_network import OrtNetwork
     b = _bundle(tmp_path)
     only = OrtNetwork(b.network_path("coarse"), outputs=("density",))
     fine = OrtNetwork(b.network_path("fine"))

@@ -2,7 +2,8 @@
 import sys, time, dataclasses, numpy as np
 from nerfexport.deploy.bundle import open_bundle
 from nerfexport.deploy.render import Renderer
-from nerfexport.deploy.runtime import load_runtime, make_networks, render_settings
+from nerfexport.deploy.networks import make_networks, render_settings
+from nerfexport.deploy.runtime import load_runtime
 from nerfexport.deploy.views import dataset_views
 from nerfexport.deploy.density import DensityGrid
 from nerfexport.data.datasets import DataArgs

@@ -5,7 +5,8 @@ sys.modules["torch"] = None
 import numpy as np
 from nerfexport.deploy.bundle import open_bundle
 from nerfexport.deploy.render import make_renderer, SceneSettings
-from nerfexport.deploy.runtime import load_runtime, make_networks, render_settings
+from nerfexport.deploy.networks import make_networks, render_settings
+from nerfexport.deploy.runtime import load_runtime
 from nerfexport.data.rays import pose_spherical
 def hwm():
     for l in open("/proc/self/status"):

@@ -19,7 +19,8 @@ from nerfexport.data.datasets import load_scene
 from nerfexport.export.grid import bake
 from nerfexport.data.metrics import psnr
 from nerfexport.deploy.render import Renderer, SceneSettings
-from nerfexport.deploy.runtime import load_runtime, make_networks
+from nerfexport.deploy.networks import make_networks
+from nerfexport.deploy.runtime import load_runtime
 
 
 def render(r, scene, imgs, poses):

@@ -6,7 +6,7 @@ from nerfexport.shrink.calibration import draw_samples
 from nerfexport.export.bundle_writer import ExportOptions, export_bundle
 from nerfexport.export.quantize import Int8Settings
 from nerfexport.deploy.bundle import open_bundle
-from nerfexport.deploy.runtime import OrtNetwork
+from nerfexport.deploy.ort_network import OrtNetwork
 sc = load_scene("../shared/data/lego_400", 4, True, 20)
 m = load_checkpoint("cache/shrink-study/magnitude-w128.pt")
 cal = draw_samples(m, sc, 256, 0)

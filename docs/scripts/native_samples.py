@@ -20,7 +20,9 @@ from nerfexport.deploy.bundle import open_bundle
 from nerfexport.deploy.density import bake_density, load_density, save_density
 from nerfexport.deploy.rays import view_rays
 from nerfexport.deploy.render import Renderer
-from nerfexport.deploy.runtime import OrtNetwork, load_runtime, make_networks, render_settings
+from nerfexport.deploy.networks import make_networks, render_settings
+from nerfexport.deploy.ort_network import OrtNetwork
+from nerfexport.deploy.runtime import load_runtime
 from nerfexport.deploy.views import dataset_views
 
 PIXELS, SEED = 4000, 34

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from nerfexport.data.nseval import ns_eval
+from nerfexport.deploy.machine import machine
 from nerfexport.data.datasets import DataArgs
 
 
@@ -79,20 +79,22 @@ def check_items(items: list[BenchItem]) -> dict | None:
     and the bundle or checkpoint opens. Returns the first item's recorded dataset (or ``None``).
     Raises :class:`BenchError`, :class:`nerfexport.deploy.bundle.BundleError`,
     :class:`nerfexport.deploy.runtime.RuntimeSpecError` or the checkpoint's error, naming the item."""
+    from nerfexport.bench.runtimes import families
     from nerfexport.deploy.bundle import open_bundle
     from nerfexport.deploy.runtime import load_runtime
-    data = None
+    data, fams = None, families()
     for k, it in enumerate(items):
         p = Path(it.path)
         if not p.exists():
             raise BenchError(f"bench item {it.label!r}: {it.path} does not exist")
         spec = load_runtime(it.runtime)
         if p.is_dir():
-            if spec.kind == "torch":
-                raise BenchError(f"bench item {it.label!r}: the torch runtime renders a checkpoint, not a bundle folder")
+            if fams[spec.kind].renders != "bundle":
+                raise BenchError(f"bench item {it.label!r}: the {spec.kind} runtime renders a checkpoint, "
+                                 "not a bundle folder")
             rec = open_bundle(p).manifest.data
         else:
-            if spec.kind != "torch":
+            if fams[spec.kind].renders != "checkpoint":
                 raise BenchError(f"bench item {it.label!r}: runtime {spec.name} renders a bundle folder, "
                                  f"and {it.path} is not one")
             from nerfexport.model.checkpoint import load_checkpoint
@@ -119,42 +121,23 @@ def _peak_rss_mb() -> float:
 def worker(job: dict) -> dict:
     """Render ``job["poses"]`` with one configuration; returns timings and the path of the renders."""
     from nerfexport.bench.peak import network_ops
-    from nerfexport.deploy.render import SceneSettings, computes_colour, make_renderer
-    from nerfexport.deploy.runtime import load_runtime, make_networks, render_settings
+    from nerfexport.bench.runtimes import families
+    from nerfexport.deploy.networks import open_source
+    from nerfexport.deploy.render import computes_colour, make_renderer
+    from nerfexport.deploy.runtime import load_runtime
     spec = load_runtime(job["runtime"])
     if "chunk" in job and job["chunk"]:
         spec.chunk = int(job["chunk"])
-    path = Path(job["path"])
     base_rss = _peak_rss_mb()
-    grid = None
-    if path.is_dir():
-        from nerfexport.deploy.bundle import open_bundle
-        b = open_bundle(path)
-        nets = make_networks(spec, bundle=b, n_fine=int(job["n_fine"]) if job.get("n_coarse") else None)
-        settings = render_settings(spec, b.manifest)
-        size = b.size_bytes()
-        precision = b.precision
-        widths = b.manifest.networks["coarse"].architecture["widths"]
-        archs = {w: None if n is None else n.architecture for w, n in b.manifest.networks.items()}
-        grid = b.occupancy()
-        density = b.density() if job.get("sampler") == "density" else None
-    else:
-        density = None
-        from nerfexport.model.checkpoint import load_checkpoint
-        from nerfexport.train.torch_runtime import torch_networks
-        model = load_checkpoint(path)
-        nets = torch_networks(spec, model)
-        c = model.cfg
-        settings = SceneSettings(c.near, c.far, c.white_bkgd, c.ndc, c.n_coarse, c.n_fine)
-        size = path.stat().st_size
-        precision = spec.precision
-        widths = model.coarse.cfg.widths
-        archs = {w: getattr(model, w).cfg.to_dict() if getattr(model, w) is not None else None
-                 for w in ("coarse", "fine")}
+    src = open_source(spec, job["path"], families())
+    nets = src.networks(int(job["n_fine"]) if job.get("n_coarse") else None)
+    settings, archs = src.settings, src.architectures
+    grid = src.occupancy()
+    density = src.density() if job.get("sampler") == "density" else None
     if job.get("n_coarse"):
         settings.n_coarse, settings.n_fine = int(job["n_coarse"]), int(job["n_fine"])
     # a checkpoint (the torch baseline) renders plain, as nerf-pytorch does
-    r = make_renderer(spec, nets, settings, grid, skip=path.is_dir() and not job.get("plain", False),
+    r = make_renderer(spec, nets, settings, grid, skip=not src.plain and not job.get("plain", False),
                       early_stop=job.get("early_stop"), density=density, sampler=job.get("sampler"))
     # a network that computes only the density (the coarse one before a fine one, on onnxruntime)
     # is counted at the operations it runs
@@ -191,8 +174,8 @@ def worker(job: dict) -> dict:
             "network_gops": med("gops"), "ops_per_sample": ops, "rays_per_frame": H * W,
             "skip": r.grid is not None, "early_stop": r.early_stop, "sampler": job.get("sampler") or "network",
             "grid_fraction": grid.fraction if grid is not None else None, "workers": r.workers,
-            "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": base_rss, "bytes": int(size), "precision": precision,
-            "widths": widths, "chunk": spec.chunk, "runtime_kind": spec.kind,
+            "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": base_rss, "bytes": int(src.size_bytes),
+            "precision": src.precision, "widths": archs["coarse"]["widths"], "chunk": spec.chunk, "runtime_kind": spec.kind,
             "samples": [settings.n_coarse, settings.n_fine], "threads": spec.threads,
             "coarse_samples_per_frame": float(np.mean([b["coarse_samples"] for b in breakdown[:len(poses)]]))}
 
@@ -221,26 +204,6 @@ def measure_peak(sizes: tuple[int, ...] = (1024, 2048, 4096), timeout: float = 6
         lines = [l for l in (res.stderr or res.stdout).strip().splitlines() if l.strip()]
         raise RuntimeError(lines[-1] if lines else f"peak probe exited with {res.returncode}")
     return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def machine() -> str:
-    """The CPU by name, with its family and model (a VM's name is often generic), and its cores."""
-    cpu, fm = platform.processor() or platform.machine(), {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "model name" and cpu in (platform.processor(), platform.machine()):
-                cpu = value.strip()
-            elif key in ("cpu family", "model") and key not in fm:
-                fm[key] = value.strip()
-            elif not key:
-                break
-    except OSError:
-        pass
-    if "cpu family" in fm and "model" in fm:
-        cpu += f" (family {fm['cpu family']} model {fm['model']})"
-    return f"{cpu}, {os.cpu_count()} cores"
 
 
 def run_bench(items: list[BenchItem], images: np.ndarray, poses: np.ndarray, H: int, W: int, focal: float,

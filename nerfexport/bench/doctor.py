@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+from nerfexport.deploy.machine import cpu
 
 CPU_FEATURES = (("avx2", ("avx2",)), ("avx512f", ("avx512f",)), ("avx512_vnni", ("avx512_vnni",)),
                 ("avx512_bf16", ("avx512_bf16",)), ("amx", ("amx_tile", "amx_bf16", "amx_int8")))
@@ -78,19 +79,6 @@ def cuda_driver() -> tuple[str | None, list[str]]:
             else:
                 names.append(f"device {i}")
     return ver, names
-
-
-def cpu_info() -> tuple[str, set[str]]:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return model, flags
 
 
 def _versions() -> list[Row]:
@@ -141,7 +129,8 @@ def _gpus() -> list[Row]:
 
 
 def _cpu() -> list[Row]:
-    model, flags = cpu_info()
+    c = cpu()
+    model, flags = c.model, c.flags or frozenset()
     rows = [Row("cpu", "model", f"{os.cpu_count()} cores", model)]
     for name, need in CPU_FEATURES:
         have = [f for f in need if f in flags]
@@ -175,7 +164,7 @@ def _probe(spec, tmp: Path) -> tuple[str, str]:
     dirs = pts / np.linalg.norm(pts, axis=1, keepdims=True)
     if spec.kind == "onnxruntime":
         import onnx
-        from nerfexport.deploy.runtime import OrtNetwork, check_session_provider
+        from nerfexport.deploy.ort_network import OrtNetwork, check_session_provider
         path = tmp / "tiny.onnx"
         onnx.save(tiny_model(), str(path))
         opts = {p: dict(o) for p, o in spec.provider_options.items()}
@@ -191,7 +180,7 @@ def _probe(spec, tmp: Path) -> tuple[str, str]:
         return ("ran" if ok else "wrong output"), f"session provider {net.providers[0]}"
     if spec.kind == "tensorrt":
         import onnx
-        from nerfexport.deploy.runtime import TensorRTNetwork
+        from nerfexport.deploy.trt_network import TensorRTNetwork
         from nerfexport.export.tensorrt import build_engine
         path = tmp / "tiny.onnx"
         onnx.save(tiny_model(), str(path))

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from nerfexport.bench.bench import machine
+from nerfexport.deploy.machine import machine
 from nerfexport.model import checkpoint as ckpt
 from nerfexport.data.datasets import DataArgs, Scene
 from nerfexport.shrink.distill import DistillConfig
@@ -297,7 +297,7 @@ def run_export_study(models: dict[str, str | Path], scene: Scene, out_dir: str |
     from nerfexport.export.bundle_writer import ExportOptions, export_bundle
     from nerfexport.export.quantize import Int8Settings
     from nerfexport.deploy.render import Renderer, SceneSettings, render_and_score
-    from nerfexport.deploy.runtime import OrtNetwork
+    from nerfexport.deploy.ort_network import OrtNetwork
 
     emit = progress or (lambda e: None)
     out_dir = Path(out_dir)

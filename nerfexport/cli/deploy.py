@@ -48,13 +48,9 @@ def render(target: Annotated[Optional[Path], typer.Argument(help="bundle folder 
     path = default_file(target, (DEFAULT_BUNDLE, "the bundle"))
     req = ViewRequest(views, camera_path, DataArgs(data, downscale, None, test_every),
                       parse_resolution(resolution) if resolution else None, scale, depth, opacity, force)
-    if path.is_file():   # a checkpoint: the torch baseline (the train side)
-        from nerfexport.train.torch_runtime import run_render_checkpoint as run
-    else:
-        from nerfexport.deploy.run import run_render as run
-    kw = {} if path.is_file() else {"sampler": sampler}
+    from nerfexport.bench.runtimes import run_render
     with Reporter(f"render ({runtime})") as report:
-        s = run(path, runtime, req, out, skip, early_stop, report, **kw)
+        s = run_render(path, runtime, req, out, skip, early_stop, report, sampler)
     say(f"rendered {s.views} view(s) of {s.W}x{s.H} with {s.runtime} ({s.samples[0]}+{s.samples[1]} samples): "
         f"median {s.median_ms:.0f} ms/frame, {s.evaluations_per_frame:,.0f} network evaluations/frame "
         f"(network {100 * s.network_share:.0f}% of the time)")

@@ -157,7 +157,16 @@ class Bundle:
 
 
 def open_bundle(path: str | Path, verify: bool = True) -> Bundle:
-    """Read and check a bundle. Raises :class:`BundleError` with one clear sentence."""
+    """Read and check a bundle folder (``nerfexport export``).
+
+    Args:
+        path: the bundle folder (``manifest.json`` and the files it lists).
+        verify: check each listed file's size and sha256 against the manifest.
+
+    Returns:
+        The :class:`Bundle`: its manifest, network paths and grids. Raises :class:`BundleError`
+        with one clear sentence.
+    """
     root = Path(path)
     if not root.is_dir():
         raise BundleError(f"bundle {root} does not exist" if not root.exists() else f"{root} is not a bundle folder")

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Literal, get_args
 
 import numpy as np
 
 from nerfexport.deploy.rays import band_rays, view_rays
+from nerfexport.deploy.volume import composite, linspace_depths, proposal_samples, sample_pdf
 
 Network = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -73,69 +74,9 @@ class SceneSettings:
         return cls(s.near, s.far, s.white_bkgd, s.ndc, s.n_coarse, s.n_fine)
 
 
-def linspace_depths(near: float, far: float, n: int, R: int) -> np.ndarray:
-    """``(R, n)`` evenly spaced depths from near to far (the deterministic coarse samples)."""
-    t = np.linspace(0.0, 1.0, n, dtype=np.float32)
-    z = (near * (1.0 - t) + far * t).astype(np.float32)
-    return np.broadcast_to(z, (R, n)).copy()
-
-
-def sample_pdf(bins: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
-    """Deterministic inverse-CDF samples ``(R, n)`` of the pdf ``weights (R, B-1)`` on ``bins (R, B)``."""
-    weights = weights + np.float32(1e-5)
-    pdf = weights / weights.sum(-1, keepdims=True)
-    cdf = np.cumsum(pdf, -1, dtype=np.float32)
-    cdf = np.concatenate((np.zeros_like(cdf[:, :1]), cdf[:, :-1], np.ones_like(cdf[:, :1])), -1)  # as volume.py
-    R = cdf.shape[0]
-    u = np.broadcast_to(np.linspace(0.0, 1.0, n, dtype=np.float32), (R, n))
-    # searchsorted(right=True) row by row in one call: row i is shifted by 2i (exact in float64,
-    # and every cdf and u lies in [0, 1], so rows cannot mix)
-    B = cdf.shape[-1]
-    off = 2.0 * np.arange(R, dtype=np.float64)[:, None]
-    inds = np.searchsorted((cdf + off).ravel(), (u + off).ravel(), side="right").reshape(R, n) - B * np.arange(R)[:, None]
-    below = np.clip(inds - 1, 0, None)
-    above = np.clip(inds, None, cdf.shape[-1] - 1)
-    cdf_b = np.take_along_axis(cdf, below, 1)
-    cdf_a = np.take_along_axis(cdf, above, 1)
-    bin_b = np.take_along_axis(bins, below, 1)
-    bin_a = np.take_along_axis(bins, above, 1)
-    denom = cdf_a - cdf_b
-    denom = np.where(denom < 1e-5, np.float32(1.0), denom)
-    return (bin_b + (u - cdf_b) / denom * (bin_a - bin_b)).astype(np.float32)
-
-
-def composite(rgb: np.ndarray, density: np.ndarray, z: np.ndarray, rays_d: np.ndarray, white_bkgd: bool):
-    """``rgb (R,S,3)``, ``density (R,S)`` at depths ``z (R,S)`` -> ``rgb (R,3), depth (R,), acc (R,), weights (R,S)``."""
-    dists = z[:, 1:] - z[:, :-1]
-    dists = np.concatenate((dists, np.full_like(dists[:, :1], 1e10)), -1) * np.linalg.norm(rays_d, axis=-1)[:, None]
-    alpha = 1.0 - np.exp(-density * dists)
-    trans = np.cumprod(np.concatenate((np.ones_like(alpha[:, :1]), 1.0 - alpha + np.float32(1e-10)), -1), -1)[:, :-1]
-    weights = (alpha * trans).astype(np.float32)
-    rgb_map = (weights[..., None] * rgb).sum(-2)
-    depth = (weights * z).sum(-1)
-    acc = weights.sum(-1)
-    if white_bkgd:
-        rgb_map = rgb_map + (1.0 - acc[..., None])
-    return rgb_map, depth, acc, weights
-
-
 MAX_CHUNK_POINTS = 1 << 20   # sample points in flight in one pass, over all workers
 TILE_RAYS = 1 << 18          # rays of a view rendered at once (render_view cuts larger views into bands of rows)
 PROPOSAL_FLOOR = 1e-3        # weight per occupied proposal interval added to the baked density's weights
-MAX_PROPOSAL = 1024          # proposal depths per ray, at most
-
-
-def proposal_samples(proposal, scene: "SceneSettings") -> int:
-    """Proposal depths per ray for a baked density grid: about one per cell along a ray of unit
-    direction from near to far (``scene.n_coarse`` when the source says no cell size), at least
-    ``scene.n_coarse`` and at most :data:`MAX_PROPOSAL`."""
-    res, box = getattr(proposal, "res", None), getattr(proposal, "aabb", None)
-    if proposal is None or res is None or box is None:
-        return int(scene.n_coarse)
-    box = np.asarray(box, np.float64).reshape(6)
-    cell = float((box[3:] - box[:3]).min()) / int(res)
-    n = int(np.ceil((scene.far - scene.near) / cell)) + 1
-    return int(min(MAX_PROPOSAL, max(int(scene.n_coarse), n)))
 
 
 def balanced_chunk(rays: int, chunk: int, workers: int = 1) -> int:
@@ -367,7 +308,15 @@ class Renderer:
         return max(1, min(self.chunk, MAX_CHUNK_POINTS // (per_ray * max(1, self.workers))))
 
     def render_rays(self, o: np.ndarray, d: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
-        """``o, d, v (R,3)`` -> ``rgb (R,3)``, ``depth (R,)``, ``acc (R,)`` (chunked; ``workers`` chunks at once).
+        """Render rays (chunked; ``workers`` chunks at once).
+
+        Args:
+            o: ray origins ``(R, 3)``.
+            d: ray directions ``(R, 3)`` (not normalised; NDC rays for a forward-facing scene).
+            v: unit view directions ``(R, 3)``.
+
+        Returns:
+            ``{"rgb": (R, 3), "depth": (R,), "acc": (R,)}``, float32.
 
         With several workers the stage times in :attr:`timings` are summed over the threads.
         The rays are cut into the fewest chunks of at most ``chunk`` rays whose number is a
@@ -387,8 +336,17 @@ class Renderer:
         return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(("rgb", "depth", "acc"))}
 
     def render_view(self, H: int, W: int, focal: float, c2w: np.ndarray) -> dict[str, np.ndarray]:
-        """One view: ``rgb (H,W,3)`` clipped to [0,1], ``depth (H,W)``, ``acc (H,W)``. A view of
-        more than :data:`TILE_RAYS` pixels is rendered in bands of rows, so that its rays (and the
+        """Render one view.
+
+        Args:
+            H, W: the image size in pixels.
+            focal: the focal length in pixels, or ``(fx, fy, cx, cy)``.
+            c2w: the camera-to-world matrix ``(3, 4)`` or ``(4, 4)``.
+
+        Returns:
+            ``{"rgb": (H, W, 3)`` clipped to [0, 1], ``"depth": (H, W), "acc": (H, W)}``, float32.
+
+        A view of more than :data:`TILE_RAYS` pixels is rendered in bands of rows, so that its rays (and the
         float64 arrays that make them) take memory in proportion to a band, not to the frame."""
         rows = max(1, TILE_RAYS // max(1, W))
         out = {"rgb": np.empty((H, W, 3), np.float32), "depth": np.empty((H, W), np.float32),
@@ -410,15 +368,28 @@ class Renderer:
 DEFAULT_EARLY_STOP = 1e-3   # transmittance; measured on lego (docs/speed.md)
 
 
-SAMPLERS = ("auto", "density", "network")
-DEFAULT_SAMPLER = "network"   # what "auto" picks for a bundle with a density grid (docs/speed-native.md)
+Sampler = Literal["auto", "density", "network"]   # where the fine samples go (see make_renderer)
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
+DEFAULT_SAMPLER: Sampler = "network"   # what "auto" picks for a bundle with a density grid (docs/speed-native.md)
 
 
 def make_renderer(spec, nets: dict, settings: SceneSettings, grid=None, skip: bool = True,
-                  early_stop: float | None = None, density=None, sampler: str | None = None) -> Renderer:
-    """The renderer a runtime ``spec`` asks for (chunk, workers); with ``skip``, the bundle's
-    occupancy ``grid`` (when it has one) and early termination (``early_stop``, default
-    :data:`DEFAULT_EARLY_STOP`); without, the plain renderer.
+                  early_stop: float | None = None, density=None, sampler: Sampler | None = None) -> Renderer:
+    """The renderer a runtime ``spec`` asks for (chunk, workers).
+
+    Args:
+        spec: the runtime (its ``chunk``, ``workers`` and ``segment``).
+        nets: ``{"coarse": net, "fine": net | None}``, each
+            ``(points (N,3), viewdirs (N,3)) -> (rgb (N,3) | None, density (N,1))``.
+        settings: the scene's bounds and samples per ray.
+        grid: the bundle's occupancy grid (:class:`nerfexport.deploy.occupancy.OccupancyBits`) or ``None``.
+        skip: empty-space skipping with ``grid`` and early termination; without, the plain renderer.
+        early_stop: the transmittance a ray stops at (:data:`DEFAULT_EARLY_STOP` by default).
+        density: the bundle's baked density grid, ``points (N,3) -> (N,)``, or ``None``.
+        sampler: where the fine samples go (below).
+
+    Returns:
+        A :class:`Renderer`; raises ``ValueError`` for a sampler the bundle cannot serve.
 
     ``sampler`` (with ``skip``): ``"density"`` places the fine samples from the bundle's baked
     ``density`` grid with no coarse network (:class:`Renderer`'s ``proposal``), ``"network"``

@@ -1,4 +1,5 @@
-"""Rendering from files to files: what ``nerfexport render`` runs for a bundle.
+"""Rendering from files to files: what ``nerfexport render`` runs (:func:`run_render`), for a
+bundle or, through the torch family handed in from the train side, a checkpoint.
 
 The PNGs (and ``spiral.gif`` for an orbit) are written into a temporary folder beside ``out``
 and renamed into place at the end, so ``out`` appears whole or not at all.
@@ -10,7 +11,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -18,10 +19,9 @@ from nerfexport.data.datasets import DatasetError
 from nerfexport.data.fileio import temp_dir_for
 from nerfexport.data.safety import MARKER, check_output_folder, mark, swap_into_place
 from nerfexport.data.metrics import psnr
-from nerfexport.deploy.bundle import open_bundle
-from nerfexport.deploy.render import Renderer, SceneSettings, make_renderer
-from nerfexport.deploy.runtime import (RuntimeSpecError, check_available, load_runtime, make_networks,
-                                       render_settings)
+from nerfexport.deploy.networks import Family, open_source
+from nerfexport.deploy.render import Renderer, Sampler, make_renderer
+from nerfexport.deploy.runtime import RuntimeSpecError, load_runtime
 from nerfexport.deploy.views import ViewRequest, Views
 
 ProgressFn = Callable[[dict], None]
@@ -165,37 +165,46 @@ def early_stop_value(early_stop: float | None) -> float | None:
     return early_stop
 
 
-def run_render(bundle: str | Path, runtime: str = "ort-cpu", req: ViewRequest | str = "test",
+def run_render(target: str | Path, runtime: str = "ort-cpu", req: ViewRequest | str = "test",
                out: str | Path = "renders", skip: bool = True, early_stop: float | None = None,
-               progress: ProgressFn | None = None, sampler: str | None = None) -> RenderSummary:
-    """Render the views ``req`` asks for (a :class:`ViewRequest`, or just ``test``, ``spiral`` or
-    test-view numbers like ``0,3``) of the bundle folder ``bundle`` on ``runtime`` into ``out``;
-    ``progress`` gets ``{"event": "note", "text"}`` lines and one ``step`` per view; ``sampler``:
-    :func:`nerfexport.deploy.render.make_renderer`'s (auto by default)."""
+               progress: ProgressFn | None = None, sampler: Sampler | None = None,
+               families: Mapping[str, Family] | None = None) -> RenderSummary:
+    """Render views of a bundle (or, with a family that renders one, a checkpoint) into PNGs.
+
+    Args:
+        target: a bundle folder, or a checkpoint file for the torch runtime.
+        runtime: a runtime name (``ort-cpu``) or TOML file; its kind picks the family in
+            ``families`` (:data:`nerfexport.deploy.networks.FAMILIES`, the bundle runtimes, by
+            default; :func:`nerfexport.bench.runtimes.run_render` adds the torch baseline).
+        req: a :class:`ViewRequest`, or just ``test``, ``spiral`` or test-view numbers like ``0,3``.
+        out: the folder for ``NNN.png`` (and ``spiral.gif``/``.mp4``), replaced atomically.
+        skip: empty-space skipping and early termination (a checkpoint always renders plain).
+        early_stop: the transmittance a ray stops at (default 1e-3 with ``skip``).
+        progress: gets ``{"event": "warning" | "note", "text"}`` lines and one ``step`` per view.
+        sampler: :func:`nerfexport.deploy.render.make_renderer`'s (auto by default).
+
+    Returns:
+        A :class:`RenderSummary` (views, size, median ms/frame, PSNR against ground truth).
+    """
     emit = progress or (lambda e: None)
     req = ViewRequest(req) if isinstance(req, str) else req
-    bundle, out = Path(bundle), Path(out)
+    target, out = Path(target), Path(out)
     early_stop_value(early_stop)
     spec = load_runtime(runtime)
-    if spec.kind == "torch":
-        raise RuntimeSpecError("the torch runtime renders a checkpoint (model.pt); give the checkpoint, not a bundle")
-    b = open_bundle(bundle)
-    s = b.manifest.scene
-    cam = None if s.camera is None else s.camera.to_dict()
-    v = req.select(cam, s.near, s.far, s.ndc, b.manifest.data, str(bundle))
-    check_output(out, render_inputs(req, bundle, b.manifest.data), req.force)
-    check_available(spec)
-    if b.precision == "int8" and spec.providers[:1] == ["CUDAExecutionProvider"]:
-        emit({"event": "warning", "text": "onnxruntime's CUDA provider has no int8 kernels; this int8 bundle runs "
-                                          "its quantized layers on the CPU or in float (use ort-trt or tensorrt "
-                                          "for int8 on a GPU)"})
+    src = open_source(spec, target, families)
+    st = src.settings
+    v = req.select(src.camera, st.near, st.far, st.ndc, src.data, str(target))
+    check_output(out, render_inputs(req, target, src.data), req.force)
+    for text in src.warnings:
+        emit({"event": "warning", "text": text})
     if v.note:
         emit({"event": "note", "text": v.note})
-    grid = b.occupancy()
+    skip = skip and not src.plain
+    grid = src.occupancy()
     try:
-        r = make_renderer(spec, make_networks(spec, bundle=b), render_settings(spec, b.manifest), grid, skip,
-                          early_stop, b.density() if skip else None, sampler)
+        r = make_renderer(spec, src.networks(None), st, grid, skip, early_stop, src.density() if skip else None,
+                          None if src.plain else sampler)
     except ValueError as e:   # a sampler the bundle cannot serve
         raise RuntimeSpecError(str(e)) from None
-    emit({"event": "note", "text": skip_note(r, grid, skip, bundle)})
+    emit({"event": "note", "text": skip_note(r, grid, skip, target)})
     return render_to_folder(r, v, out, spec.name, progress, req)

@@ -33,7 +33,8 @@ from nerfexport.data.safety import check_output_file, writes_through
 from nerfexport.data.metrics import psnr
 from nerfexport.deploy.bundle import open_bundle
 from nerfexport.deploy.render import Renderer, make_renderer
-from nerfexport.deploy.runtime import RuntimeSpec, RuntimeSpecError, load_runtime, make_networks, render_settings
+from nerfexport.deploy.networks import make_networks, render_settings
+from nerfexport.deploy.runtime import RuntimeSpec, RuntimeSpecError, load_runtime
 from nerfexport.deploy.views import Views, select_views
 
 FINE_CANDIDATES = (128, 96, 64, 48, 32)
@@ -94,32 +95,29 @@ def tune_runtime(bundle_path: str | Path, out: str | Path, base: str = "ort-cpu"
                  fine: tuple[int, ...] = FINE_CANDIDATES,
                  chunks: tuple[int, ...] = CHUNK_CANDIDATES,
                  progress: Callable[[dict], None] | None = None) -> TuneResult:
-    """Tune ``base`` (a runtime name or file, onnxruntime on the CPU) for the bundle at
-    ``bundle_path`` on its first ``views`` held-out views (or orbit views when the bundle records
-    no dataset) and write the result to the TOML file ``out``."""
+    """Measure the fastest renderer settings for a bundle on this machine and write them as a
+    runtime file.
+
+    Args:
+        bundle_path: the bundle folder.
+        out: the ``.toml`` runtime file to write.
+        base: the runtime to start from (a name or file; onnxruntime on the CPU).
+        views: held-out views to measure on (orbit views when the bundle records no dataset).
+        tolerance: the largest PSNR loss against the plain render, dB.
+        repeat: renders of each view per setting.
+        data: the dataset (the one the bundle records by default).
+        fine, chunks: the fine-sample counts and rays per chunk to try.
+        progress: gets ``{"event": "note", "text"}`` lines.
+
+    Returns:
+        A :class:`TuneResult`: the tuned spec, every trial, the plain render's time and PSNR.
+    """
     emit = progress or (lambda e: None)
     out = Path(out)
-    if out.suffix != ".toml":
-        raise TuneError(f"--out {out} must be a .toml file (a runtime file)")
-    if not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise TuneError(f"cannot write {out}: {out.parent} does not exist")
-    if views < 1 or repeat < 1 or not 0 <= tolerance < 1e6:
-        raise TuneError("--views and --repeat must be at least 1 and --tolerance a finite number, zero or more")
-    check_output_file(out, [bundle_path, data and data.path], "--out")
-    spec0 = load_runtime(base)
-    if spec0.kind != "onnxruntime" or spec0.uses_cuda:
-        raise TuneError(f"tune measures onnxruntime on the CPU; {spec0.name} is {spec0.kind} "
-                        f"{'on a GPU' if spec0.uses_cuda else ''}".rstrip())
+    spec0 = _check_inputs(bundle_path, out, base, views, tolerance, repeat, data)
     b = open_bundle(bundle_path)
-    s = b.manifest.scene
-    cam = None if s.camera is None else s.camera.to_dict()
-    try:
-        v = select_views("test", cam, s.near, s.far, s.ndc, b.manifest.data, data, str(bundle_path))
-        v = Views(v.poses[:views], v.images[:views], v.H, v.W, v.focal)
-    except ValueError:
-        v = select_views("spiral", cam, s.near, s.far, s.ndc, None)
-        v = Views(v.poses[:views], None, v.H, v.W, v.focal)
-    n_c, n_f = s.n_coarse, s.n_fine
+    v = _tune_views(b, bundle_path, views, data)
+    n_c, n_f = b.manifest.scene.n_coarse, b.manifest.scene.n_fine
     emit({"event": "note", "text": f"reference: the plain render ({n_c}+{n_f} samples, every one evaluated) of "
                                    f"{len(v.poses)} view(s) of {v.W}x{v.H}"})
     plain_spec = dataclasses.replace(spec0, samples=None)
@@ -166,9 +164,43 @@ def tune_runtime(bundle_path: str | Path, out: str | Path, base: str = "ort-cpu"
         t.kept = True
     res.spec = best
     res.out = out
-    text = runtime_toml(best, res)
+    _write_runtime(out, runtime_toml(best, res))
+    return res
 
-    if not writes_through(out):   # what is written loads, or it is never put in place
+
+def _check_inputs(bundle_path, out: Path, base: str, views: int, tolerance: float, repeat: int,
+                  data: DataArgs | None) -> RuntimeSpec:
+    """Refuse unusable options before anything is measured; the ``base`` runtime."""
+    if out.suffix != ".toml":
+        raise TuneError(f"--out {out} must be a .toml file (a runtime file)")
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise TuneError(f"cannot write {out}: {out.parent} does not exist")
+    if views < 1 or repeat < 1 or not 0 <= tolerance < 1e6:
+        raise TuneError("--views and --repeat must be at least 1 and --tolerance a finite number, zero or more")
+    check_output_file(out, [bundle_path, data and data.path], "--out")
+    spec0 = load_runtime(base)
+    if spec0.kind != "onnxruntime" or spec0.uses_cuda:
+        raise TuneError(f"tune measures onnxruntime on the CPU; {spec0.name} is {spec0.kind} "
+                        f"{'on a GPU' if spec0.uses_cuda else ''}".rstrip())
+    return spec0
+
+
+def _tune_views(b, bundle_path, views: int, data: DataArgs | None) -> Views:
+    """The bundle's first ``views`` held-out views, or orbit views without a dataset."""
+    s = b.manifest.scene
+    cam = None if s.camera is None else s.camera.to_dict()
+    try:
+        v = select_views("test", cam, s.near, s.far, s.ndc, b.manifest.data, data, str(bundle_path))
+        return Views(v.poses[:views], v.images[:views], v.H, v.W, v.focal)
+    except ValueError:
+        v = select_views("spiral", cam, s.near, s.far, s.ndc, None)
+        return Views(v.poses[:views], None, v.H, v.W, v.focal)
+
+
+def _write_runtime(out: Path, text: str) -> None:
+    """Write the runtime file ``out`` atomically; what is written must load, or it is never put
+    in place."""
+    if not writes_through(out):
         import tempfile
         with tempfile.NamedTemporaryFile("wb", dir=Path(out).parent, prefix=f".{Path(out).name}.check.",
                                          suffix=".toml") as f:
@@ -176,7 +208,6 @@ def tune_runtime(bundle_path: str | Path, out: str | Path, base: str = "ort-cpu"
             f.flush()
             load_runtime(Path(f.name))
     atomic_write(out, lambda f: f.write(text.encode()))
-    return res
 
 
 def _toml_value(v) -> str:

@@ -62,7 +62,7 @@ def ray_points(poses: np.ndarray, H: int, W: int, focal: float, near: float, far
     ``points (R, n_samples, 3)``, ``depths (R, n_samples)``, ``directions (R, 3)`` and unit view
     directions ``(R, 3)``."""
     from nerfexport.deploy.rays import view_rays
-    from nerfexport.deploy.render import linspace_depths
+    from nerfexport.deploy.volume import linspace_depths
     rng = np.random.default_rng(seed)
     per = max(1, n_rays // len(poses))
     ds, vs = [], []
@@ -144,7 +144,7 @@ def bake(model, aabb, res: int = 128, alpha: float = 0.2, dilation: int = 1, chu
     # the error costs a 22 dB view under 0.01 dB. Without a probe: empty only if the model has
     # no density above the threshold on a lattice over three times the box.
     if probe is not None:
-        from nerfexport.deploy.render import composite
+        from nerfexport.deploy.volume import composite
         ppts, pz, pd_, pview = probe
         R, S = pz.shape
         dens_r, pc = _query(net, ppts.reshape(-1, 3), np.repeat(pview, S, axis=0), chunk)

@@ -79,7 +79,7 @@ def bundle_scorer(scene, views: int, threads: int | None = None,
     the check renders once per int8 layer), or on the whole views with ``pixels=None``."""
     from nerfexport.deploy.bundle import open_bundle
     from nerfexport.deploy.render import Renderer, SceneSettings, render_and_score
-    from nerfexport.deploy.runtime import OrtNetwork
+    from nerfexport.deploy.ort_network import OrtNetwork
     images, poses = scene.subset("test")
     images, poses = images[:views], poses[:views]
     held = None

@@ -35,7 +35,7 @@ def read_files(root: Path, prefix: str = "") -> dict[str, bytes]:
 
 
 def node() -> dict:
-    from nerfexport.bench.bench import machine
+    from nerfexport.deploy.machine import machine
     return {"host": socket.gethostname(), "machine": machine()}
 
 

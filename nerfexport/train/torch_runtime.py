@@ -1,5 +1,6 @@
 """The torch baseline: a checkpoint's networks in PyTorch eager behind the renderer's network
-interface, and ``nerfexport render model.pt --runtime torch``.
+interface, and the runtime family (:data:`TORCH`) that ``nerfexport render model.pt --runtime
+torch`` and the bench render checkpoints with.
 
 This is the train side's view of rendering (it imports torch); the deploy side never imports it.
 """
@@ -10,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nerfexport.deploy.render import SceneSettings, make_renderer
-from nerfexport.deploy.run import RenderSummary, check_output, early_stop_value, render_inputs, render_to_folder
-from nerfexport.deploy.runtime import RuntimeSpec, RuntimeSpecError, RuntimeUnavailable, load_runtime
-from nerfexport.deploy.views import ViewRequest
+from nerfexport.deploy.networks import Source
+from nerfexport.deploy.render import SceneSettings
+from nerfexport.deploy.runtime import RuntimeSpec, RuntimeUnavailable
 
 
 class TorchNetwork:
@@ -60,33 +60,34 @@ def settings_of(model) -> SceneSettings:
     return SceneSettings(c.near, c.far, c.white_bkgd, c.ndc, c.n_coarse, c.n_fine)
 
 
-def run_render_checkpoint(path: str | Path, runtime: str = "torch", req: ViewRequest | str = "test",
-                          out: str | Path = "renders", skip: bool = True, early_stop: float | None = None,
-                          progress=None) -> RenderSummary:
-    """Render the views ``req`` asks for of the checkpoint ``path`` with the torch runtime (plain,
-    as nerf-pytorch does) into ``out``."""
-    from nerfexport.model.checkpoint import load_checkpoint
-    from nerfexport.train.device import bf16_warning, pick_device
-    emit = progress or (lambda e: None)
-    req = ViewRequest(req) if isinstance(req, str) else req
-    early_stop_value(early_stop)
-    spec = load_runtime(runtime)
-    if spec.kind != "torch":
-        raise RuntimeSpecError(f"runtime {spec.name} renders a bundle folder (nerfexport export); {path} is not one")
-    check_torch_runtime(spec)
+def _device(spec: RuntimeSpec):
+    from nerfexport.train.device import pick_device
     try:
-        device = pick_device(str(spec.device))
+        return pick_device(str(spec.device))
     except (RuntimeError, ValueError) as e:
         raise RuntimeUnavailable(f"runtime {spec.name}: {e}") from None
-    note = bf16_warning(spec.precision, device)
-    if note:
-        emit({"event": "warning", "text": note})
-    model, meta, _ = load_checkpoint(path, with_train_state=True)
-    c = model.cfg
-    v = req.select(c.camera, c.near, c.far, c.ndc, meta.get("data"), str(path))
-    check_output(Path(out), render_inputs(req, path, meta.get("data")), req.force)
-    if v.note:
-        emit({"event": "note", "text": v.note})
-    r = make_renderer(spec, torch_networks(spec, model), settings_of(model), None, False, early_stop)
-    emit({"event": "note", "text": "plain rendering: every sample evaluated"})
-    return render_to_folder(r, v, out, spec.name, progress, req)
+
+
+class TorchFamily:
+    """The torch runtime's family (:class:`nerfexport.deploy.networks.Family`): it renders a
+    checkpoint (``nerfexport render model.pt --runtime torch``), plain, as nerf-pytorch does."""
+
+    renders = "checkpoint"
+
+    def check(self, spec: RuntimeSpec) -> None:
+        check_torch_runtime(spec)
+        _device(spec)
+
+    def open(self, spec: RuntimeSpec, path: Path) -> Source:
+        from nerfexport.model.checkpoint import load_checkpoint
+        from nerfexport.train.device import bf16_warning
+        note = bf16_warning(spec.precision, _device(spec))
+        model, meta, _ = load_checkpoint(path, with_train_state=True)
+        archs = {w: getattr(model, w).cfg.to_dict() if getattr(model, w) is not None else None
+                 for w in ("coarse", "fine")}
+        return Source(Path(path), settings_of(model), model.cfg.camera, meta.get("data"),
+                      lambda n_fine=None: torch_networks(spec, model), plain=True, warnings=[note] if note else [],
+                      precision=spec.precision, size_bytes=Path(path).stat().st_size, architectures=archs)
+
+
+TORCH = TorchFamily()

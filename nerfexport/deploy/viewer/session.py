@@ -21,10 +21,11 @@ import numpy as np
 
 from nerfexport.data.datasets import DatasetError
 from nerfexport.deploy.bundle import Bundle, open_bundle
+from nerfexport.deploy.networks import make_networks, render_settings
 from nerfexport.data.rays import pose_spherical
 from nerfexport.deploy.render import Renderer, SceneSettings, make_renderer
 from nerfexport.deploy.run import early_stop_value, skip_note
-from nerfexport.deploy.runtime import RuntimeSpec, RuntimeSpecError, make_networks, render_settings
+from nerfexport.deploy.runtime import RuntimeSpec, RuntimeSpecError
 from nerfexport.deploy.viewer.request import RADIUS_FACTOR, FrameRequest, Limits
 from nerfexport.deploy.views import dataset_views, resize_camera
 
