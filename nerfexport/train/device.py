@@ -15,6 +15,15 @@ import torch
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """The torch device ``name`` names: ``auto`` is CUDA when torch sees a CUDA device, else the CPU.
+
+    Args:
+        name: ``auto`` or a torch device string (``cpu``, ``cuda``, ``cuda:1``).
+
+    Returns:
+        The device. Raises RuntimeError when CUDA is asked for and torch sees none (ValueError,
+        from torch, for a string that names no device).
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
@@ -64,10 +73,16 @@ def bf16_warning(precision: str, device: torch.device | str = "cpu") -> str | No
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for the network (None: plain fp32).
+    """The autocast dtype for the network.
 
-    ``auto``: bf16 on CUDA devices that support it and on CPUs with native bf16 kernels
-    (:func:`cpu_has_native_bf16`), fp32 everywhere else."""
+    Args:
+        precision: ``fp32``, ``bf16`` or ``auto``: bf16 on CUDA devices that support it and on
+            CPUs with native bf16 kernels (:func:`cpu_has_native_bf16`), fp32 everywhere else.
+        device: The device the network runs on.
+
+    Returns:
+        ``torch.bfloat16``, or None for plain fp32. Raises ValueError for another precision.
+    """
     if precision == "fp32":
         return None
     if precision == "bf16":

@@ -32,7 +32,22 @@ class EvalResult:
 def evaluate(model: NeRF, scene: Scene, split: str = "test", max_views: int | None = None,
              n_coarse: int | None = None, n_fine: int | None = None, keep_images: bool = False,
              amp: torch.dtype | None = None, chunk: int | None = None) -> EvalResult:
-    """Mean PSNR/SSIM of ``model`` over the views of ``split`` (first ``max_views`` of them)."""
+    """Mean PSNR and SSIM of ``model`` over the views of ``split``, rendered deterministically.
+
+    Args:
+        model: The NeRF (put back in its training mode afterwards).
+        scene: The dataset.
+        split: The split to evaluate on.
+        max_views: Only the first ``max_views`` views of the split, when given.
+        n_coarse, n_fine: Samples per ray; the model's own counts when None.
+        keep_images: Keep the renders in the result.
+        amp: The autocast dtype, or None for plain fp32.
+        chunk: Rays per network batch (see :func:`~nerfexport.train.render.render_image`).
+
+    Returns:
+        An :class:`EvalResult`: mean and per-view PSNR and SSIM, the renders ``(V, H, W, 3)``
+        when kept, and the seconds it took.
+    """
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -52,9 +67,19 @@ def evaluate(model: NeRF, scene: Scene, split: str = "test", max_views: int | No
 
 
 def eval_pixels(scene: Scene, n: int, views: int, seed: int = 0, split: str = "test") -> dict[str, np.ndarray]:
-    """A fixed random subset of ``n`` held-out pixels from the first ``views`` test views (or
-    those of ``split``): rays ``o, d, v (n, 3)`` and target ``rgb (n, 3)`` (the periodic evaluation
-    of :func:`train`)."""
+    """A fixed random subset of held-out pixels (the periodic evaluation of
+    :func:`nerfexport.train.loop.train`).
+
+    Args:
+        scene: The dataset.
+        n: Pixels to draw (without replacement; all of them when the views hold fewer).
+        views: Draw from the first ``views`` views of the split.
+        seed: The draw's seed: the same pixels for the same arguments.
+        split: The split to draw from.
+
+    Returns:
+        ``{"o", "d", "v", "rgb"}``: the pixels' rays and target colours, float32 arrays of shape ``(n, 3)``.
+    """
     images, poses = scene.subset(split)
     images, poses = images[:views], poses[:views]
     rng = np.random.default_rng(seed)
@@ -73,7 +98,17 @@ def eval_pixels(scene: Scene, n: int, views: int, seed: int = 0, split: str = "t
 @torch.no_grad()
 def pixel_psnr(model: NeRF, rays: dict[str, torch.Tensor], n_coarse: int, n_fine: int,
                amp: torch.dtype | None) -> float:
-    """PSNR of ``model`` on the pixels of :func:`eval_pixels` (deterministic sampling)."""
+    """PSNR of ``model`` on the pixels of :func:`eval_pixels` (deterministic sampling).
+
+    Args:
+        model: The NeRF (put back in its training mode afterwards).
+        rays: :func:`eval_pixels`' arrays as tensors on the model's device, each of shape ``(n, 3)``.
+        n_coarse, n_fine: Samples per ray.
+        amp: The autocast dtype, or None for plain fp32.
+
+    Returns:
+        The PSNR in dB over all ``n`` pixels (colours clamped to [0, 1]).
+    """
     was_training = model.training
     model.eval()
     chunk = max(64, 32768 // max(1, n_coarse + n_fine))

@@ -14,8 +14,19 @@ from nerfexport.model.mlp import MLPConfig, NeRF, NeRFConfig
 
 def new_model(scene: Scene, width: int = 256, depth: int = 8, fine: bool = True,
               n_coarse: int = 64, n_fine: int = 128, use_viewdirs: bool = True, seed: int = 0) -> NeRF:
-    """A fresh nerf-pytorch-shaped model for ``scene`` (its bounds, background and NDC flag),
-    initialised from ``seed``."""
+    """A fresh nerf-pytorch-shaped model for ``scene``.
+
+    Args:
+        scene: The dataset: its bounds, background, NDC flag and camera go into the config.
+        width, depth: Every trunk layer ``width`` wide, ``depth`` of them.
+        fine: Whether to have a fine network (``n_fine`` is 0 without one).
+        n_coarse, n_fine: The sample counts stored in the config for rendering.
+        use_viewdirs: Whether colour depends on the view direction.
+        seed: Seeds torch's global generator before the weights are drawn.
+
+    Returns:
+        The :class:`~nerfexport.model.mlp.NeRF`, on the CPU, in training mode.
+    """
     torch.manual_seed(seed)
     mlp = MLPConfig.uniform(depth, width, use_viewdirs)
     cfg = NeRFConfig(coarse=mlp, fine=MLPConfig.uniform(depth, width, use_viewdirs) if fine else None,

@@ -94,18 +94,26 @@ def train(model: NeRF, scene: Scene, tc: TrainConfig, out: str | Path | None = N
           resume: bool = True, progress: ProgressFn | None = None) -> TrainResult:
     """Train ``model`` on the ``train`` split of ``scene``.
 
-    ``out``: checkpoint path written every ``tc.ckpt_every_steps`` and at the end (atomic);
-    with ``resume`` and an existing ``out`` holding a train state, training continues from it.
-    ``progress`` receives dicts: ``{"event": "step", "step", "loss", "psnr", "lr"}``,
-    ``{"event": "eval", "step", "minutes", "psnr", "pixels"}`` (the periodic evaluation on
-    ``tc.eval_pixels`` held-out pixels), ``{"event": "final", "psnr", "ssim", "views", "seconds"}``
-    (the full held-out views at the end, ``tc.final_eval``), ``{"event": "checkpoint", ...}``,
-    ``{"event": "grow", "step", "width"}``.
-
     ``tc.grow_from``: train a network of that uniform width first (128 wide: 2x the steps per second
     of a 256-wide one on the 2-core CPU, measured on lego) and widen it to ``model``'s architecture, keeping what it computes
     (:func:`surgery.widen_model`), when ``tc.grow_at`` of the budget is spent; ``model`` holds the
     full-width result at the end either way.
+
+    Args:
+        model: The NeRF to train, in place (moved to ``tc.device``; in eval mode at the end).
+        scene: The dataset; its ``train`` split is trained on, its ``test`` split evaluated.
+        tc: The recipe, budget, evaluation and checkpoint settings.
+        out: Checkpoint path written every ``tc.ckpt_every_steps`` and at the end (atomic).
+        resume: With an existing ``out`` holding a train state, continue from it.
+        progress: Receives dicts: ``{"event": "step", "step", "loss", "psnr", "lr"}``,
+            ``{"event": "eval", "step", "minutes", "psnr", "pixels"}`` (the periodic evaluation on
+            ``tc.eval_pixels`` held-out pixels), ``{"event": "final", "psnr", "ssim", "views", "seconds"}``
+            (the full held-out views at the end, ``tc.final_eval``), ``{"event": "checkpoint", ...}``,
+            ``{"event": "grow", "step", "width"}``.
+
+    Returns:
+        A :class:`TrainResult`: steps made, training and wall seconds, the periodic evaluations
+        and the final one.
     """
     run = _Run(model, scene, tc, out, progress)
     done = run.restore(resume)

@@ -89,14 +89,26 @@ def default_aabb(camera_positions: torch.Tensor, near: float) -> list[float]:
 def grid_samples(grid: OccupancyGrid, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, far: float,
                  n: int, candidates: int = 128, floor: float = 0.02,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sorted depths ``(R, n)``: ``n - 1`` stratified draws from the grid's occupancy along each
-    ray, and ``far`` itself as the last sample.
+    """Depths drawn from the grid's occupancy: ``n - 1`` stratified draws along each ray, and
+    ``far`` itself as the last sample.
 
     Each ray is cut into ``candidates`` equal bins; a bin's probability is 1 where its midpoint
     is occupied and ``floor`` where it is empty (so empty space is still visited now and then).
     The last sample stays at ``far`` as in plain stratified sampling: the compositor treats the
     last interval as infinite, so a last sample inside the object would turn opaque.
-    Returns the depths and ``active (R,)``: whether the ray crosses any occupied cell.
+
+    Args:
+        grid: The occupancy grid.
+        rays_o, rays_d: Ray origins and directions. Tensors with shape ``(R, 3)``.
+        near, far: The rays' bounds.
+        n: Samples per ray.
+        candidates: Bins per ray the draw chooses among.
+        floor: Probability of an empty bin relative to an occupied one.
+        generator: The random generator of the draws.
+
+    Returns:
+        ``(z, active)``: sorted depths, tensor with shape ``(R, n)``, and whether each ray crosses
+        any occupied cell, boolean tensor with shape ``(R,)``.
     """
     R = rays_o.shape[0]
     edges = torch.linspace(near, far, candidates + 1, device=rays_o.device)

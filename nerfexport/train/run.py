@@ -103,9 +103,22 @@ def describe_config(tc: TrainConfig, preset: str) -> str:
 
 def run_train(data: DataArgs, out: str | Path, shape: ModelShape, tc: TrainConfig, resume: bool = True,
               progress: ProgressFn | None = None, recipe: str | None = None) -> tuple[TrainResult, Scene]:
-    """Train a fresh model of ``shape`` on ``data`` and write the checkpoint ``out`` (resuming an
-    interrupted run there with ``resume``). ``progress`` gets ``{"event": "note", "text"}``
-    (a bf16 warning), ``{"event": "scene", "scene"}`` and the training loop's events."""
+    """Train a fresh model of ``shape`` on ``data`` and write the checkpoint ``out``.
+
+    Args:
+        data: The dataset to load.
+        out: The checkpoint path (checked writable before anything is loaded).
+        shape: The network's widths, depth and sample counts.
+        tc: The training recipe (``tc.n_fine`` is set to 0 without a fine network).
+        resume: Continue an interrupted run found at ``out``.
+        progress: Gets ``{"event": "note", "text"}`` (the loader's notes, a bf16 warning, the
+            ``recipe``), ``{"event": "scene", "scene"}``, ``{"event": "start", "total", "minutes"}``
+            and the training loop's events (:func:`nerfexport.train.loop.train`).
+        recipe: A line describing the recipe, sent as a note.
+
+    Returns:
+        ``(result, scene)``: the loop's :class:`~nerfexport.train.loop.TrainResult` and the loaded scene.
+    """
     emit = progress or (lambda e: None)
     check_train_options(shape, tc)
     if not shape.fine:
@@ -192,8 +205,21 @@ def run_import(src: str | Path, out: str | Path, data: DataArgs | None = None, *
 def run_eval(path: str | Path, data: DataArgs, split: str = "test", views: int | None = None,
              n_coarse: int | None = None, n_fine: int | None = None, precision: str = "fp32",
              json_out: str | Path | None = None, progress: ProgressFn | None = None) -> EvalReport:
-    """PSNR and SSIM of the checkpoint ``path`` on ``views`` views of ``split`` (all when
-    ``None``) with the torch renderer; also written to ``json_out`` when given."""
+    """PSNR and SSIM of the checkpoint ``path`` on held-out views with the torch renderer, on the CPU.
+
+    Args:
+        path: The checkpoint.
+        data: The dataset; the one recorded in the checkpoint where this leaves it open.
+        split: The split to evaluate on.
+        views: The first ``views`` views of the split (all when None).
+        n_coarse, n_fine: Samples per ray; the checkpoint's own counts when None.
+        precision: ``fp32``, ``bf16`` or ``auto``.
+        json_out: Also write the report there, in nerfstudio's ns-eval layout.
+        progress: Gets ``{"event": "note", "text"}`` events.
+
+    Returns:
+        An :class:`EvalReport` (mean and per-view PSNR and SSIM, sample counts, seconds).
+    """
     import torch
     emit = progress or (lambda e: None)
     if views is not None and views < 1:

@@ -22,7 +22,17 @@ class RenderOutput:
 
 def stratified_samples(near: torch.Tensor, far: torch.Tensor, n: int, perturb: bool,
                        generator: torch.Generator | None = None) -> torch.Tensor:
-    """``near, far (R,)`` -> sorted depths ``(R, n)``: bin midpoints, jittered in their bin if ``perturb``."""
+    """Stratified depths along ``R`` rays.
+
+    Args:
+        near, far: Each ray's bounds. Tensors with shape ``(R,)``.
+        n: Samples per ray.
+        perturb: Jitter each sample uniformly in its bin; otherwise the evenly spaced depths.
+        generator: The random generator of the jitter.
+
+    Returns:
+        Sorted depths. Tensor with shape ``(R, n)``.
+    """
     t = torch.linspace(0.0, 1.0, n, device=near.device)
     z = near[:, None] * (1.0 - t) + far[:, None] * t
     if perturb:
@@ -36,7 +46,18 @@ def stratified_samples(near: torch.Tensor, far: torch.Tensor, n: int, perturb: b
 
 def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, det: bool,
                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Inverse-CDF samples ``(R, n)`` from the piecewise-constant pdf ``weights (R, B-1)`` on ``bins (R, B)``."""
+    """Inverse-CDF samples from a piecewise-constant pdf (nerf-pytorch's ``sample_pdf``).
+
+    Args:
+        bins: Bin edges along each ray. Tensor with shape ``(R, B)``.
+        weights: Unnormalised weight of each bin. Tensor with shape ``(R, B-1)``.
+        n: Samples per ray.
+        det: Evenly spaced quantiles instead of uniform random ones.
+        generator: The random generator of the quantiles.
+
+    Returns:
+        Depths, not sorted. Tensor with shape ``(R, n)``.
+    """
     weights = weights + 1e-5
     pdf = weights / weights.sum(-1, keepdim=True)
     cdf = torch.cumsum(pdf, -1)
@@ -60,7 +81,19 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, det: bool,
 
 def composite(raw: torch.Tensor, z: torch.Tensor, rays_d: torch.Tensor, white_bkgd: bool,
               noise_std: float = 0.0, generator: torch.Generator | None = None) -> RenderOutput:
-    """``raw (R,S,4)`` at depths ``z (R,S)`` -> colour, depth, opacity and per-sample weights."""
+    """Alpha-composite the network's raw outputs along each ray (nerf-pytorch's ``raw2outputs``).
+
+    Args:
+        raw: Colour logits and raw density. Tensor with shape ``(R, S, 4)``.
+        z: Sorted sample depths. Tensor with shape ``(R, S)``.
+        rays_d: Ray directions (distances are scaled by their norm). Tensor with shape ``(R, 3)``.
+        white_bkgd: Composite over white instead of black.
+        noise_std: Noise added to the raw density before its ReLU.
+        generator: The random generator of the noise.
+
+    Returns:
+        A :class:`RenderOutput`: ``rgb (R, 3)``, ``depth (R,)``, ``acc (R,)`` and ``weights (R, S)``.
+    """
     dists = z[:, 1:] - z[:, :-1]
     dists = torch.cat((dists, torch.full_like(dists[:, :1], 1e10)), -1) * rays_d.norm(dim=-1, keepdim=True)
     rgb = torch.sigmoid(raw[..., :3])
