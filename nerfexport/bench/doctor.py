@@ -17,6 +17,12 @@
   bundle (``nerfexport doctor --bundle B``), on B's own int8 networks and points of real rays.
 
 Nothing here raises: what cannot be found is a row saying so. :func:`table` formats the rows.
+
+``doctor`` is a runtime question, but it stays on the bench floor: besides the deploy side's
+availability checks (:func:`nerfexport.deploy.runtime.check_available`) and machine description
+(:mod:`nerfexport.deploy.machine`) it builds a TensorRT engine and int8 graphs with the export
+stage (:func:`nerfexport.export.tensorrt.build_engine`, :func:`nerfexport.export.quantize.quantize_int8`)
+and asks torch about CUDA, which deploy/ may not import.
 """
 
 from __future__ import annotations

@@ -15,13 +15,15 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from nerfexport.data.fileio import atomic_write
 
 FORMAT = "nerfexport-bundle"
 VERSION = 1
 MANIFEST = "manifest.json"
-PRECISIONS = ("fp32", "fp16", "int8")
+BundlePrecision = Literal["fp32", "fp16", "int8"]   # what a bundle's networks compute in
+PRECISIONS: tuple[str, ...] = get_args(BundlePrecision)
 MAX_SIDE = 8192              # pixels per side of a camera the renderer accepts
 MAX_PIXELS = 4096 * 4096     # pixels per image (a 200000^2 camera would need hundreds of GiB)
 MAX_SAMPLES = 4096           # samples per ray, coarse or fine
@@ -258,7 +260,7 @@ class Manifest:
     optimization profile when built. ``calibration`` (int8), ``quantization_check``, ``data``
     (where the training and test views came from) and ``source`` are informative records."""
 
-    precision: str
+    precision: BundlePrecision
     scene: Scene
     networks: dict[str, Network | None]
     occupancy: Grid | None = None
