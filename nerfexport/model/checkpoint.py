@@ -179,6 +179,14 @@ def _load_state(module: torch.nn.Module, state: Any, what: str, path: Path) -> N
 
 def save_checkpoint(model: NeRF, path: str | Path, meta: dict | None = None,
                     train_state: dict | None = None) -> None:
+    """Write ``model`` as a nerfexport checkpoint, atomically.
+
+    Args:
+        model: The NeRF (its config and both networks' weights, moved to the CPU).
+        path: The checkpoint file.
+        meta: JSON-like metadata (dataset, training history, final evaluation).
+        train_state: What resuming needs (step, optimizer, generator, grid), when given.
+    """
     obj = {
         "format": FORMAT,
         "version": VERSION,
@@ -196,7 +204,12 @@ def save_checkpoint(model: NeRF, path: str | Path, meta: dict | None = None,
 def load_checkpoint(path: str | Path, with_train_state: bool = False):
     """Load ``model.pt`` (or a nerf-pytorch ``*.tar``) as an eval-mode :class:`NeRF`.
 
-    Returns ``model`` or, with ``with_train_state``, ``(model, meta, train_state | None)``.
+    Args:
+        path: The checkpoint file (every field checked; :class:`CheckpointError` when one is wrong).
+        with_train_state: Also return the metadata and the train state.
+
+    Returns:
+        ``model``, or with ``with_train_state`` ``(model, meta, train_state | None)``.
     """
     path = Path(path)
     obj = _raw_load(path)

@@ -175,6 +175,15 @@ class NeRFMLP(nn.Module):
         return h
 
     def forward(self, pts: torch.Tensor, viewdirs: torch.Tensor | None = None) -> torch.Tensor:
+        """The raw outputs at ``N`` points.
+
+        Args:
+            pts: Points. Tensor with shape ``(N, 3)``.
+            viewdirs: Unit view directions (unused without a view branch). Tensor with shape ``(N, 3)``.
+
+        Returns:
+            ``[rgb_logits, sigma_raw]`` before their activations. Tensor with shape ``(N, 4)``.
+        """
         h = self.trunk(pts)
         if not self.cfg.use_viewdirs:
             return self.output_linear(h)
@@ -185,7 +194,14 @@ class NeRFMLP(nn.Module):
         return torch.cat((self.rgb_linear(h), alpha), dim=-1)
 
     def density(self, pts: torch.Tensor) -> torch.Tensor:
-        """``(N,3)`` -> ``(N,)`` density ``relu(sigma_raw)``; needs no view direction."""
+        """The density at ``N`` points; needs no view direction.
+
+        Args:
+            pts: Points. Tensor with shape ``(N, 3)``.
+
+        Returns:
+            ``relu(sigma_raw)``. Tensor with shape ``(N,)``.
+        """
         h = self.trunk(pts)
         raw = self.alpha_linear(h) if self.cfg.use_viewdirs else self.output_linear(h)[..., 3:]
         return F.relu(raw[..., 0])

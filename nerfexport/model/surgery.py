@@ -105,7 +105,17 @@ class ActivationStats:
 @torch.no_grad()
 def activation_stats(net: NeRFMLP, pts: np.ndarray | torch.Tensor, dirs: np.ndarray | torch.Tensor,
                      chunk: int = 16384) -> ActivationStats:
-    """Accumulate :class:`ActivationStats` of ``net`` (fp32) over ``pts, dirs (N,3)`` in chunks."""
+    """Per-neuron activation statistics of ``net`` (in fp32) over calibration samples.
+
+    Args:
+        net: The network.
+        pts, dirs: Points and unit view directions. Arrays or tensors with shape ``(N, 3)``.
+        chunk: Samples per forward pass.
+
+    Returns:
+        :class:`ActivationStats`: per layer, the min, max, mean and mean absolute activation of
+        each neuron, tensors with shape ``(width,)``.
+    """
     pts, dirs = torch.as_tensor(pts, dtype=torch.float32), torch.as_tensor(dirs, dtype=torch.float32)
     if pts.shape[0] == 0:
         raise ValueError("no calibration samples")
@@ -262,7 +272,17 @@ def target_widths(cfg: MLPConfig, width: int | None = None, ratio: float | None 
 
 def prune_model(model: NeRF, selections: dict[str, dict[str, Selection]],
                 means: dict[str, dict[str, torch.Tensor]] | None = None) -> NeRF:
-    """Apply :func:`prune_mlp` to the ``"coarse"`` and ``"fine"`` networks; returns a new :class:`NeRF`."""
+    """Apply :func:`prune_mlp` to the ``"coarse"`` and ``"fine"`` networks.
+
+    Args:
+        model: The NeRF to shrink (left unchanged).
+        selections: Per network, per layer name, the neurons that survive.
+        means: Per network, per layer name, the mean activation of each neuron ``(width,)``, to
+            fold the removed neurons' mean contribution into the next layer's bias.
+
+    Returns:
+        A new, narrower :class:`NeRF` in eval mode.
+    """
     nets = {"coarse": model.coarse, "fine": model.fine}
     new = {}
     for which, net in nets.items():
@@ -328,8 +348,18 @@ def widen_mlp(net: NeRFMLP, cfg: MLPConfig, generator: torch.Generator | None = 
 
 def widen_model(model: NeRF, cfg: NeRFConfig, generator: torch.Generator | None = None
                 ) -> tuple[NeRF, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-    """:func:`widen_mlp` on both networks of ``model`` to the architectures of ``cfg``; the maps
-    are keyed by parameter name without ``.weight`` (``"coarse.pts_linears.0"``)."""
+    """:func:`widen_mlp` on both networks of ``model``: a wider NeRF that computes what ``model`` computes.
+
+    Args:
+        model: The NeRF to widen (left unchanged).
+        cfg: The wider architecture (same depth, skips, view branch and encodings).
+        generator: Seeds the new neurons' weights (the global generator is left alone).
+
+    Returns:
+        ``(wide, maps)``: the wider :class:`NeRF` and, keyed by parameter name without
+        ``.weight`` (``"coarse.pts_linears.0"``), the ``(rows, cols)`` index tensors where each old
+        weight sits in the new one.
+    """
     out = NeRF(cfg)
     maps = {}
     for which in ("coarse", "fine"):
