@@ -145,3 +145,40 @@ def test_a_density_only_coarse_network_is_refused_where_its_colour_would_be_the_
             Renderer(only, f, SceneSettings(2.0, 6.0, True, False, 8, n_fine))
     with pytest.raises(RuntimeSpecError, match="outputs"):
         OrtNetwork(b.network_path("coarse"), outputs=("density", "rgb"))
+
+
+def test_one_render_entry_dispatches_on_the_kind_checking_once(tmp_path, monkeypatch):
+    """deploy's run_render takes the families it renders with: availability is checked once, the
+    family's own check once, and a path of the wrong kind is refused once, in one line."""
+    from nerfexport.deploy import networks
+    from nerfexport.deploy.render import SceneSettings
+    from nerfexport.deploy.run import run_render
+    from nerfexport.deploy.runtime import RuntimeUnavailable
+    calls, events = [], []
+    monkeypatch.setattr(networks, "check_available", lambda spec: calls.append(spec.name))
+    toy = lambda p, d: (np.full((len(p), 3), 0.5, np.float32), np.ones((len(p), 1), np.float32))
+
+    class Toy:
+        renders = "checkpoint"
+
+        def check(self, spec):
+            calls.append("check")
+
+        def open(self, spec, path):
+            return networks.Source(path, SceneSettings(2.0, 6.0, True, False, 8, 8),
+                                   {"H": 6, "W": 8, "focal": 8.0}, None, lambda n_fine=None: {"coarse": toy, "fine": toy},
+                                   plain=True, warnings=["careful"])
+
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"not read by the toy family")
+    s = run_render(ckpt, "torch", "spiral", tmp_path / "r", progress=events.append, sampler="density",
+                   families={"torch": Toy()})
+    assert calls == ["torch", "check"] and s.views == 40 and s.runtime == "torch"
+    assert {"event": "warning", "text": "careful"} in events
+    assert {"event": "note", "text": "plain rendering: every sample evaluated"} in events
+    with pytest.raises(RuntimeSpecError, match="renders a checkpoint"):
+        run_render(tmp_path, "torch", families={"torch": Toy()})
+    with pytest.raises(RuntimeSpecError, match="renders a bundle folder"):
+        run_render(ckpt, "ort-cpu", families={**networks.FAMILIES, "torch": Toy()})
+    with pytest.raises(RuntimeUnavailable, match="train side"):
+        run_render(ckpt, "torch")   # the deploy side alone has no torch family

@@ -113,13 +113,13 @@ def family_for(spec: RuntimeSpec, path: Path, families: Mapping[str, Family] | N
     if fam is None:
         raise RuntimeUnavailable(f"runtime {spec.name} ({spec.kind}) renders on the train side "
                                  "(pip install 'nerfexport[train]'), not with the deploy side alone")
-    wants = "checkpoint" if Path(path).is_file() else "bundle"
-    if fam.renders != wants and wants == "bundle":
+    given: Renders = "checkpoint" if Path(path).is_file() else "bundle"
+    if fam.renders == given:
+        return fam
+    if given == "bundle":
         raise RuntimeSpecError(f"the {spec.kind} runtime renders a checkpoint (model.pt); give the checkpoint, "
                                "not a bundle")
-    if fam.renders != wants:
-        raise RuntimeSpecError(f"runtime {spec.name} renders a bundle folder (nerfexport export); {path} is not one")
-    return fam
+    raise RuntimeSpecError(f"runtime {spec.name} renders a bundle folder (nerfexport export); {path} is not one")
 
 
 def open_source(spec: RuntimeSpec, path: str | Path, families: Mapping[str, Family] | None = None) -> Source:
