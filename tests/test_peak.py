@@ -7,7 +7,8 @@ from nerfexport.bench.peak import gemm_peak, network_ops
 
 @pytest.mark.parametrize("cfg", [MLPConfig(), MLPConfig.uniform(width=128),
                                  MLPConfig(widths=[96, 64, 80, 64, 48], skips=[2], feature_width=40, view_widths=[24]),
-                                 tiny_config(width=16, viewdirs=False).coarse])
+                                 tiny_config(width=16, viewdirs=False).coarse,
+                                 MLPConfig(ranks={"pts.1": 32, "pts.5": 16, "feature": 8, "views.0": 12})])
 def test_network_ops_counts_two_per_weight(cfg):
     from nerfexport.model.mlp import NeRFMLP
     net = NeRFMLP(cfg)

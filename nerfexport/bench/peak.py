@@ -25,17 +25,24 @@ def network_ops(arch: dict, colour: bool = True) -> int:
     only places the fine samples computes."""
     in_ch = 3 + 6 * int(arch["multires"])
     in_views = 3 + 6 * int(arch["multires_views"])
+    ranks = arch.get("ranks") or {}
+
+    def lin(name: str, fan_in: int, fan_out: int) -> int:
+        """A layer's multiply-adds: a low-rank one (rank r) is two, fan_in x r and r x fan_out."""
+        r = ranks.get(name)
+        return r * (fan_in + fan_out) if r is not None else fan_in * fan_out
+
     macs, prev = 0, in_ch
     for i, w in enumerate(arch["widths"]):
-        macs += prev * w
+        macs += lin(f"pts.{i}", prev, w)
         prev = w + (in_ch if i in arch["skips"] else 0)
     if not colour and arch.get("use_viewdirs", True):
         macs += prev * 1        # the density head alone (without view directions one layer gives both)
     elif arch.get("use_viewdirs", True):
-        macs += prev * 1 + prev * int(arch["feature_width"])
+        macs += prev * 1 + lin("feature", prev, int(arch["feature_width"]))
         prev = int(arch["feature_width"]) + in_views
-        for w in arch["view_widths"]:
-            macs += prev * w
+        for j, w in enumerate(arch["view_widths"]):
+            macs += lin(f"views.{j}", prev, w)
             prev = w
         macs += prev * 3
     else:
