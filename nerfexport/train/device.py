@@ -9,9 +9,9 @@ EPYC): see :func:`cpu_has_native_bf16`.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
+
+from nerfexport.deploy.machine import cpu
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -53,15 +53,8 @@ def cpu_has_native_bf16() -> bool:
 
 def cpu_flags() -> set[str] | None:
     """The CPU's feature flags from ``/proc/cpuinfo`` (x86 ``flags``, Arm ``Features``), or None."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return None
+    flags = cpu().flags
+    return None if flags is None else set(flags)
 
 
 def bf16_warning(precision: str, device: torch.device | str = "cpu") -> str | None:
