@@ -127,7 +127,8 @@ class ShrinkSpec:
             raise ValueError("--rank is a target of the lowrank method only")
         if self.budget is not None:
             return target_widths(cfg, width=_widest_within(cfg, self.budget_macs(cfg)))
-        return target_widths(cfg, self.width, self.ratio, self.widths, self.feature_width, self.view_width)
+        return target_widths(cfg, width=self.width, ratio=self.ratio, widths=self.widths,
+                             feature_width=self.feature_width, view_width=self.view_width)
 
     def budget_macs(self, cfg: MLPConfig) -> int:
         """The multiply-adds per point this target allows a network with config ``cfg``."""
