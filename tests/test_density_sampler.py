@@ -71,6 +71,35 @@ def test_density_sampler_reproduces_the_plain_render():
     assert np.abs(c.render_view(H, W, f, c2w)["rgb"] - b["rgb"]).max() < 1e-6
 
 
+def test_the_box_around_matter_skips_rays_and_changes_nothing():
+    """Rays that miss the box around the occupied cells are background at once: the image is the
+    same as without the box, and the density grid is read for fewer rays."""
+    from nerfexport.deploy.volume import box_hits
+    grid = _occupancy()
+    box = grid.matter_box()
+    assert np.all(box[:3] > BOX[:3]) and np.all(box[3:] < BOX[3:])   # the ball, not the whole grid
+    p = np.random.default_rng(0).uniform(-1.5, 1.5, (20000, 3)).astype(np.float32)
+    outside = ~((p >= box[:3]) & (p <= box[3:])).all(-1)
+    assert outside.sum() > 1000 and not grid.query(p[outside]).any()   # nothing occupied outside it
+    o = np.array([[0, 0, -5], [3, 3, -5], [0, 0, -5], [0.1, 0.1, -5], [0, 5, 0]], np.float32)
+    d = np.array([[0, 0, 1], [0, 0, 1], [0, 0, -1], [0, 0, 1], [0, -1, 0]], np.float32)
+    np.testing.assert_array_equal(box_hits(box, o, d, 0.0, 10.0), [True, False, False, True, True])
+    np.testing.assert_array_equal(box_hits(box, o, d, 0.0, 3.0), [False] * 5)     # the box lies beyond far
+    assert box_hits(None, o, d, 0.0, 1.0).all()
+    s32 = SceneSettings(2.0, 6.0, True, False, 64, 32)
+    dg = bake_density(_density, grid, 64)
+    reads = []
+    counted = lambda p: reads.append(len(p)) or dg(p)
+    c2w = pose_spherical(30.0, -30.0, 4.0)
+    r = Renderer(_field, _field, s32, chunk=64, grid=grid, early_stop=1e-3, proposal=counted)
+    a = r.render_view(40, 40, 22.0, c2w)
+    with_box = sum(reads)
+    r._box, reads[:] = None, []
+    b = r.render_view(40, 40, 22.0, c2w)
+    np.testing.assert_array_equal(a["rgb"], b["rgb"])
+    assert 0.01 < a["acc"].mean() < 0.9 and with_box == sum(reads) > 0   # occupied depths alone are read
+
+
 def test_density_sampler_misses_no_matter_the_grid_blurs():
     """A thin sheet the density grid does not resolve (its corners read nothing) is still found:
     the occupied cells get a floor of samples."""

@@ -44,6 +44,19 @@ class OccupancyBits:
         self._scale = (self.res / (self.aabb[3:] - self.aabb[:3])).astype(np.float32)
         self._shift = (1.0 - self.aabb[:3] * self._scale).astype(np.float32)
 
+    def matter_box(self) -> np.ndarray | None:
+        """``(6,)`` box around the occupied cells, one cell wider on every side: no ray that
+        misses it meets an occupied cell (``None`` when the outside counts as occupied; an empty
+        grid gives an empty box)."""
+        if self.outside:
+            return None
+        ijk = np.argwhere(self.occupied)
+        if ijk.size == 0:
+            return np.array([0, 0, 0, -1, -1, -1], np.float32)
+        cell = (self.aabb[3:] - self.aabb[:3]) / self.res
+        return np.concatenate((self.aabb[:3] + (ijk.min(0) - 1) * cell,
+                               self.aabb[:3] + (ijk.max(0) + 2) * cell)).astype(np.float32)
+
     @property
     def fraction(self) -> float:
         """Fraction of cells occupied."""

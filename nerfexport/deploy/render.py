@@ -24,7 +24,7 @@ from typing import Callable, Literal, get_args
 import numpy as np
 
 from nerfexport.deploy.rays import band_rays, view_rays
-from nerfexport.deploy.volume import composite, linspace_depths, proposal_samples, sample_pdf
+from nerfexport.deploy.volume import box_hits, composite, linspace_depths, proposal_samples, sample_pdf
 
 Network = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -137,6 +137,8 @@ class Renderer:
         # :class:`nerfexport.deploy.density.DensityGrid`) instead of running the coarse network
         self.coarse_density = coarse_density
         self.grid, self.early_stop, self.segment, self.workers = grid, float(early_stop), int(segment), int(workers)
+        # rays that miss the box around the occupied cells are background at once (density sampler)
+        self._box = grid.matter_box() if grid is not None and hasattr(grid, "matter_box") else None
         if self.segment < 1 or self.chunk < 1 or self.workers < 1:
             raise ValueError("chunk, segment and workers must be positive")
         if not 0.0 <= self.early_stop < 1.0:
@@ -212,23 +214,25 @@ class Renderer:
         s = self.s
         R = o.shape[0]
         t = time.perf_counter()
-        z = linspace_depths(s.near, s.far, self.n_proposal, R)
-        pts = o[:, None] + d[:, None] * z[..., None]
-        dens = np.asarray(self.proposal(pts.reshape(-1, 3)), np.float32).reshape(R, -1)
-        occ = self.grid.query(pts) if self.grid is not None else np.ones(dens.shape, bool)
-        dens = np.where(occ, dens * np.float32(self.proposal_softness), np.float32(0.0))
-        w = composite(np.zeros(pts.shape, np.float32), dens, z, d, s.white_bkgd)[3]
         bg = np.float32(1.0 if s.white_bkgd else 0.0)
         out = (np.full((R, 3), bg, np.float32), np.zeros(R, np.float32), np.zeros(R, np.float32))
+        # only rays that cross the box around the occupied cells can meet matter
+        near = np.nonzero(box_hits(self._box, o, d, s.near, s.far))[0]
+        z = linspace_depths(s.near, s.far, self.n_proposal, near.size)
+        pts = o[near, None] + d[near, None] * z[..., None]
+        occ = self.grid.query(pts) if self.grid is not None else np.ones(z.shape, bool)
         # a ray whose proposal depths all lie in empty cells crosses no matter (as the skipping
         # renderer decides); the others get an even share of weight over their occupied
         # intervals as a floor, so that matter the coarse density grid blurs away is still sampled
-        hit = np.nonzero(occ.any(1))[0]
-        tm.sampling += time.perf_counter() - t
+        sel = np.nonzero(occ.any(1))[0]
+        hit = near[sel]
         if hit.size == 0:
+            tm.sampling += time.perf_counter() - t
             return out + (tm,)
-        t = time.perf_counter()
-        o, d, v, z, w, occ = o[hit], d[hit], v[hit], z[hit], w[hit], occ[hit]
+        o, d, v, z, occ, pts = o[hit], d[hit], v[hit], z[sel], occ[sel], pts[sel]
+        dens = np.zeros(z.shape, np.float32)   # read at the occupied depths alone: empty cells hold none
+        dens[occ] = np.asarray(self.proposal(pts[occ]), np.float32).reshape(-1) * np.float32(self.proposal_softness)
+        w = composite(np.zeros(pts.shape, np.float32), dens, z, d, s.white_bkgd)[3]
         inner = occ[:, 1:-1] | occ[:, 2:] | occ[:, :-2]
         w = w[:, 1:-1]
         if self.proposal_dilate > 0:

@@ -98,3 +98,24 @@ def proposal_samples(proposal, scene) -> int:
     cell = float((box[3:] - box[:3]).min()) / int(res)
     n = int(np.ceil((scene.far - scene.near) / cell)) + 1
     return int(min(MAX_PROPOSAL, max(int(scene.n_coarse), n)))
+
+
+def box_hits(box: np.ndarray | None, o: np.ndarray, d: np.ndarray, near: float, far: float) -> np.ndarray:
+    """Which rays' segments ``[near, far]`` meet a box (the slab test).
+
+    Args:
+        box: ``(6,)`` ``(xmin, ymin, zmin, xmax, ymax, zmax)``; ``None``: every ray.
+        o, d: ray origins and directions ``(R, 3)``.
+
+    Returns:
+        ``(R,)`` bool. A ray parallel to a pair of planes meets it when its origin lies between them.
+    """
+    if box is None:
+        return np.ones(o.shape[0], bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / d
+        t0, t1 = (box[:3] - o) * inv, (box[3:] - o) * inv
+    flat, inside = d == 0, (o >= box[:3]) & (o <= box[3:])
+    lo = np.where(flat, np.where(inside, -np.inf, np.inf), np.fmin(t0, t1))
+    hi = np.where(flat, np.where(inside, np.inf, -np.inf), np.fmax(t0, t1))
+    return np.maximum(lo.max(-1), near) <= np.minimum(hi.min(-1), far)
