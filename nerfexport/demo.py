@@ -32,6 +32,7 @@ def run_demo(out: str | Path = "demo-out", steps: int = 600, size: int = 64, wid
     from nerfexport.deploy.run import run_render
     from nerfexport.export.run import ExportRequest, run_export
     from nerfexport.shrink.run import run_shrink, shrink_spec
+    from nerfexport.shrink.spec import EvalSpec
     from nerfexport.train.loop import TrainConfig
     from nerfexport.data.datasets import DataArgs
     from nerfexport.train.run import ModelShape, run_train
@@ -54,7 +55,7 @@ def run_demo(out: str | Path = "demo-out", steps: int = 600, size: int = 64, wid
               TrainConfig(steps=steps, batch_rays=256, n_coarse=16, n_fine=24, eval_views=8), progress=emit)
     stage(3, f"shrinking to width {width} with {finetune} distillation steps -> {shrunk}")
     spec, _ = shrink_spec({"width": width, "method": "coreset", "finetune": finetune, "calib_rays": 512})
-    run_shrink(model, shrunk, spec, eval_views=0, progress=emit)
+    run_shrink(model, shrunk, spec, evaluation=EvalSpec(views=0), progress=emit)
     bundles = {"fp32": out / "bundle-fp32", "int8": out / "bundle-int8"}
     for i, (prec, b) in enumerate(bundles.items()):
         stage(4 + i, f"exporting {shrunk} as {'static int8' if prec == 'int8' else prec} -> {b}/")
