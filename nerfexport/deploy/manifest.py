@@ -162,11 +162,7 @@ class Grid(FileEntry):
             box = d["aabb"]
         except KeyError as e:
             raise BundleError(f"{where}: occupancy lacks {e}") from None
-        if not (isinstance(box, list) and len(box) == 6):
-            raise BundleError(f"{where}: occupancy.aabb must be 6 numbers")
-        box = tuple(_num(x, "occupancy.aabb", where, -1e6, 1e6) for x in box)
-        if not all(box[i + 3] > box[i] for i in range(3)):
-            raise BundleError(f"{where}: occupancy.aabb {list(box)} is empty")
+        box = _aabb(box, "occupancy.aabb", where)
         outside = d.get("outside", "empty")
         if outside not in ("empty", "occupied"):
             raise BundleError(f"{where}: occupancy.outside must be 'empty' or 'occupied'")
@@ -177,6 +173,17 @@ class Grid(FileEntry):
     def to_dict(self) -> dict:
         return {"file": self.file, "sha256": self.sha256, "bytes": self.bytes, "res": self.res,
                 "aabb": list(self.aabb), "fraction": self.fraction, "outside": self.outside, **self.baked}
+
+
+def _aabb(box, name: str, where: str) -> tuple:
+    """``box`` as 6 finite numbers ``(xmin, ymin, zmin, xmax, ymax, zmax)`` enclosing some volume;
+    raises :class:`BundleError` naming ``name``."""
+    if not (isinstance(box, list) and len(box) == 6):
+        raise BundleError(f"{where}: {name} must be 6 numbers")
+    box = tuple(_num(x, name, where, -1e6, 1e6) for x in box)
+    if not all(box[i + 3] > box[i] for i in range(3)):
+        raise BundleError(f"{where}: {name} {list(box)} is empty")
+    return box
 
 
 @dataclass(frozen=True)
@@ -198,11 +205,7 @@ class Density(FileEntry):
             box, scale = d["aabb"], _num(d["scale"], "density.scale", where, 1e-9, 1.0)
         except KeyError as e:
             raise BundleError(f"{where}: density lacks {e}") from None
-        if not (isinstance(box, list) and len(box) == 6):
-            raise BundleError(f"{where}: density.aabb must be 6 numbers")
-        box = tuple(_num(x, "density.aabb", where, -1e6, 1e6) for x in box)
-        if not all(box[i + 3] > box[i] for i in range(3)):
-            raise BundleError(f"{where}: density.aabb {list(box)} is empty")
+        box = _aabb(box, "density.aabb", where)
         enc = d.get("encoding", "log1p-u8")
         if enc != "log1p-u8":
             raise BundleError(f"{where}: density.encoding {enc!r} is unknown (this nerfexport reads log1p-u8)")
