@@ -93,3 +93,19 @@ def test_ort_cpu_sessions_render_an_int8_bundle_as_its_whole_graphs_do(trained):
     # numpy's and onnxruntime's sines differ in the last bits, which can move a value across an int8
     # rounding boundary now and then; the image stays the same to far below one 8-bit level
     assert np.abs(a - b).max() < 2e-3 and float(np.abs(a - b).mean()) < 1e-4
+
+
+def test_int8_export_defaults_check_the_picture_and_calibrate_by_percentile():
+    """``export --int8`` calibrates activations at their 99.99th percentile and checks the bundle
+    against fp32 on held-out pixels (0.25 dB, keeping layers float past it) unless told otherwise."""
+    from nerfexport.export.run import DEFAULT_MAX_PSNR_DROP, ExportError, ExportRequest, export_options
+    opts, _ = export_options(ExportRequest(int8=True))
+    assert opts.int8.method == "percentile" and opts.int8.percentile == 99.99
+    assert opts.max_psnr_drop == DEFAULT_MAX_PSNR_DROP == 0.25
+    assert export_options(ExportRequest(int8=True, max_psnr_drop=1.0))[0].max_psnr_drop == 1.0
+    assert export_options(ExportRequest(int8=True, max_psnr_drop=float("inf")))[0].max_psnr_drop == float("inf")
+    assert export_options(ExportRequest(int8=True, check_int8=False))[0].max_psnr_drop is None   # sweeps
+    assert export_options(ExportRequest())[0].max_psnr_drop is None                            # fp32: nothing to check
+    assert export_options(ExportRequest(int8=True, calibration="minmax"))[0].int8.method == "minmax"
+    with pytest.raises(ExportError):
+        export_options(ExportRequest(int8=True, max_psnr_drop=float("nan")))

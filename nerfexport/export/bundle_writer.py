@@ -66,7 +66,7 @@ class ExportOptions:
             raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.calib_rays < 1:
             raise ExportError("--calib-rays must be at least 1")
-        if self.max_psnr_drop is not None and self.max_psnr_drop < 0:
+        if self.max_psnr_drop is not None and not self.max_psnr_drop >= 0:
             raise ExportError("--max-psnr-drop must be zero or more")
         if self.precision == "int8":
             self.int8.validate()

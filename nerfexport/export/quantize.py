@@ -80,10 +80,10 @@ def _reader(pts: np.ndarray, dirs: np.ndarray, batch: int):
 
 @dataclass
 class Int8Settings:
-    method: str = "minmax"
+    method: str = "percentile"       # activation ranges: the 99.99th percentile of the calibration samples
     target: str = "cpu"
     per_channel: bool = True
-    percentile: float = 99.999
+    percentile: float = 99.99
     exclude: tuple[str, ...] = ()     # layer names kept in float (e.g. "pts.0", "rgb")
     float_concat_readers: bool = True  # the layers reading the skip and the view branch's concat stay float
     weight_bits: int | None = None    # 7 (|w| <= 64: no 16-bit saturation on x86 without VNNI) or 8;

@@ -34,12 +34,26 @@ class ExportRequest:
     calibration: str | None = None
     calib_rays: int | None = None
     target: str | None = None
-    max_psnr_drop: float | None = None
+    max_psnr_drop: float | None = None   # None: DEFAULT_MAX_PSNR_DROP for int8 (when check_int8 and test views exist)
     eval_views: int = 3
     grid: bool = True
     grid_res: int = 128
     grid_alpha: float = 0.2
     force: bool = False
+    check_int8: bool = True   # False: no default check (sweeps measure int8 as quantized)
+
+
+DEFAULT_CALIBRATION = "percentile"   # at 99.99 %: 0.1-0.2 dB closer to fp32 than minmax on lego (docs/int8.md)
+DEFAULT_MAX_PSNR_DROP = 0.25         # dB an int8 bundle may lose on held-out pixels before layers stay float
+
+
+def _max_psnr_drop(req: ExportRequest, ex: dict, int8: bool) -> float | None:
+    """The request's ``--max-psnr-drop``, else its recipe's, else the default check for int8."""
+    if req.max_psnr_drop is not None:
+        return req.max_psnr_drop
+    if "max_psnr_drop" in ex:
+        return ex["max_psnr_drop"]
+    return DEFAULT_MAX_PSNR_DROP if int8 and req.check_int8 else None
 
 
 def export_options(req: ExportRequest) -> tuple[ExportOptions, str | None]:
@@ -55,12 +69,12 @@ def export_options(req: ExportRequest) -> tuple[ExportOptions, str | None]:
         raise ExportError("a bundle has one precision: give --int8 or --fp16, not both")
     if req.eval_views < 1:
         raise ExportError(f"--eval-views must be at least 1, not {req.eval_views}")
-    settings = Int8Settings(method=req.calibration or ex.get("calibration", "minmax"),
+    settings = Int8Settings(method=req.calibration or ex.get("calibration", DEFAULT_CALIBRATION),
                             target=req.target or ("tensorrt" if tensorrt else "cpu"),
                             per_channel=bool(ex.get("per_channel", True)))
     opts = ExportOptions(precision="int8" if int8 else "fp16" if fp16 else "fp32", int8=settings,
                          calib_rays=req.calib_rays if req.calib_rays is not None else int(ex.get("calib_rays", 512)),
-                         max_psnr_drop=req.max_psnr_drop if req.max_psnr_drop is not None else ex.get("max_psnr_drop"),
+                         max_psnr_drop=_max_psnr_drop(req, ex, int8),
                          eval_views=req.eval_views, tensorrt=tensorrt, grid=req.grid, grid_res=req.grid_res,
                          grid_alpha=req.grid_alpha)
     opts.validate()
@@ -132,6 +146,12 @@ def run_export(path: str | Path, out: str | Path, req: ExportRequest, data: Data
         emit({"event": "note", "text": f"calibration: {calib.coarse_pts.shape[0]:,} coarse and "
                                        f"{calib.fine_pts.shape[0]:,} fine samples on {calib.n_rays} training rays "
                                        f"({opts.int8.method}, {opts.int8.activation_format})"})
+        if opts.max_psnr_drop is not None and not len(scene.splits.get("test", ())):
+            if req.max_psnr_drop is not None:
+                raise ExportError(f"--max-psnr-drop scores held-out views, and {data.path or path}'s dataset has no "
+                                  "test views")
+            emit({"event": "note", "text": "no int8 check: the dataset has no test views to score it on"})
+            opts.max_psnr_drop = None
         if opts.max_psnr_drop is not None:
             scorer = bundle_scorer(scene, opts.eval_views)
     if opts.grid and not net.cfg.ndc:
