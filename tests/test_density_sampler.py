@@ -91,13 +91,30 @@ def test_the_box_around_matter_skips_rays_and_changes_nothing():
     reads = []
     counted = lambda p: reads.append(len(p)) or dg(p)
     c2w = pose_spherical(30.0, -30.0, 4.0)
+    queried = []
+    query = grid.query
+    grid.query = lambda p: queried.append(p.shape[0] * p.shape[1]) or query(p)
     r = Renderer(_field, _field, s32, chunk=64, grid=grid, early_stop=1e-3, proposal=counted)
     a = r.render_view(40, 40, 22.0, c2w)
-    with_box = sum(reads)
-    r._box, reads[:] = None, []
+    with_box, depths_box = sum(reads), sum(queried)
+    r._box, reads[:], queried[:] = None, [], []
     b = r.render_view(40, 40, 22.0, c2w)
-    np.testing.assert_array_equal(a["rgb"], b["rgb"])
+    # the same image (up to the inverse CDF's 1e-5 floor, spread over fewer bins)
+    assert np.abs(a["rgb"] - b["rgb"]).max() < 1e-3
     assert 0.01 < a["acc"].mean() < 0.9 and with_box == sum(reads) > 0   # occupied depths alone are read
+    assert depths_box < 0.7 * sum(queried)      # only the stretch of each ray inside the box is proposed
+
+
+def test_lattice_window_covers_each_segment_with_the_lattice_s_own_depths():
+    from nerfexport.deploy.volume import lattice_window, linspace_depths
+    lat = linspace_depths(2.0, 6.0, 9, 1)[0]            # 2.0, 2.5, ..., 6.0
+    z, real = lattice_window(lat, np.array([3.2, 2.0, 5.6]), np.array([3.9, 2.1, 6.0]))
+    assert z.shape == (3, 3)
+    np.testing.assert_array_equal(z[0], lat[2:5])       # 3.0 .. 4.0 covers [3.2, 3.9]
+    np.testing.assert_array_equal(z[1], lat[0:3])       # [2.0, 2.1]: 2.0, 2.5, then the lattice goes on
+    np.testing.assert_array_equal(z[2], [5.5, 6.0, 6.0])   # the lattice ends: its last depth repeats
+    np.testing.assert_array_equal(real, [[1, 1, 1], [1, 1, 1], [1, 1, 0]])
+    assert all(np.isin(z.ravel(), lat))
 
 
 def test_density_sampler_misses_no_matter_the_grid_blurs():

@@ -24,7 +24,8 @@ from typing import Callable, Literal, get_args
 import numpy as np
 
 from nerfexport.deploy.rays import band_rays, view_rays
-from nerfexport.deploy.volume import box_hits, composite, linspace_depths, proposal_samples, sample_pdf
+from nerfexport.deploy.volume import (box_segments, composite, lattice_window, linspace_depths, proposal_samples,
+                                      sample_pdf)
 
 Network = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -139,6 +140,7 @@ class Renderer:
         self.grid, self.early_stop, self.segment, self.workers = grid, float(early_stop), int(segment), int(workers)
         # rays that miss the box around the occupied cells are background at once (density sampler)
         self._box = grid.matter_box() if grid is not None and hasattr(grid, "matter_box") else None
+        self._lattice = linspace_depths(scene.near, scene.far, self.n_proposal, 1)[0]
         if self.segment < 1 or self.chunk < 1 or self.workers < 1:
             raise ValueError("chunk, segment and workers must be positive")
         if not 0.0 <= self.early_stop < 1.0:
@@ -217,10 +219,13 @@ class Renderer:
         bg = np.float32(1.0 if s.white_bkgd else 0.0)
         out = (np.full((R, 3), bg, np.float32), np.zeros(R, np.float32), np.zeros(R, np.float32))
         # only rays that cross the box around the occupied cells can meet matter
-        near = np.nonzero(box_hits(self._box, o, d, s.near, s.far))[0]
-        z = linspace_depths(s.near, s.far, self.n_proposal, near.size)
+        lo, hi = box_segments(self._box, o, d, s.near, s.far)
+        near = np.nonzero(lo <= hi)[0]
+        # the proposal depths: the stretch of the evenly spaced ones that spans each ray's segment
+        # inside that box (outside it nothing is occupied, so nothing else would weigh)
+        z, real = lattice_window(self._lattice, lo[near], hi[near])
         pts = o[near, None] + d[near, None] * z[..., None]
-        occ = self.grid.query(pts) if self.grid is not None else np.ones(z.shape, bool)
+        occ = self.grid.query(pts) & real if self.grid is not None else real
         # a ray whose proposal depths all lie in empty cells crosses no matter (as the skipping
         # renderer decides); the others get an even share of weight over their occupied
         # intervals as a floor, so that matter the coarse density grid blurs away is still sampled

@@ -100,22 +100,52 @@ def proposal_samples(proposal, scene) -> int:
     return int(min(MAX_PROPOSAL, max(int(scene.n_coarse), n)))
 
 
-def box_hits(box: np.ndarray | None, o: np.ndarray, d: np.ndarray, near: float, far: float) -> np.ndarray:
-    """Which rays' segments ``[near, far]`` meet a box (the slab test).
+def box_segments(box: np.ndarray | None, o: np.ndarray, d: np.ndarray, near: float,
+                 far: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where rays' segments ``[near, far]`` lie inside a box (the slab test).
 
     Args:
-        box: ``(6,)`` ``(xmin, ymin, zmin, xmax, ymax, zmax)``; ``None``: every ray.
+        box: ``(6,)`` ``(xmin, ymin, zmin, xmax, ymax, zmax)``; ``None``: every ray, whole.
         o, d: ray origins and directions ``(R, 3)``.
 
     Returns:
-        ``(R,)`` bool. A ray parallel to a pair of planes meets it when its origin lies between them.
+        ``lo (R,)``, ``hi (R,)``: the depths where each ray enters and leaves the box, clipped to
+        ``[near, far]``; a ray misses it when ``lo > hi``. A ray parallel to a pair of planes meets
+        it when its origin lies between them.
     """
     if box is None:
-        return np.ones(o.shape[0], bool)
+        return np.full(o.shape[0], float(near)), np.full(o.shape[0], float(far))
     with np.errstate(divide="ignore", invalid="ignore"):
         inv = 1.0 / d
         t0, t1 = (box[:3] - o) * inv, (box[3:] - o) * inv
     flat, inside = d == 0, (o >= box[:3]) & (o <= box[3:])
     lo = np.where(flat, np.where(inside, -np.inf, np.inf), np.fmin(t0, t1))
     hi = np.where(flat, np.where(inside, np.inf, -np.inf), np.fmax(t0, t1))
-    return np.maximum(lo.max(-1), near) <= np.minimum(hi.min(-1), far)
+    return np.maximum(lo.max(-1), near), np.minimum(hi.min(-1), far)
+
+
+def box_hits(box: np.ndarray | None, o: np.ndarray, d: np.ndarray, near: float, far: float) -> np.ndarray:
+    """Which rays' segments ``[near, far]`` meet a box: ``(R,)`` bool (:func:`box_segments`)."""
+    lo, hi = box_segments(box, o, d, near, far)
+    return lo <= hi
+
+
+def lattice_window(lattice: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The stretch of a shared lattice of depths that covers each ray's segment ``[lo, hi]``.
+
+    Args:
+        lattice: ``(n,)`` increasing depths every ray shares (:func:`linspace_depths`).
+        lo, hi: ``(R,)`` each ray's segment.
+
+    Returns:
+        ``z (R, m)``: for each ray the lattice depths from the last at or before ``lo`` to the first
+        at or after ``hi`` (bit for bit the lattice's values), ``m`` the longest such stretch (at
+        least 3), a shorter stretch continued along the lattice; where the lattice ends, its last
+        depth repeats (zero-length intervals). ``real (R, m)``: false on those repeats.
+    """
+    n = lattice.shape[0]
+    k0 = np.clip(np.searchsorted(lattice, lo, side="right") - 1, 0, n - 1)
+    k1 = np.clip(np.searchsorted(lattice, hi, side="left"), 0, n - 1)
+    m = int(min(n, max(3, int((k1 - k0).max()) + 1 if lo.size else 3)))
+    k = k0[:, None] + np.arange(m)[None]
+    return lattice[np.minimum(k, n - 1)], k <= n - 1
