@@ -37,7 +37,7 @@ LINES = {
     "complete": "the output already holds a finished run of {step} steps (--restart to train anew)",
     "grow": "step {step}: widened every layer to {width}",
     "reinit": "step {step}: the {network} network collapsed; re-initialised it",
-    "layer": "    {network} {layer}: -{drop:.3f} dB when int8",
+    "layer": "    {network} {layer} alone int8: {drop:.3f} dB below fp32",
     "kept-float": "    keeping {network} {layer} in float: {psnr:.2f} dB",
     "done": "    median {median_ms:.0f} ms/frame",
     "skipped": "    not run: {reason}",
