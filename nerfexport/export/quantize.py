@@ -34,6 +34,8 @@ simulation of its graph on this CPU (``nerfexport doctor``).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,12 +171,14 @@ def quantize_int8(fp32_model: str | Path, out_path: str | Path, pts: np.ndarray,
     with tempfile.TemporaryDirectory(prefix="nerfexport-q-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_model), str(pre), skip_optimization=True)
-        quantize_static(str(pre), str(out_path), _reader(pts, dirs, batch), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=["Gemm", "Relu", "Concat"], per_channel=settings.per_channel,
-                        activation_type=QuantType.QUInt8 if settings.target == "cpu" else QuantType.QInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=method,
-                        reduce_range=settings.bits == 7,
-                        extra_options=extra, calibration_providers=["CPUExecutionProvider"])
+        # the histogram calibrators print their progress: a library function prints nothing
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(str(pre), str(out_path), _reader(pts, dirs, batch), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=["Gemm", "Relu", "Concat"], per_channel=settings.per_channel,
+                            activation_type=QuantType.QUInt8 if settings.target == "cpu" else QuantType.QInt8,
+                            weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=method,
+                            reduce_range=settings.bits == 7,
+                            extra_options=extra, calibration_providers=["CPUExecutionProvider"])
 
 
 def concat_readers(model_path: str | Path) -> tuple[str, ...]:
