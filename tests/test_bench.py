@@ -63,13 +63,13 @@ def test_markdown_reports_samples_torch_speedups_and_the_layer_gemm():
             "layers": {"rows": 4096, "int8": {"128": 200.0}, "fp32": {"128": 50.0}}}
     row = {"label": "b", "runtime": "my.toml", "precision": "int8", "bytes": 1e6, "median_ms": 10.0, "rays_per_s": 1.0,
            "samples_per_frame": 400, "samples_per_s": 4e4, "network_gops": 100.0, "fraction_of_peak": 0.2,
-           "fraction_of_layer_gemm": 0.5, "speedup_vs_torch": 31.0, "speedup_vs_torch_bf16": 12.5, "samples": [64, 64],
+           "fraction_of_layer_gemm": 0.5, "fraction_of_shape_gemm": 0.75, "speedup_vs_torch": 31.0, "speedup_vs_torch_bf16": 12.5, "samples": [64, 64],
            "psnr": 19.9, "ssim": 0.5, "skip": True, "early_stop": 1e-3, "peak_rss_mb": 100.0,
            "breakdown_ms": {"rays": 1, "sampling": 2, "network": 5, "compositing": 2}}
     md = markdown({"machine": "cpu", "views": 1, "H": 4, "W": 4, "repeat": 1, "reference": "t", "gemm_peak": peak,
                    "rows": [row]})
-    assert "| 64+64 |" in md and "| 31.0x | 12.5x |" in md and "| 20% | 50% |" in md
-    assert "int8 W=128 200 GOP/s" in md
+    assert "| 64+64 |" in md and "| 31.0x | 12.5x |" in md and "| 20% | 50% | 75% |" in md
+    assert "int8 W=128 200 GOP/s" in md and "Own-shape GEMM" in md
 
 
 def test_the_machine_line_names_the_cpu_with_its_family_and_model():

@@ -34,3 +34,17 @@ def test_gemm_peak_measures_both_precisions():
         assert p["gops"] > 0 and p["size"] in (64, 128) and set(p["per_size"]) == {64, 128}
     with pytest.raises(ValueError):
         gemm_peak("int4", sizes=(64,))
+
+
+def test_network_shapes_split_a_low_rank_layer_in_two_and_its_gemms_are_timed():
+    from nerfexport.bench.peak import network_shapes, shape_gemm
+    cfg = MLPConfig(widths=(32, 32, 32), skips=(1,), feature_width=32, view_widths=(16,), multires=2, multires_views=1)
+    d = cfg.to_dict()
+    full = network_shapes(d)
+    assert full[0] == (15, 32) and full[2] == (32 + 15, 32)          # the skip's concat feeds pts.2
+    d["ranks"] = {"pts.1": 4}
+    low = network_shapes(d)
+    assert low[1:3] == [(32, 4), (4, 32)] and len(low) == len(full) + 1
+    assert network_ops(d) == 2 * sum(k * n for k, n in low) < network_ops(cfg.to_dict())
+    g = shape_gemm("fp32", low, rows=256, threads=1, repeat=2, min_seconds=0.0)
+    assert 0 < g < 1e5

@@ -118,6 +118,9 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+LAYER_ROWS_NOTE = 4096   # nerfexport.bench.peak.LAYER_ROWS (named here without importing numpy-heavy code twice)
+
+
 def worker(job: dict) -> dict:
     """Render ``job["poses"]`` with one configuration; returns timings and the path of the renders."""
     from nerfexport.bench.peak import network_ops
@@ -168,10 +171,21 @@ def worker(job: dict) -> dict:
                 renders.append(out["rgb"])
     np.save(job["renders"], np.stack(renders).astype(np.float32))
     med = lambda k: float(np.median([b[k] for b in breakdown]))
+    own = None
+    if spec.kind == "onnxruntime" and src.precision in ("int8", "fp32"):
+        # the same evaluations' GEMMs alone, at the networks' own shapes (after the timed renders)
+        from nerfexport.bench.peak import network_shapes, shape_gemm
+        ev = {"coarse": med("coarse_samples"), "fine": med("samples") - med("coarse_samples")}
+        col = {w: computes_colour(nets.get(w)) for w in ("coarse", "fine")}
+        arch = {"coarse": archs.get("coarse"), "fine": archs.get("fine") or archs.get("coarse")}
+        secs = sum(ev[w] * ops[w] / 1e9 / shape_gemm(src.precision, network_shapes(arch[w], col[w]))
+                   for w in ev if ev[w] > 0 and arch[w])
+        total = sum(ev[w] * ops[w] for w in ev) / 1e9
+        own = total / secs if secs > 0 else None
     return {"frame_ms": [t * 1e3 for t in times], "median_ms": float(np.median(times) * 1e3),
             "breakdown_ms": {k: med(k) * 1e3 for k in stages},
             "samples_per_frame": float(np.mean([b["samples"] for b in breakdown[:len(poses)]])),
-            "network_gops": med("gops"), "ops_per_sample": ops, "rays_per_frame": H * W,
+            "network_gops": med("gops"), "shape_gemm_gops": own, "ops_per_sample": ops, "rays_per_frame": H * W,
             "skip": r.grid is not None, "early_stop": r.early_stop, "sampler": job.get("sampler") or "network",
             "grid_fraction": grid.fraction if grid is not None else None, "workers": r.workers,
             "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": base_rss, "bytes": int(src.size_bytes),
@@ -287,6 +301,8 @@ def _run(items, images, poses, H, W, focal, out_dir: Path, repeat, reference, sa
             if w in lay:
                 r["layer_gemm_gops"] = lay[w]
                 r["fraction_of_layer_gemm"] = r["network_gops"] / lay[w]
+        if r.get("shape_gemm_gops"):
+            r["fraction_of_shape_gemm"] = r["network_gops"] / r["shape_gemm_gops"]
     if ref is not None:
         for r in ok:
             r["psnr_delta"] = r["psnr"] - ref["psnr"]
@@ -390,16 +406,20 @@ def markdown(doc: dict) -> str:
         lines[0] += (f" Layer-shape GEMM ({lay['rows']} x W x W, same provider and threads): int8 "
                      + ", ".join(f"W={w} {g:.0f}" for w, g in lay["int8"].items()) + " GOP/s; fp32 "
                      + ", ".join(f"W={w} {g:.0f}" for w, g in lay["fp32"].items()) + " GOP/s.")
+    if any(r.get("fraction_of_shape_gemm") is not None for r in doc["rows"]):
+        lines[0] += (" Own-shape GEMM: each row's networks' own matrix products alone (MatMulInteger or MatMul at "
+                     f"{LAYER_ROWS_NOTE} rows, each at its shape, same threads), weighted by its evaluations, timed in "
+                     "the row's process after its renders: the network's time outside its GEMMs is what it misses.")
     sp = lambda r, k: "" if r.get(k) is None else f"{r[k]:.1f}x"
     lines += ["",
               "| configuration | runtime | precision | skip | samples | size [MB] | median ms/frame | speed-up | "
               "vs torch | vs torch-bf16 | rays/s | network evals/frame | samples/s | network GOP/s | of peak | "
-              "of layer GEMM | PSNR | SSIM | PSNR vs teacher | peak RSS [MB] | "
+              "of layer GEMM | of own-shape GEMM | PSNR | SSIM | PSNR vs teacher | peak RSS [MB] | "
               "rays / sampling / network / compositing [ms] |",
-              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in doc["rows"]:
         if "error" in r:
-            lines.append(f"| {r['label']} | {r['runtime']} | not run: {r['error']} |||||||||||||||||||")
+            lines.append(f"| {r['label']} | {r['runtime']} | not run: {r['error']} ||||||||||||||||||||")
             continue
         b = r["breakdown_ms"]
         vt = "" if r.get("psnr_vs_teacher") is None else f"{r['psnr_vs_teacher']:.2f}"
@@ -407,11 +427,12 @@ def markdown(doc: dict) -> str:
         fr = "" if r.get("fraction_of_peak") is None else f"{100 * r['fraction_of_peak']:.0f}%"
         rt = r["runtime"]
         fl = "" if r.get("fraction_of_layer_gemm") is None else f"{100 * r['fraction_of_layer_gemm']:.0f}%"
+        fo = "" if r.get("fraction_of_shape_gemm") is None else f"{100 * r['fraction_of_shape_gemm']:.0f}%"
         smp = "+".join(str(n) for n in r["samples"]) if r.get("samples") else ""
         lines.append(f"| {r['label']} | {rt} | {r['precision']} | {skip} | {smp} | {r['bytes'] / 1e6:.2f} | "
                      f"{r['median_ms']:.0f} | {r.get('speedup_vs_teacher', 1.0):.2f}x | {sp(r, 'speedup_vs_torch')} | "
                      f"{sp(r, 'speedup_vs_torch_bf16')} | {r['rays_per_s']:,.0f} | "
-                     f"{r['samples_per_frame']:,.0f} | {r['samples_per_s']:,.0f} | {r.get('network_gops', 0):.0f} | {fr} | {fl} | "
+                     f"{r['samples_per_frame']:,.0f} | {r['samples_per_s']:,.0f} | {r.get('network_gops', 0):.0f} | {fr} | {fl} | {fo} | "
                      f"{r['psnr']:.2f} | {r['ssim']:.3f} | {vt} | {r['peak_rss_mb']:.0f} | "
                      f"{b['rays']:.0f} / {b['sampling']:.0f} / {b['network']:.0f} / {b['compositing']:.0f} |")
     return "\n".join(lines) + "\n"

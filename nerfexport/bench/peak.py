@@ -18,36 +18,43 @@ import time
 import numpy as np
 
 
-def network_ops(arch: dict, colour: bool = True) -> int:
-    """Operations (2 per multiply-add) of one evaluation of a network with architecture ``arch``
-    (an ``MLPConfig.to_dict()``: widths, skips, feature_width, view_widths, multires, ...).
-    ``colour=False``: the density alone (trunk and density head), what a coarse network that
-    only places the fine samples computes."""
+def network_shapes(arch: dict, colour: bool = True) -> list[tuple[int, int]]:
+    """``(fan_in, fan_out)`` of every matrix product of one evaluation of a network with
+    architecture ``arch`` (an ``MLPConfig.to_dict()``: widths, skips, feature_width,
+    view_widths, multires, ranks, ...), a low-rank layer (rank r) as two, ``fan_in x r`` and
+    ``r x fan_out``. ``colour=False``: the density alone (trunk and density head), what a coarse
+    network that only places the fine samples computes."""
     in_ch = 3 + 6 * int(arch["multires"])
     in_views = 3 + 6 * int(arch["multires_views"])
     ranks = arch.get("ranks") or {}
+    out: list[tuple[int, int]] = []
 
-    def lin(name: str, fan_in: int, fan_out: int) -> int:
-        """A layer's multiply-adds: a low-rank one (rank r) is two, fan_in x r and r x fan_out."""
+    def lin(name: str, fan_in: int, fan_out: int) -> None:
         r = ranks.get(name)
-        return r * (fan_in + fan_out) if r is not None else fan_in * fan_out
+        out.extend([(fan_in, r), (r, fan_out)] if r is not None else [(fan_in, fan_out)])
 
-    macs, prev = 0, in_ch
+    prev = in_ch
     for i, w in enumerate(arch["widths"]):
-        macs += lin(f"pts.{i}", prev, w)
+        lin(f"pts.{i}", prev, w)
         prev = w + (in_ch if i in arch["skips"] else 0)
     if not colour and arch.get("use_viewdirs", True):
-        macs += prev * 1        # the density head alone (without view directions one layer gives both)
+        out.append((prev, 1))        # the density head alone (without view directions one layer gives both)
     elif arch.get("use_viewdirs", True):
-        macs += prev * 1 + lin("feature", prev, int(arch["feature_width"]))
+        out.append((prev, 1))
+        lin("feature", prev, int(arch["feature_width"]))
         prev = int(arch["feature_width"]) + in_views
         for j, w in enumerate(arch["view_widths"]):
-            macs += lin(f"views.{j}", prev, w)
+            lin(f"views.{j}", prev, w)
             prev = w
-        macs += prev * 3
+        out.append((prev, 3))
     else:
-        macs += prev * 4
-    return 2 * macs
+        out.append((prev, 4))
+    return out
+
+
+def network_ops(arch: dict, colour: bool = True) -> int:
+    """Operations (2 per multiply-add) of one evaluation (:func:`network_shapes`)."""
+    return 2 * sum(k * n for k, n in network_shapes(arch, colour))
 
 
 def _matmul_model(dtype: str, K: int, N: int, seed: int = 0):
@@ -128,6 +135,29 @@ def layer_gemm(dtype: str, width: int, rows: int = LAYER_ROWS, threads: int = 0,
     a = (rng.integers(0, 256, (rows, width)).astype(np.uint8) if dtype == "int8"
          else rng.standard_normal((rows, width)).astype(np.float32))
     return 2.0 * rows * width * width / _fastest(sess, a, repeat, min_seconds) / 1e9
+
+
+def shape_gemm(dtype: str, shapes: list[tuple[int, int]], rows: int = LAYER_ROWS, threads: int = 0,
+               repeat: int = 10, min_seconds: float = 0.05) -> float:
+    """GOP/s of a network's matrix products alone: each ``rows x fan_in x fan_out`` product of
+    ``shapes`` (:func:`network_shapes`) timed at its own shape through onnxruntime's CPU provider
+    (``MatMulInteger`` for int8, ``MatMul`` for fp32; ``threads`` intra-op threads, 0: all cores),
+    their operations over the sum of their times: what the network would reach if it were
+    nothing but its GEMMs. Thin products (a low rank's) run far below the square peak, so this is
+    the rate a network of those shapes can be held to."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    rng = np.random.default_rng(3)
+    seconds, cache = 0.0, {}
+    for k, n in shapes:
+        if (k, n) not in cache:
+            sess = ort.InferenceSession(_matmul_model(dtype, k, n), so, providers=["CPUExecutionProvider"])
+            a = (rng.integers(0, 256, (rows, k)).astype(np.uint8) if dtype == "int8"
+                 else rng.standard_normal((rows, k)).astype(np.float32))
+            cache[(k, n)] = _fastest(sess, a, repeat, min_seconds)
+        seconds += cache[(k, n)]
+    return 2.0 * rows * sum(k * n for k, n in shapes) / seconds / 1e9
 
 
 def _main(argv: list[str]) -> int:
