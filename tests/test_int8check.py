@@ -71,13 +71,17 @@ def test_weight_bits_override_and_validation(tmp_path):
     cal = probe_points(256, 0)
     quantize_int8(src, tmp_path / "q8.onnx", *cal, Int8Settings(target="cpu", weight_bits=8))
     assert max(int(np.abs(a.astype(np.int32)).max()) for a in _weights(tmp_path / "q8.onnx").values()) == 127
-    # the layers reading a concat of differently scaled parts (after the skip, the view branch) stay float
+    # the layers reading [encoding, hidden] (after the skip) and [feature, view encoding] read each part
+    # through its own Gemm, so each part has its own int8 scale: no concat reader stays float
     from nerfexport.export.quantize import concat_readers, quantized_layers
-    assert concat_readers(src) == ("pts.2", "views.0")
+    assert concat_readers(src) == ()
+    nodes = {n.name: n for n in onnx.load(str(tmp_path / "q8.onnx")).graph.node}
+    assert {"pts.2/Gemm", "pts.2.in1/Gemm", "pts.2/Add", "views.0/Gemm", "views.0.in1/Gemm"} <= set(nodes)
+    assert not any(n.op_type == "Concat" and n.name.startswith(("skip", "views")) for n in nodes.values())
     layers = quantized_layers(tmp_path / "q8.onnx")
-    assert {"pts.0", "pts.1", "pts.3", "feature"} <= set(layers) and not {"pts.2", "views.0"} & set(layers)
-    quantize_int8(src, tmp_path / "all.onnx", *cal, Int8Settings(float_concat_readers=False))
-    assert {"pts.2", "views.0"} <= set(quantized_layers(tmp_path / "all.onnx"))
+    assert {"pts.0", "pts.1", "pts.2", "pts.3", "feature", "views.0"} <= set(layers)
+    quantize_int8(src, tmp_path / "ex.onnx", *cal, Int8Settings(exclude=("pts.2", "views.0")))
+    assert not {"pts.2", "views.0"} & set(quantized_layers(tmp_path / "ex.onnx"))   # a split layer stays float whole
     for bad in (6, 9, "7"):
         with pytest.raises(QuantizationError):
             Int8Settings(weight_bits=bad).validate()

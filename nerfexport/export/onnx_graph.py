@@ -97,6 +97,36 @@ class _Builder:
         return self.linear(x, columns(state[f"{path}.weight"]), state[f"{path}.bias"], name, relu)
 
 
+    def split_layer(self, parts: list[tuple[str, int]], state: dict[str, np.ndarray], path: str, name: str,
+                    relu: bool, columns=lambda w: w) -> str:
+        """The Linear at ``path`` reading the concatenation of ``parts`` (``(tensor, width)``, in
+        order) without concatenating them: one ``Gemm`` per part on that part's columns of the
+        weight (``{base}/Gemm`` with the bias, then ``{base}.in1/Gemm``...), summed by ``{base}/Add``,
+        ``base`` = ``name`` or, for a low-rank pair, ``{name}.down`` (then ``{name}/Gemm`` on the
+        sum). Each part then has its own int8 scale: a concat quantized as one tensor takes the
+        scale of its widest part (``[feature, view encoding]`` of the lego teacher: a step of 0.70
+        for sines and cosines in [-1, 1])."""
+        low = f"{path}.down.weight" in state
+        w = columns(state[f"{path}.down.weight"] if low else state[f"{path}.weight"])
+        base = f"{name}.down" if low else name
+        outs, start = [], 0
+        for k, (x, width) in enumerate(parts):
+            nm = base if k == 0 else f"{base}.in{k}"
+            ins = [x, self.const(f"{nm}.weight", w[:, start:start + width])]
+            if k == 0 and not low:
+                ins.append(self.const(f"{name}.bias", state[f"{path}.bias"]))
+            outs.append(self.node("Gemm", ins, f"{nm}/Gemm", transB=1))
+            start += width
+        if start != w.shape[1]:
+            raise ValueError(f"{path}: the parts are {start} wide, the layer reads {w.shape[1]}")
+        y = outs[0]
+        for k, o in enumerate(outs[1:], 1):
+            y = self.node("Add", [y, o], f"{base}/Add" if k == 1 else f"{base}/Add{k}")
+        if low:
+            return self.linear(y, state[f"{path}.up.weight"], state[f"{path}.up.bias"], name, relu)
+        return self.node("Relu", [y], f"{name}/Relu") if relu else y
+
+
 def mlp_to_onnx(state: dict[str, np.ndarray], cfg, name: str = "nerf", metadata: dict[str, str] | None = None,
                 dtype: str = "fp32") -> onnx.ModelProto:
     """The ONNX model of one network.
@@ -115,24 +145,27 @@ def mlp_to_onnx(state: dict[str, np.ndarray], cfg, name: str = "nerf", metadata:
     h = enc
     for i in range(len(cfg.widths)):
         if i == 0:
-            cols = lambda w: w[:, perm]
-        elif (i - 1) in cfg.skips:
+            h = b.layer(h, state, f"pts_linears.{i}", f"pts.{i}", True, lambda w: w[:, perm])
+        elif (i - 1) in cfg.skips:   # reads [encoding, hidden]: one Gemm a part, summed
             cols = lambda w: np.concatenate((w[:, :n_enc][:, perm], w[:, n_enc:]), 1)
+            h = b.split_layer([(enc, n_enc), (h, int(cfg.widths[i - 1]))], state, f"pts_linears.{i}", f"pts.{i}",
+                              True, cols)
         else:
-            cols = lambda w: w
-        h = b.layer(h, state, f"pts_linears.{i}", f"pts.{i}", True, cols)
-        if i in cfg.skips:
-            h = b.node("Concat", [enc, h], f"skip.{i}", axis=1)
+            h = b.layer(h, state, f"pts_linears.{i}", f"pts.{i}", True)
     if cfg.use_viewdirs:
         sigma = b.linear(h, state["alpha_linear.weight"], state["alpha_linear.bias"], "alpha", relu=False)
         feat = b.layer(h, state, "feature_linear", "feature", False)
         vperm = encoding_permutation(cfg.multires_views)
         venc = b.encoding(v_in, cfg.multires_views, "view_encoding")
-        g = b.node("Concat", [feat, venc], "views.concat", axis=1)
         fw = cfg.feature_width
+        g = None if cfg.view_widths else b.node("Concat", [feat, venc], "views.concat", axis=1)
         for i in range(len(cfg.view_widths)):
-            cols = (lambda w: np.concatenate((w[:, :fw], w[:, fw:][:, vperm]), 1)) if i == 0 else (lambda w: w)
-            g = b.layer(g, state, f"views_linears.{i}", f"views.{i}", True, cols)
+            if i == 0:   # reads [feature, view encoding]: one Gemm a part, summed
+                cols = lambda w: np.concatenate((w[:, :fw], w[:, fw:][:, vperm]), 1)
+                g = b.split_layer([(feat, fw), (venc, len(vperm))], state, f"views_linears.{i}", f"views.{i}", True,
+                                  cols)
+            else:
+                g = b.layer(g, state, f"views_linears.{i}", f"views.{i}", True)
         rgb_raw = b.linear(g, state["rgb_linear.weight"], state["rgb_linear.bias"], "rgb", relu=False)
     else:
         out = b.linear(h, state["output_linear.weight"], state["output_linear.bias"], "output", relu=False)

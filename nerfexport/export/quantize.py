@@ -166,7 +166,8 @@ def quantize_int8(fp32_model: str | Path, out_path: str | Path, pts: np.ndarray,
         extra["CalibPercentile"] = settings.percentile
     names = tuple(settings.exclude) + (concat_readers(fp32_model) if settings.float_concat_readers else ())
     exclude = list(ALWAYS_FLOAT) + [f"{name}{op}" for name in names
-                                    for op in ("/Gemm", "/Relu", ".down/Gemm")]
+                                    for op in ("/Gemm", "/Relu", ".down/Gemm", ".in1/Gemm", ".down.in1/Gemm", "/Add",
+                                               ".down/Add")]
     exclude += _float_concats(fp32_model, set(exclude))
     with tempfile.TemporaryDirectory(prefix="nerfexport-q-") as tmp:
         pre = Path(tmp) / "pre.onnx"
@@ -224,5 +225,5 @@ def quantized_layers(model_path: str | Path) -> list[str]:
     import onnx
     m = onnx.load(str(model_path))
     dq_outputs = {o for n in m.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    return sorted({n.name.rsplit("/", 1)[0].removesuffix(".down") for n in m.graph.node
+    return sorted({n.name.rsplit("/", 1)[0].removesuffix(".in1").removesuffix(".down") for n in m.graph.node
                    if n.op_type == "Gemm" and any(i in dq_outputs for i in n.input[1:])})
