@@ -48,3 +48,9 @@ def test_network_shapes_split_a_low_rank_layer_in_two_and_its_gemms_are_timed():
     assert network_ops(d) == 2 * sum(k * n for k, n in low) < network_ops(cfg.to_dict())
     g = shape_gemm("fp32", low, rows=256, threads=1, repeat=2, min_seconds=0.0)
     assert 0 < g < 1e5
+    from nerfexport.bench.peak import evaluations_gemm
+    both = evaluations_gemm("int8", {"coarse": d, "fine": None}, {"coarse": True, "fine": True},
+                            {"coarse": 100, "fine": 200})
+    assert both is not None and both > 0
+    assert evaluations_gemm("int8", {"coarse": d, "fine": None}, {"coarse": True, "fine": True},
+                            {"coarse": 0, "fine": 0}) is None

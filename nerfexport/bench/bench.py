@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nerfexport.bench.peak import LAYER_ROWS
 from nerfexport.data.nseval import ns_eval
 from nerfexport.deploy.machine import machine
 from nerfexport.data.datasets import DataArgs
@@ -118,9 +119,6 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-LAYER_ROWS_NOTE = 4096   # nerfexport.bench.peak.LAYER_ROWS (named here without importing numpy-heavy code twice)
-
-
 def worker(job: dict) -> dict:
     """Render ``job["poses"]`` with one configuration; returns timings and the path of the renders."""
     from nerfexport.bench.peak import network_ops
@@ -172,16 +170,10 @@ def worker(job: dict) -> dict:
     np.save(job["renders"], np.stack(renders).astype(np.float32))
     med = lambda k: float(np.median([b[k] for b in breakdown]))
     own = None
-    if spec.kind == "onnxruntime" and src.precision in ("int8", "fp32"):
-        # the same evaluations' GEMMs alone, at the networks' own shapes (after the timed renders)
-        from nerfexport.bench.peak import network_shapes, shape_gemm
-        ev = {"coarse": med("coarse_samples"), "fine": med("samples") - med("coarse_samples")}
-        col = {w: computes_colour(nets.get(w)) for w in ("coarse", "fine")}
-        arch = {"coarse": archs.get("coarse"), "fine": archs.get("fine") or archs.get("coarse")}
-        secs = sum(ev[w] * ops[w] / 1e9 / shape_gemm(src.precision, network_shapes(arch[w], col[w]))
-                   for w in ev if ev[w] > 0 and arch[w])
-        total = sum(ev[w] * ops[w] for w in ev) / 1e9
-        own = total / secs if secs > 0 else None
+    if spec.kind == "onnxruntime" and src.precision in ("int8", "fp32"):   # after the timed renders
+        from nerfexport.bench.peak import evaluations_gemm
+        own = evaluations_gemm(src.precision, archs, {w: computes_colour(nets.get(w)) for w in ("coarse", "fine")},
+                               {"coarse": med("coarse_samples"), "fine": med("samples") - med("coarse_samples")})
     return {"frame_ms": [t * 1e3 for t in times], "median_ms": float(np.median(times) * 1e3),
             "breakdown_ms": {k: med(k) * 1e3 for k in stages},
             "samples_per_frame": float(np.mean([b["samples"] for b in breakdown[:len(poses)]])),
@@ -408,7 +400,7 @@ def markdown(doc: dict) -> str:
                      + ", ".join(f"W={w} {g:.0f}" for w, g in lay["fp32"].items()) + " GOP/s.")
     if any(r.get("fraction_of_shape_gemm") is not None for r in doc["rows"]):
         lines[0] += (" Own-shape GEMM: each row's networks' own matrix products alone (MatMulInteger or MatMul at "
-                     f"{LAYER_ROWS_NOTE} rows, each at its shape, same threads), weighted by its evaluations, timed in "
+                     f"{LAYER_ROWS} rows, each at its shape, same threads), weighted by its evaluations, timed in "
                      "the row's process after its renders: the network's time outside its GEMMs is what it misses.")
     sp = lambda r, k: "" if r.get(k) is None else f"{r[k]:.1f}x"
     lines += ["",

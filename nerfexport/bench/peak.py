@@ -160,6 +160,18 @@ def shape_gemm(dtype: str, shapes: list[tuple[int, int]], rows: int = LAYER_ROWS
     return 2.0 * rows * sum(k * n for k, n in shapes) / seconds / 1e9
 
 
+def evaluations_gemm(dtype: str, archs: dict, colour: dict, evaluations: dict) -> float | None:
+    """GOP/s of :func:`shape_gemm` over a frame's evaluations: ``archs``, ``colour`` and
+    ``evaluations`` map ``"coarse"``/``"fine"`` to a network's architecture (the fine one may be
+    ``None``: the coarse network evaluates the fine samples), whether it computes colour, and
+    how many times it ran."""
+    arch = {"coarse": archs.get("coarse"), "fine": archs.get("fine") or archs.get("coarse")}
+    shapes = {w: network_shapes(arch[w], colour[w]) for w in arch if arch[w] and evaluations.get(w, 0) > 0}
+    ops = {w: evaluations[w] * 2.0 * sum(k * n for k, n in sh) / 1e9 for w, sh in shapes.items()}
+    secs = sum(ops[w] / shape_gemm(dtype, sh) for w, sh in shapes.items())
+    return sum(ops.values()) / secs if secs > 0 else None
+
+
 def _main(argv: list[str]) -> int:
     sizes = tuple(int(x) for x in argv[0].split(",")) if argv else (1024, 2048, 4096)
     layers = {d: {str(w): layer_gemm(d, w) for w in LAYER_WIDTHS} for d in ("int8", "fp32")}
