@@ -1,6 +1,7 @@
-"""Seconds a frame of a bundle with the density sampler: the lattice whole, its window in the box, and (in the third
-session, since removed) a coarse grid bound. Usage: python docs/scripts/sampler_ab.py BUNDLE (the bounds it toggles by
-attribute; the removed one is a no-op now)."""
+"""Seconds a frame of a bundle with the density sampler: the proposal lattice whole against its window
+inside the box around matter (and the window with 1,024-ray chunks), frames 0 and 20, two rounds, one
+process. The coarse-grid rows of docs/speed-native.md came from a variant not kept (never committed).
+Usage: python docs/scripts/sampler_ab.py BUNDLE"""
 import sys, json, time, numpy as np; sys.path.insert(0, ".")
 from nerfexport.deploy.runtime import load_runtime
 from nerfexport.deploy.networks import open_source
@@ -13,11 +14,10 @@ tj = json.load(open("/work/shared/data/lego_400/transforms_test.json"))
 f = 0.5 * 400 / np.tan(0.5 * tj["camera_angle_x"])
 res = {}
 for rep in range(2):
-  for var in ("full", "window", "mip", "mip-c1024"):
+  for var in ("full", "window", "window-c1024"):
     spec.chunk = 1024 if var.endswith("c1024") else 256
     r = make_renderer(spec, nets, src.settings, grid=src.occupancy(), skip=True, density=src.density(), sampler="density")
-    if var == "full": r._box = None; r._mip = None
-    if var == "window": r._mip = None
+    if var == "full": r._box = None
     for k in (0, 20):
         c2w = np.array(tj["frames"][k]["transform_matrix"], np.float32)
         r.timings = type(r.timings)()

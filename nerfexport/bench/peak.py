@@ -138,18 +138,19 @@ def layer_gemm(dtype: str, width: int, rows: int = LAYER_ROWS, threads: int = 0,
 
 
 def shape_gemm(dtype: str, shapes: list[tuple[int, int]], rows: int = LAYER_ROWS, threads: int = 0,
-               repeat: int = 10, min_seconds: float = 0.05) -> float:
+               repeat: int = 10, min_seconds: float = 0.05, cache: dict | None = None) -> float:
     """GOP/s of a network's matrix products alone: each ``rows x fan_in x fan_out`` product of
     ``shapes`` (:func:`network_shapes`) timed at its own shape through onnxruntime's CPU provider
     (``MatMulInteger`` for int8, ``MatMul`` for fp32; ``threads`` intra-op threads, 0: all cores),
     their operations over the sum of their times: what the network would reach if it were
     nothing but its GEMMs. Thin products (a low rank's) run far below the square peak, so this is
-    the rate a network of those shapes can be held to."""
+    the rate a network of those shapes can be held to. ``cache`` (shape -> seconds, filled here)
+    times a shape once across calls with the same ``dtype``, ``rows`` and ``threads``."""
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or (os.cpu_count() or 1)
     rng = np.random.default_rng(3)
-    seconds, cache = 0.0, {}
+    seconds, cache = 0.0, ({} if cache is None else cache)
     for k, n in shapes:
         if (k, n) not in cache:
             sess = ort.InferenceSession(_matmul_model(dtype, k, n), so, providers=["CPUExecutionProvider"])
@@ -168,7 +169,8 @@ def evaluations_gemm(dtype: str, archs: dict, colour: dict, evaluations: dict) -
     arch = {"coarse": archs.get("coarse"), "fine": archs.get("fine") or archs.get("coarse")}
     shapes = {w: network_shapes(arch[w], colour[w]) for w in arch if arch[w] and evaluations.get(w, 0) > 0}
     ops = {w: evaluations[w] * 2.0 * sum(k * n for k, n in sh) / 1e9 for w, sh in shapes.items()}
-    secs = sum(ops[w] / shape_gemm(dtype, sh) for w, sh in shapes.items())
+    timed: dict = {}   # the coarse and fine networks share most shapes: each is timed once
+    secs = sum(ops[w] / shape_gemm(dtype, sh, cache=timed) for w, sh in shapes.items())
     return sum(ops.values()) / secs if secs > 0 else None
 
 

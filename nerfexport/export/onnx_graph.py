@@ -97,31 +97,27 @@ class _Builder:
         return self.linear(x, columns(state[f"{path}.weight"]), state[f"{path}.bias"], name, relu)
 
 
-    def split_layer(self, parts: list[tuple[str, int]], state: dict[str, np.ndarray], path: str, name: str,
-                    relu: bool, columns=lambda w: w) -> str:
-        """The Linear at ``path`` reading the concatenation of ``parts`` (``(tensor, width)``, in
-        order) without concatenating them: one ``Gemm`` per part on that part's columns of the
-        weight (``{base}/Gemm`` with the bias, then ``{base}.in1/Gemm``...), summed by ``{base}/Add``,
+    def split_layer(self, first: tuple[str, int], second: tuple[str, int], state: dict[str, np.ndarray], path: str,
+                    name: str, relu: bool, columns=lambda w: w) -> str:
+        """The Linear at ``path`` reading the concatenation ``[first, second]`` (each ``(tensor,
+        width)``) without concatenating them: ``{base}/Gemm`` (with the bias) on the first part's
+        columns of the weight plus ``{base}.in1/Gemm`` on the second's, summed by ``{base}/Add``;
         ``base`` = ``name`` or, for a low-rank pair, ``{name}.down`` (then ``{name}/Gemm`` on the
         sum). Each part then has its own int8 scale: a concat quantized as one tensor takes the
         scale of its widest part (``[feature, view encoding]`` of the lego teacher: a step of 0.70
         for sines and cosines in [-1, 1])."""
         low = f"{path}.down.weight" in state
         w = columns(state[f"{path}.down.weight"] if low else state[f"{path}.weight"])
+        (x1, n1), (x2, n2) = first, second
+        if n1 + n2 != w.shape[1]:
+            raise ValueError(f"{path}: the parts are {n1 + n2} wide, the layer reads {w.shape[1]}")
         base = f"{name}.down" if low else name
-        outs, start = [], 0
-        for k, (x, width) in enumerate(parts):
-            nm = base if k == 0 else f"{base}.in{k}"
-            ins = [x, self.const(f"{nm}.weight", w[:, start:start + width])]
-            if k == 0 and not low:
-                ins.append(self.const(f"{name}.bias", state[f"{path}.bias"]))
-            outs.append(self.node("Gemm", ins, f"{nm}/Gemm", transB=1))
-            start += width
-        if start != w.shape[1]:
-            raise ValueError(f"{path}: the parts are {start} wide, the layer reads {w.shape[1]}")
-        y = outs[0]
-        for k, o in enumerate(outs[1:], 1):
-            y = self.node("Add", [y, o], f"{base}/Add" if k == 1 else f"{base}/Add{k}")
+        ins = [x1, self.const(f"{base}.weight", w[:, :n1])]
+        if not low:
+            ins.append(self.const(f"{name}.bias", state[f"{path}.bias"]))
+        y1 = self.node("Gemm", ins, f"{base}/Gemm", transB=1)
+        y2 = self.node("Gemm", [x2, self.const(f"{base}.in1.weight", w[:, n1:])], f"{base}.in1/Gemm", transB=1)
+        y = self.node("Add", [y1, y2], f"{base}/Add")
         if low:
             return self.linear(y, state[f"{path}.up.weight"], state[f"{path}.up.bias"], name, relu)
         return self.node("Relu", [y], f"{name}/Relu") if relu else y
@@ -148,7 +144,7 @@ def mlp_to_onnx(state: dict[str, np.ndarray], cfg, name: str = "nerf", metadata:
             h = b.layer(h, state, f"pts_linears.{i}", f"pts.{i}", True, lambda w: w[:, perm])
         elif (i - 1) in cfg.skips:   # reads [encoding, hidden]: one Gemm a part, summed
             cols = lambda w: np.concatenate((w[:, :n_enc][:, perm], w[:, n_enc:]), 1)
-            h = b.split_layer([(enc, n_enc), (h, int(cfg.widths[i - 1]))], state, f"pts_linears.{i}", f"pts.{i}",
+            h = b.split_layer((enc, n_enc), (h, int(cfg.widths[i - 1])), state, f"pts_linears.{i}", f"pts.{i}",
                               True, cols)
         else:
             h = b.layer(h, state, f"pts_linears.{i}", f"pts.{i}", True)
@@ -162,7 +158,7 @@ def mlp_to_onnx(state: dict[str, np.ndarray], cfg, name: str = "nerf", metadata:
         for i in range(len(cfg.view_widths)):
             if i == 0:   # reads [feature, view encoding]: one Gemm a part, summed
                 cols = lambda w: np.concatenate((w[:, :fw], w[:, fw:][:, vperm]), 1)
-                g = b.split_layer([(feat, fw), (venc, len(vperm))], state, f"views_linears.{i}", f"views.{i}", True,
+                g = b.split_layer((feat, fw), (venc, len(vperm)), state, f"views_linears.{i}", f"views.{i}", True,
                                   cols)
             else:
                 g = b.layer(g, state, f"views_linears.{i}", f"views.{i}", True)

@@ -2,8 +2,9 @@
 
 ``quant_pre_process`` (shape inference) then ``quantize_static`` in QDQ format with a
 ``CalibrationDataReader`` that feeds real sample points drawn along training rays the way the
-renderer draws them (see :mod:`nerfexport.shrink.calibration`). The layers' ``Gemm`` nodes, their
-``Relu`` and the skip ``Concat`` are quantized: weights per-channel, symmetric int8, biases
+renderer draws them (see :mod:`nerfexport.shrink.calibration`). The layers' ``Gemm`` nodes and
+their ``Relu`` are quantized (a layer reading two parts, after the skip or in the view branch, is a
+``Gemm`` a part: each part gets its own scale): weights per-channel, symmetric int8, biases
 int32 (float for TensorRT, below). With uint8 activations the quantizer drops each ``Relu``
 into the range of the layer's output, so onnxruntime runs the trunk as a chain of integer
 ``QGemm`` kernels (uint8 in and out) with no float round trip between layers; this ran 1.5x
@@ -87,7 +88,8 @@ class Int8Settings:
     per_channel: bool = True
     percentile: float = 99.99
     exclude: tuple[str, ...] = ()     # layer names kept in float (e.g. "pts.0", "rgb")
-    float_concat_readers: bool = True  # the layers reading the skip and the view branch's concat stay float
+    float_concat_readers: bool = True  # a layer reading a Concat of differently scaled parts stays float
+    #                                    (the graphs export writes now read such parts one Gemm each: none)
     weight_bits: int | None = None    # 7 (|w| <= 64: no 16-bit saturation on x86 without VNNI) or 8;
     #                                   None: 7 for cpu, 8 for tensorrt
 

@@ -188,7 +188,8 @@ def export(params: dict, model_result: dict) -> dict:
     prec = params["precision"]
     req = ExportRequest(int8=prec == "int8", fp16=prec == "fp16", tensorrt=params["tensorrt"],
                         calibration=params["calibration"], calib_rays=params["calib_rays"], target=params["target"],
-                        grid=params["grid"], grid_res=params["grid_res"], grid_alpha=params["grid_alpha"], check_int8=False, force=True)
+                        grid=params["grid"], grid_res=params["grid_res"], grid_alpha=params["grid_alpha"],
+                        check_int8=False, force=True)
     with tempfile.TemporaryDirectory(prefix="nerfexport-sweep-") as tmp:
         tmp = Path(tmp)
         (tmp / "model.pt").write_bytes(model_result["files"]["model.pt"])
