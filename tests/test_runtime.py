@@ -24,6 +24,9 @@ def test_shipped_runtimes_load_and_cpu_runs_one_worker_per_core():
     ('kind = "magic"\n', "kind"),
     ('kind = "onnxruntime"\n', "providers"),
     ('kind = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\nencoding = "gpu"\n', "encoding"),
+    ('kind = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\nearly_stop = 1.5\n', "early_stop"),
+    ('kind = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\nearly_stop = "soon"\n', "early_stop"),
+    ('kind = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\nproposal_segment = 0\n', "proposal_segment"),
 ])
 def test_bad_runtime_files_are_refused_in_one_line(tmp_path, body, message):
     p = tmp_path / "mine.toml"
@@ -44,6 +47,20 @@ def test_a_runtime_file_sets_the_renderers_marching_segment(tmp_path):
     spec = load_runtime(p)
     r = make_renderer(spec, {"coarse": None, "fine": None}, SceneSettings(2.0, 6.0, True, False, 64, 128))
     assert (r.chunk, r.segment) == (512, 64)
+
+
+def test_a_runtime_file_sets_early_termination_and_the_density_samplers_segment(tmp_path):
+    from nerfexport.deploy.render import DEFAULT_EARLY_STOP, SceneSettings, make_renderer
+    s = SceneSettings(2.0, 6.0, True, False, 64, 32)
+    p = tmp_path / "mine.toml"
+    p.write_text('kind = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\nearly_stop = 0.01\nproposal_segment = 4\n')
+    spec = load_runtime(p)
+    r = make_renderer(spec, {"coarse": None, "fine": None}, s)
+    assert (r.early_stop, r.proposal_segment) == (0.01, 4)
+    # the command line's value wins; without the key, the renderer's default
+    assert make_renderer(spec, {"coarse": None, "fine": None}, s, early_stop=0.0).early_stop == 0.0
+    r = make_renderer(load_runtime("ort-cpu"), {"coarse": None, "fine": None}, s)
+    assert (r.early_stop, r.proposal_segment) == (DEFAULT_EARLY_STOP, 8)
 
 
 def _bundle(tmp_path, precision="fp32", viewdirs=True, fine=True):

@@ -25,7 +25,7 @@ import numpy as np
 
 from nerfexport.deploy.rays import band_rays, view_rays
 from nerfexport.deploy.volume import (box_segments, composite, lattice_window, linspace_depths, proposal_samples,
-                                      sample_pdf)
+                                      ray_weights, sample_pdf)
 
 Network = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -237,13 +237,14 @@ class Renderer:
         o, d, v, z, occ, pts = o[hit], d[hit], v[hit], z[sel], occ[sel], pts[sel]
         dens = np.zeros(z.shape, np.float32)   # read at the occupied depths alone: empty cells hold none
         dens[occ] = np.asarray(self.proposal(pts[occ]), np.float32).reshape(-1) * np.float32(self.proposal_softness)
-        w = composite(np.zeros(pts.shape, np.float32), dens, z, d, s.white_bkgd)[3]
+        w = ray_weights(dens, z, d)[:, 1:-1]
         inner = occ[:, 1:-1] | occ[:, 2:] | occ[:, :-2]
-        w = w[:, 1:-1]
         if self.proposal_dilate > 0:
-            k = self.proposal_dilate
-            p = np.pad(w, ((0, 0), (k, 0)))
-            w = np.max(np.stack([p[:, i:i + w.shape[1]] for i in range(k + 1)]), 0)
+            # each interval takes the largest weight of itself and the ``k`` in front of it
+            spread = w.copy()
+            for i in range(1, self.proposal_dilate + 1):
+                np.maximum(spread[:, i:], w[:, :-i], out=spread[:, i:])
+            w = spread
         z_f = sample_pdf(0.5 * (z[:, 1:] + z[:, :-1]), w + np.float32(PROPOSAL_FLOOR) * inner, s.n_fine)
         z_f = np.sort(z_f, -1)   # already ordered; sorting guards against float ties
         pts = o[:, None] + d[:, None] * z_f[..., None]
@@ -387,13 +388,14 @@ def make_renderer(spec, nets: dict, settings: SceneSettings, grid=None, skip: bo
     """The renderer a runtime ``spec`` asks for (chunk, workers).
 
     Args:
-        spec: the runtime (its ``chunk``, ``workers`` and ``segment``).
+        spec: the runtime (its ``chunk``, ``workers``, ``segment``, ``early_stop`` and ``proposal_segment``).
         nets: ``{"coarse": net, "fine": net | None}``, each
             ``(points (N,3), viewdirs (N,3)) -> (rgb (N,3) | None, density (N,1))``.
         settings: the scene's bounds and samples per ray.
         grid: the bundle's occupancy grid (:class:`nerfexport.deploy.occupancy.OccupancyBits`) or ``None``.
         skip: empty-space skipping with ``grid`` and early termination; without, the plain renderer.
-        early_stop: the transmittance a ray stops at (:data:`DEFAULT_EARLY_STOP` by default).
+        early_stop: the transmittance a ray stops at (the runtime's ``early_stop``, else
+            :data:`DEFAULT_EARLY_STOP`).
         density: the bundle's baked density grid, ``points (N,3) -> (N,)``, or ``None``.
         sampler: where the fine samples go (below).
 
@@ -413,10 +415,12 @@ def make_renderer(spec, nets: dict, settings: SceneSettings, grid=None, skip: bo
     if sampler == "auto":
         sampler = DEFAULT_SAMPLER if density is not None and grid is not None else "network"
     use = skip and sampler == "density" and settings.n_fine >= 2 and nets.get("fine") is not None
+    if early_stop is None:
+        early_stop = getattr(spec, "early_stop", None)
     stop = (DEFAULT_EARLY_STOP if early_stop is None else early_stop) if skip else 0.0
     return Renderer(nets["coarse"], nets["fine"], settings, chunk=spec.chunk, grid=grid if skip else None,
                     early_stop=stop, workers=getattr(spec, "workers", 1), segment=getattr(spec, "segment", 32),
-                    proposal=density if use else None)
+                    proposal=density if use else None, proposal_segment=getattr(spec, "proposal_segment", 8))
 
 
 @dataclass

@@ -43,7 +43,7 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 GRAPH_OPTIMIZATIONS: tuple[str, ...] = get_args(GraphOptimization)
 ENCODINGS: tuple[str, ...] = get_args(Encoding)
 KEYS = {"description", "kind", "providers", "provider_options", "threads", "graph_optimization", "chunk",
-        "workers", "segment", "device", "precision", "encoding", "samples"}
+        "workers", "segment", "device", "precision", "encoding", "samples", "early_stop", "proposal_segment"}
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -78,6 +78,8 @@ class RuntimeSpec:
     precision: Precision = "fp32"
     encoding: Encoding = "graph"    # onnxruntime: "host" computes the encodings' Sin/Cos in numpy (see OrtNetwork)
     samples: list[int] | None = None  # [coarse, fine] samples per ray instead of the bundle's (`nerfexport tune`)
+    early_stop: float | None = None   # the transmittance a ray stops at (None: the renderer's default)
+    proposal_segment: int = 8         # the density sampler's fine samples marched at once
     path: str = ""
 
     @property
@@ -129,7 +131,8 @@ def load_runtime(ref: str | Path) -> RuntimeSpec:
         raise RuntimeSpecError(f"{path}: an onnxruntime runtime needs a providers list")
     types = {"description": str, "kind": str, "providers": list, "provider_options": dict, "threads": int,
              "graph_optimization": str, "chunk": int, "workers": int, "segment": int, "device": (str, int),
-             "precision": str, "encoding": str, "samples": list}
+             "precision": str, "encoding": str, "samples": list, "early_stop": (float, int),
+             "proposal_segment": int}
     for k, v in doc.items():
         if not isinstance(v, types[k]) or isinstance(v, bool) and types[k] is int:
             raise RuntimeSpecError(f"{path}: {k} has the wrong type ({type(v).__name__})")
@@ -139,7 +142,8 @@ def load_runtime(ref: str | Path) -> RuntimeSpec:
     if doc.get("precision", "fp32") not in PRECISIONS or doc.get("threads", 0) < 0:
         raise RuntimeSpecError(f"{path}: precision must be fp32, bf16 or fp16 and threads zero or more")
     _check_providers(doc, path, trusted)
-    for k, hi in (("threads", 1024), ("workers", 1024), ("chunk", 1 << 20), ("segment", 4096)):
+    for k, hi in (("threads", 1024), ("workers", 1024), ("chunk", 1 << 20), ("segment", 4096),
+                  ("proposal_segment", 4096)):
         if isinstance(doc.get(k), int) and doc[k] > hi:
             raise RuntimeSpecError(f"{path}: {k} must be at most {hi}, not {doc[k]}")
     spec = RuntimeSpec(name=path.stem, path=str(path), **{k: v for k, v in doc.items()})
@@ -147,6 +151,10 @@ def load_runtime(ref: str | Path) -> RuntimeSpec:
         raise RuntimeSpecError(f"{path}: chunk must be a positive integer")
     if not isinstance(spec.segment, int) or spec.segment < 1:
         raise RuntimeSpecError(f"{path}: segment must be a positive integer")
+    if spec.proposal_segment < 1:
+        raise RuntimeSpecError(f"{path}: proposal_segment must be a positive integer")
+    if spec.early_stop is not None and not 0.0 <= spec.early_stop < 1.0:
+        raise RuntimeSpecError(f"{path}: early_stop is a transmittance in [0, 1), not {spec.early_stop}")
     if not isinstance(spec.workers, int) or spec.workers < 0:
         raise RuntimeSpecError(f"{path}: workers must be 0 (one per core) or a positive integer")
     if spec.samples is not None:

@@ -71,17 +71,31 @@ def composite(rgb: np.ndarray, density: np.ndarray, z: np.ndarray, rays_d: np.nd
     Returns:
         ``rgb (R, 3)``, ``depth (R,)``, ``acc (R,)`` (opacity) and ``weights (R, S)``.
     """
-    dists = z[:, 1:] - z[:, :-1]
-    dists = np.concatenate((dists, np.full_like(dists[:, :1], 1e10)), -1) * np.linalg.norm(rays_d, axis=-1)[:, None]
-    alpha = 1.0 - np.exp(-density * dists)
-    trans = np.cumprod(np.concatenate((np.ones_like(alpha[:, :1]), 1.0 - alpha + np.float32(1e-10)), -1), -1)[:, :-1]
-    weights = (alpha * trans).astype(np.float32)
+    weights = ray_weights(density, z, rays_d)
     rgb_map = (weights[..., None] * rgb).sum(-2)
     depth = (weights * z).sum(-1)
     acc = weights.sum(-1)
     if white_bkgd:
         rgb_map = rgb_map + (1.0 - acc[..., None])
     return rgb_map, depth, acc, weights
+
+
+def ray_weights(density: np.ndarray, z: np.ndarray, rays_d: np.ndarray) -> np.ndarray:
+    """The compositing weights of :func:`composite` alone (what places fine samples).
+
+    Args:
+        density: densities ``(R, S)`` of the samples.
+        z: sample depths ``(R, S)``, sorted.
+        rays_d: ray directions ``(R, 3)`` (not normalised).
+
+    Returns:
+        ``weights (R, S)``, float32: each sample's share of the ray's colour.
+    """
+    dists = z[:, 1:] - z[:, :-1]
+    dists = np.concatenate((dists, np.full_like(dists[:, :1], 1e10)), -1) * np.linalg.norm(rays_d, axis=-1)[:, None]
+    alpha = 1.0 - np.exp(-density * dists)
+    trans = np.cumprod(np.concatenate((np.ones_like(alpha[:, :1]), 1.0 - alpha + np.float32(1e-10)), -1), -1)[:, :-1]
+    return (alpha * trans).astype(np.float32)
 
 
 MAX_PROPOSAL = 1024   # proposal depths per ray, at most

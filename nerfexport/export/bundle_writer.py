@@ -145,6 +145,14 @@ def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Pat
     tmp = temp_dir_for(out)   # removes what a killed export of the same output left
     try:
         nets = {"coarse": model.coarse, "fine": model.fine}
+        cal_data, equalized = None, None
+        if opts.precision == "int8":
+            cal_data = _calibration_data(calib, [w for w, n in nets.items() if n is not None], opts)
+            if opts.int8.equalize > 0:
+                # the same function, with even rank-space ranges for the quantizer (low-rank layers)
+                from nerfexport.export.equalize import equalize_rank_space
+                eq, equalized = equalize_rank_space(model, cal_data, opts.int8.equalize, opts.int8.percentile)
+                nets = {"coarse": eq.coarse, "fine": eq.fine}
         fp32_files = {}
         for which, net in nets.items():
             if net is None:
@@ -158,7 +166,8 @@ def export_bundle(model, out: str | Path, opts: ExportOptions, source: str | Pat
             fp32_files[which] = path
         quant = None
         if opts.precision == "int8":
-            quant = _quantize_all(model, tmp, fp32_files, opts, calib, evaluate, emit, src_sha)
+            quant = _quantize_all(model, tmp, fp32_files, opts, cal_data, evaluate, emit, src_sha)
+            quant["equalized_layers"] = {w: sorted(v) for w, v in (equalized or {}).items()}
         grid_info = density_info = None
         if opts.grid:
             from nerfexport.deploy.occupancy import GRID_FILE
@@ -202,19 +211,26 @@ def _bake_density(model, occupancy, corners, tmp: Path):
                    tuple(float(x) for x in occupancy.aabb), scale)
 
 
-def _quantize_all(model, tmp: Path, fp32_files: dict, opts: ExportOptions, calib, evaluate, emit, src_sha) -> dict:
+def _calibration_data(calib, networks, opts: ExportOptions) -> dict:
+    """``{network: (points (N,3), directions (N,3))}``: at most ``opts.calib_points`` of each
+    network's calibration samples (the fine network's are the coarse ones where it has none)."""
     from nerfexport.shrink.calibration import subsample
 
-    work = tmp / ".fp32"
-    work.mkdir()
-    for which, p in fp32_files.items():
-        shutil.move(str(p), work / p.name)
     data = {}
-    for which in fp32_files:
+    for which in networks:
         pts, dirs = calib.for_network(which)
         if pts.shape[0] == 0:
             pts, dirs = calib.for_network("coarse")
         data[which] = subsample(pts, dirs, opts.calib_points, opts.seed)
+    return data
+
+
+def _quantize_all(model, tmp: Path, fp32_files: dict, opts: ExportOptions, data: dict, evaluate, emit,
+                  src_sha) -> dict:
+    work = tmp / ".fp32"
+    work.mkdir()
+    for which, p in fp32_files.items():
+        shutil.move(str(p), work / p.name)
 
     def build(exclude: dict[str, tuple[str, ...]], dest: Path) -> None:
         for which in fp32_files:
@@ -293,6 +309,7 @@ def _manifest(model, root: Path, opts: ExportOptions, source, src_sha: str, cali
                          "points_per_network": opts.calib_points, **opts.int8.to_dict()}
         if quant is not None:
             m.calibration["float_layers"] = quant["float_layers"]
+            m.calibration["equalized_layers"] = quant.get("equalized_layers", {})
             m.quantization_check = {k: quant[k] for k in ("psnr_fp32", "psnr_int8", "sensitivity")}
             m.quantization_check["max_psnr_drop"] = opts.max_psnr_drop
     return m

@@ -92,6 +92,8 @@ class Int8Settings:
     #                                    (the graphs export writes now read such parts one Gemm each: none)
     weight_bits: int | None = None    # 7 (|w| <= 64: no 16-bit saturation on x86 without VNNI) or 8;
     #                                   None: 7 for cpu, 8 for tensorrt
+    equalize: float = 0.5             # low-rank layers: rank-space equalization's alpha (0: off;
+    #                                   nerfexport.export.equalize); on the lego student -0.50 -> -0.15 dB
 
     @property
     def bits(self) -> int:
@@ -108,6 +110,8 @@ class Int8Settings:
             raise QuantizationError(f"int8 target must be one of {', '.join(TARGETS)}, not {self.target!r}")
         if self.weight_bits is not None and self.weight_bits not in (7, 8):
             raise QuantizationError(f"int8 weight bits must be 7 or 8, not {self.weight_bits!r}")
+        if not 0.0 <= self.equalize <= 1.0:
+            raise QuantizationError(f"rank-space equalization alpha must lie in [0, 1], not {self.equalize!r}")
 
     @property
     def activation_format(self) -> str:
@@ -126,7 +130,7 @@ class Int8Settings:
                 "activations": "uint8 asymmetric" if self.target == "cpu" else "int8 symmetric",
                 "weights": "int8 symmetric" + (" per-channel" if self.per_channel else "")
                 + (", 7-bit [-64, 64]" if self.bits == 7 else ""), "weight_bits": self.bits,
-                "float_concat_readers": self.float_concat_readers,
+                "float_concat_readers": self.float_concat_readers, "rank_equalization": self.equalize,
                 "format": f"QDQ {self.activation_format}", "float_layers": list(self.exclude)}
 
 
