@@ -198,11 +198,14 @@ def test_export_bakes_a_hashed_density_grid(exported):
     from nerfexport.deploy.bundle import BundleError, open_bundle
     new, _ = exported
     m = json.loads((new / "manifest.json").read_text())
-    assert m["version"] == 1 and m["density"]["file"] == "density.npz" and m["density"]["res"] == 8
+    # the density grid is twice as fine as the 8^3 occupancy grid; the sampler spreads weight over
+    # one occupancy cell's length: two of its intervals
+    assert m["version"] == 1 and m["density"]["file"] == "density.npz" and m["density"]["res"] == 16
     b = open_bundle(new)
-    assert b.density().res == 8 and b.manifest.size_bytes() > b.manifest.density.bytes > 0
+    assert b.density().res == 16 and b.manifest.size_bytes() > b.manifest.density.bytes > 0
     r, out = _render(new, "density")
     assert r.proposal is not None and r.timings.coarse_samples == 0 and np.isfinite(out["rgb"]).all()
+    assert r.proposal_dilate == 2
     raw = (new / "density.npz").read_bytes()
     (new / "density.npz").write_bytes(raw[:-3] + b"xyz")
     with pytest.raises(BundleError, match="density.npz"):
