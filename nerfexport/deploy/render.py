@@ -120,15 +120,12 @@ class Renderer:
         # the density grid) places ``n_fine`` samples by inverse CDF, and only those are evaluated
         # by the fine network (``proposal_segment`` at a time with early termination) and composited
         self.proposal, self.proposal_segment = proposal, int(proposal_segment)
-        # the baked density is trilinear between cell corners, so its weight can sit up to a cell
-        # in front of the surface: each interval's weight becomes the largest of its own and the
-        # ``proposal_dilate`` intervals in front of it (weight reaches that far behind). By default
-        # one occupancy cell's length: 1 interval of a density grid as fine as the occupancy grid,
-        # 2 of one twice as fine (both measured best on lego, docs/speed-native.md)
-        if proposal_dilate is None:
-            fine, coarse = getattr(proposal, "res", None), getattr(grid, "res", None)
-            proposal_dilate = max(1, int(fine) // int(coarse)) if fine and coarse else 1
-        self.proposal_dilate = int(proposal_dilate)
+        # the baked density is trilinear between cell corners, so its weight can sit up to a cell in
+        # front of the surface: each interval's weight becomes the largest of its own and the
+        # ``proposal_dilate`` in front of it; by default one occupancy cell (docs/speed-native.md)
+        d_res, g_res = getattr(proposal, "res", None), getattr(grid, "res", None)
+        self.proposal_dilate = int(proposal_dilate if proposal_dilate is not None else
+                                   max(1, int(d_res) // int(g_res)) if d_res and g_res else 1)
         # the baked density times this places the samples: below 1 the grid's blurred matter (which
         # may close a gap the ray passes through) lets weight through to what lies behind it
         self.proposal_softness = float(proposal_softness)
@@ -245,8 +242,7 @@ class Renderer:
         w = ray_weights(dens, z, d)[:, 1:-1]
         inner = occ[:, 1:-1] | occ[:, 2:] | occ[:, :-2]
         if self.proposal_dilate > 0:
-            # each interval takes the largest weight of itself and the ``k`` in front of it
-            spread = w.copy()
+            spread = w.copy()   # each interval: the largest weight of itself and the k in front of it
             for i in range(1, self.proposal_dilate + 1):
                 np.maximum(spread[:, i:], w[:, :-i], out=spread[:, i:])
             w = spread
@@ -420,8 +416,7 @@ def make_renderer(spec, nets: dict, settings: SceneSettings, grid=None, skip: bo
     if sampler == "auto":
         sampler = DEFAULT_SAMPLER if density is not None and grid is not None else "network"
     use = skip and sampler == "density" and settings.n_fine >= 2 and nets.get("fine") is not None
-    if early_stop is None:
-        early_stop = getattr(spec, "early_stop", None)
+    early_stop = getattr(spec, "early_stop", None) if early_stop is None else early_stop
     stop = (DEFAULT_EARLY_STOP if early_stop is None else early_stop) if skip else 0.0
     return Renderer(nets["coarse"], nets["fine"], settings, chunk=spec.chunk, grid=grid if skip else None,
                     early_stop=stop, workers=getattr(spec, "workers", 1), segment=getattr(spec, "segment", 32),
