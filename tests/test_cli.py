@@ -231,6 +231,7 @@ def test_export_render_bad_input(trained, tmp_path, monkeypatch):
     assert_one_line_error(run("render", b, "--runtime", "tensorrt", "--data", scene, "-o", tmp_path / "r"))
     assert_one_line_error(run("render", b, "--early-stop", "1.5", "--data", scene, "-o", tmp_path / "r"))
     assert_one_line_error(run("export", model, "-o", tmp_path / "bg", "--grid-alpha", "0"))
+    assert_one_line_error(run("export", model, "-o", tmp_path / "bg", "--density-scale", "0"))
     assert not (tmp_path / "bg").exists()
     (b / "coarse.onnx").write_bytes((b / "coarse.onnx").read_bytes()[:-10])
     assert_one_line_error(run("render", b, "--data", scene, "-o", tmp_path / "r"))

@@ -246,3 +246,29 @@ def test_large_views_render_in_bands_equal_to_the_whole_view(monkeypatch):
     b = Renderer(_field, _field, s, chunk=64).render_view(13, 7, 9.0, c2w)
     for k in ("rgb", "depth", "acc"):
         np.testing.assert_allclose(b[k], a[k], atol=1e-6)
+
+
+def test_density_scale_one_bakes_at_the_occupancy_grids_corners(tmp_path):
+    """``density_scale = 1`` (the bundles before it was 2): the density at the occupancy grid's own
+    corners, and the sampler spreads weight over one interval; 2: the finer grid agrees with it on
+    the corners they share."""
+    import torch
+    from nerfexport.deploy.bundle import open_bundle
+    from nerfexport.export.bundle_writer import ExportOptions, export_bundle
+    from nerfexport.model.mlp import NeRF
+    from conftest import tiny_config
+    torch.manual_seed(0)
+    model = NeRF(tiny_config(width=16))
+    with torch.no_grad():
+        model.fine.alpha_linear.bias.fill_(2.0)
+    box = [-2, -2, -2, 2, 2, 2]
+    for scale in (1, 2):
+        export_bundle(model, tmp_path / f"s{scale}", ExportOptions(grid=True, grid_res=8, grid_box=box,
+                                                                   density_scale=scale))
+    one, two = open_bundle(tmp_path / "s1"), open_bundle(tmp_path / "s2")
+    assert (one.density().res, two.density().res) == (8, 16)
+    r, _ = _render(tmp_path / "s1", "density")
+    assert r.proposal_dilate == 1
+    a, b = one.density().values, two.density().values[::2, ::2, ::2]
+    both = (a > 0) & (b > 0)
+    assert both.sum() > 10 and np.allclose(a[both], b[both], rtol=0.03)

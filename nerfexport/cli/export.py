@@ -36,6 +36,8 @@ def export(model: Annotated[Optional[Path], typer.Argument(help="checkpoint (def
            grid_res: Annotated[int, typer.Option(help="occupancy grid cells per side")] = 128,
            grid_alpha: Annotated[float, typer.Option(help="a cell is occupied where the density's opacity over one "
                                                      "coarse sample spacing exceeds this")] = 0.2,
+           density_scale: Annotated[int, typer.Option(help="the baked density grid (the density sampler's) is this "
+                                                      "many times finer than the occupancy grid")] = 2,
            data: Annotated[Optional[Path], typer.Option("--data", help="training data (default: recorded in the "
                                                         "checkpoint)")] = None,
            downscale: Annotated[Optional[int], typer.Option()] = None,
@@ -47,7 +49,7 @@ def export(model: Annotated[Optional[Path], typer.Argument(help="checkpoint (def
     from nerfexport.export.run import ExportRequest, run_export
     path = default_file(model, (SHRUNK_MODEL, "the shrunk model"), (DEFAULT_MODEL, "the default model"))
     req = ExportRequest(int8, fp16, tensorrt, recipe, calibration, calib_rays, target, max_psnr_drop, eval_views,
-                        grid, grid_res, grid_alpha, force)
+                        grid, grid_res, grid_alpha, force, density_scale=density_scale)
     with Reporter("export") as report:
         man = run_export(path, out, req, DataArgs(data, downscale, None, test_every), report)
     files = [n.file for n in man.networks.values() if n is not None]

@@ -41,6 +41,7 @@ class ExportRequest:
     grid_alpha: float = 0.2
     force: bool = False
     check_int8: bool = True   # False: no default check (sweeps measure int8 as quantized)
+    density_scale: int = 2
 
 
 DEFAULT_CALIBRATION = "percentile"   # at 99.99 %: 0.1-0.2 dB closer to fp32 than minmax on lego (docs/int8.md)
@@ -76,7 +77,7 @@ def export_options(req: ExportRequest) -> tuple[ExportOptions, str | None]:
                          calib_rays=req.calib_rays if req.calib_rays is not None else int(ex.get("calib_rays", 512)),
                          max_psnr_drop=_max_psnr_drop(req, ex, int8),
                          eval_views=req.eval_views, tensorrt=tensorrt, grid=req.grid, grid_res=req.grid_res,
-                         grid_alpha=req.grid_alpha)
+                         grid_alpha=req.grid_alpha, density_scale=req.density_scale)
     opts.validate()
     return opts, note
 
