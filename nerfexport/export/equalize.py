@@ -3,7 +3,7 @@
 A low-rank layer ``y = up(down(x))`` (:class:`nerfexport.model.mlp.LowRankLinear`) hands a
 ``rank``-wide activation ``a = down(x)`` from one integer GEMM to the next, and a QDQ graph
 quantizes it with one scale per tensor. Its directions are far from equal: they come from the
-principal directions of the layer's pre-activations, so the first holds 10-20 times the range of
+principal directions of the layer's pre-activations, so the first holds 2 to 22 times the range of
 the median one on the lego student (``docs/int8.md``), and a per-tensor uint8 scale leaves the
 median direction a few levels. Nothing sits between ``down`` and ``up``, so for any positive
 ``s (rank,)`` the layer ``up'(down'(x))`` with ``down' = diag(1/s) down`` and
