@@ -92,8 +92,8 @@ def test_the_box_around_matter_skips_rays_and_changes_nothing():
     counted = lambda p: reads.append(len(p)) or dg(p)
     c2w = pose_spherical(30.0, -30.0, 4.0)
     queried = []
-    query = grid.query
-    grid.query = lambda p: queried.append(p.shape[0] * p.shape[1]) or query(p)
+    query = grid.query_rays
+    grid.query_rays = lambda o, d, z: queried.append(z.size) or query(o, d, z)
     r = Renderer(_field, _field, s32, chunk=64, grid=grid, early_stop=1e-3, proposal=counted)
     a = r.render_view(40, 40, 22.0, c2w)
     with_box, depths_box = sum(reads), sum(queried)
@@ -272,3 +272,24 @@ def test_density_scale_one_bakes_at_the_occupancy_grids_corners(tmp_path):
     a, b = one.density().values, two.density().values[::2, ::2, ::2]
     both = (a > 0) & (b > 0)
     assert both.sum() > 10 and np.allclose(a[both], b[both], rtol=0.03)
+
+
+def test_the_lattice_occupancy_and_weights_equal_the_pointwise_ones():
+    """``query_rays`` reads the same cells as ``query`` at the points (inside and outside the box),
+    and the lattice weights equal ``ray_weights``."""
+    from nerfexport.deploy.proposal import lattice_occupancy, lattice_weights
+    from nerfexport.deploy.volume import linspace_depths, ray_weights
+    grid = _occupancy()
+    rng = np.random.default_rng(3)
+    o = rng.uniform(-3, 3, (200, 3)).astype(np.float32)
+    d = (rng.uniform(-0.8, 0.8, (200, 3)) - o).astype(np.float32) / 3   # most rays through the ball
+    z = linspace_depths(0.0, 6.0, 90, 200)
+    pts = o[:, None] + d[:, None] * z[..., None]
+    occ = grid.query_rays(o, d, z)
+    assert 0.05 < occ.mean() < 0.5 and not occ.all(1).any()
+    np.testing.assert_array_equal(occ, grid.query(pts))
+    class Plain:   # a grid without query_rays
+        query = staticmethod(grid.query)
+    np.testing.assert_array_equal(lattice_occupancy(Plain(), o, d, z), occ)
+    dens = np.where(occ, rng.uniform(0, 50, occ.shape), 0).astype(np.float32)
+    np.testing.assert_allclose(lattice_weights(dens, z, d), ray_weights(dens, z, d), atol=2e-6)

@@ -27,6 +27,10 @@ def test_shipped_runtimes_load_and_cpu_runs_one_worker_per_core():
     ('kind = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\nearly_stop = 1.5\n', "early_stop"),
     ('kind = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\nearly_stop = "soon"\n', "early_stop"),
     ('kind = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\nproposal_segment = 0\n', "proposal_segment"),
+    ('kind = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\nsampler = "magic"\n', "sampler"),
+    ('kind = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\nproposal_softness = 0\n', "proposal_softness"),
+    ('kind = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\nproposal_spacing = 100\n', "proposal_spacing"),
+    ('kind = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\nproposal_spacing = "wide"\n', "proposal_spacing"),
 ])
 def test_bad_runtime_files_are_refused_in_one_line(tmp_path, body, message):
     p = tmp_path / "mine.toml"
@@ -61,6 +65,33 @@ def test_a_runtime_file_sets_early_termination_and_the_density_samplers_segment(
     assert make_renderer(spec, {"coarse": None, "fine": None}, s, early_stop=0.0).early_stop == 0.0
     r = make_renderer(load_runtime("ort-cpu"), {"coarse": None, "fine": None}, s)
     assert (r.early_stop, r.proposal_segment) == (DEFAULT_EARLY_STOP, 8)
+
+
+def test_a_runtime_file_picks_and_tunes_the_density_sampler(tmp_path):
+    from nerfexport.deploy.density import DensityGrid
+    from nerfexport.deploy.occupancy import OccupancyBits
+    from nerfexport.deploy.render import SAMPLERS, SceneSettings, make_renderer
+    from nerfexport.deploy.runtime import SAMPLER_NAMES
+    from nerfexport.deploy.volume import proposal_samples
+    assert SAMPLER_NAMES == SAMPLERS
+    s = SceneSettings(2.0, 6.0, True, False, 16, 32)
+    occ = OccupancyBits(np.ones((8, 8, 8), bool), [-1.5] * 3 + [1.5] * 3)
+    dg = DensityGrid(np.ones((65, 65, 65), np.float32), occ.aabb)
+    nets = {"coarse": lambda p, v: (p, p[:, :1]), "fine": lambda p, v: (p, p[:, :1])}
+    p = tmp_path / "mine.toml"
+    p.write_text('kind = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\nsampler = "density"\n'
+                 'proposal_softness = 0.3\nproposal_spacing = 1.5\n')
+    spec = load_runtime(p)
+    r = make_renderer(spec, nets, s, occ, density=dg)
+    assert r.proposal is dg and r.proposal_softness == 0.3
+    assert r.n_proposal == proposal_samples(dg, s, 1.5) == 58 < proposal_samples(dg, s) == 87
+    # the command line's sampler wins over the file's; a file without the keys keeps the defaults
+    assert make_renderer(spec, nets, s, occ, density=dg, sampler="network").proposal is None
+    r = make_renderer(load_runtime("ort-cpu"), nets, s, occ, density=dg)
+    assert r.proposal is None and r.proposal_softness == 0.1
+    # the shipped fast runtime uses it
+    fast = load_runtime("ort-cpu-fast")
+    assert fast.sampler == "density" and make_renderer(fast, nets, s, occ, density=dg).proposal is dg
 
 
 def _bundle(tmp_path, precision="fp32", viewdirs=True, fine=True):

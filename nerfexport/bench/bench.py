@@ -134,7 +134,7 @@ def worker(job: dict) -> dict:
     nets = src.networks(int(job["n_fine"]) if job.get("n_coarse") else None)
     settings, archs = src.settings, src.architectures
     grid = src.occupancy()
-    density = src.density() if job.get("sampler") == "density" else None
+    density = src.density() if (job.get("sampler") or getattr(spec, "sampler", None)) == "density" else None
     if job.get("n_coarse"):
         settings.n_coarse, settings.n_fine = int(job["n_coarse"]), int(job["n_fine"])
     # a checkpoint (the torch baseline) renders plain, as nerf-pytorch does
@@ -178,7 +178,8 @@ def worker(job: dict) -> dict:
             "breakdown_ms": {k: med(k) * 1e3 for k in stages},
             "samples_per_frame": float(np.mean([b["samples"] for b in breakdown[:len(poses)]])),
             "network_gops": med("gops"), "shape_gemm_gops": own, "ops_per_sample": ops, "rays_per_frame": H * W,
-            "skip": r.grid is not None, "early_stop": r.early_stop, "sampler": job.get("sampler") or "network",
+            "skip": r.grid is not None, "early_stop": r.early_stop,
+            "sampler": "density" if r.proposal is not None else "network",
             "grid_fraction": grid.fraction if grid is not None else None, "workers": r.workers,
             "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": base_rss, "bytes": int(src.size_bytes),
             "precision": src.precision, "widths": archs["coarse"]["widths"], "chunk": spec.chunk, "runtime_kind": spec.kind,

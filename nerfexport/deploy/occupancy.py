@@ -70,6 +70,28 @@ class OccupancyBits:
         p = self.res + 2
         return self._padded[(ijk[..., 0] * p + ijk[..., 1]) * p + ijk[..., 2]]
 
+    def query_rays(self, o: np.ndarray, d: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Occupancy ``(R, m)`` bool of the points ``o + d z`` of rays ``o, d (R, 3)`` at depths
+        ``z (R, m)``, as :meth:`query` gives, without making the ``(R, m, 3)`` points: each axis's
+        cell coordinate is a line in ``z`` (the density sampler's lattice, :mod:`nerfexport.deploy.proposal`)."""
+        a = np.asarray(o, np.float32) * self._scale + self._shift     # (R, 3) cell coordinates + 1 at z = 0
+        b = np.asarray(d, np.float32) * self._scale
+        z = np.asarray(z, np.float32)
+        p = self.res + 2
+        idx = None
+        u = np.empty(z.shape, np.float32)
+        for k in range(3):
+            np.multiply(z, b[:, k:k + 1], out=u)
+            u += a[:, k:k + 1]
+            np.clip(u, 0.0, self.res + 1, out=u)
+            i = u.astype(np.int32)
+            if idx is None:
+                idx = i
+            else:
+                idx *= p
+                idx += i
+        return self._padded[idx]
+
     def save(self, path: str | Path) -> None:
         """Packed bits, deflated ``.npz`` (read back with ``allow_pickle=False``)."""
         with open(path, "wb") as f:

@@ -23,6 +23,7 @@ from typing import Callable, Literal, get_args
 
 import numpy as np
 
+from nerfexport.deploy.proposal import lattice_occupancy, place_fine_samples
 from nerfexport.deploy.rays import band_rays, view_rays
 from nerfexport.deploy.volume import (box_segments, composite, lattice_window, linspace_depths, proposal_samples,
                                       ray_weights, sample_pdf)
@@ -77,7 +78,6 @@ class SceneSettings:
 
 MAX_CHUNK_POINTS = 1 << 20   # sample points in flight in one pass, over all workers
 TILE_RAYS = 1 << 18          # rays of a view rendered at once (render_view cuts larger views into bands of rows)
-PROPOSAL_FLOOR = 1e-3        # weight per occupied proposal interval added to the baked density's weights
 
 
 def balanced_chunk(rays: int, chunk: int, workers: int = 1) -> int:
@@ -226,8 +226,7 @@ class Renderer:
         # the proposal depths: the stretch of the evenly spaced ones that spans each ray's segment
         # inside that box (outside it nothing is occupied, so nothing else would weigh)
         z, real = lattice_window(self._lattice, lo[near], hi[near])
-        pts = o[near, None] + d[near, None] * z[..., None]
-        occ = self.grid.query(pts) & real if self.grid is not None else real
+        occ = lattice_occupancy(self.grid, o[near], d[near], z) & real if self.grid is not None else real
         # a ray whose proposal depths all lie in empty cells crosses no matter (as the skipping
         # renderer decides); the others get an even share of weight over their occupied
         # intervals as a floor, so that matter the coarse density grid blurs away is still sampled
@@ -236,18 +235,9 @@ class Renderer:
         if hit.size == 0:
             tm.sampling += time.perf_counter() - t
             return out + (tm,)
-        o, d, v, z, occ, pts = o[hit], d[hit], v[hit], z[sel], occ[sel], pts[sel]
-        dens = np.zeros(z.shape, np.float32)   # read at the occupied depths alone: empty cells hold none
-        dens[occ] = np.asarray(self.proposal(pts[occ]), np.float32).reshape(-1) * np.float32(self.proposal_softness)
-        w = ray_weights(dens, z, d)[:, 1:-1]
-        inner = occ[:, 1:-1] | occ[:, 2:] | occ[:, :-2]
-        if self.proposal_dilate > 0:
-            spread = w.copy()   # each interval: the largest weight of itself and the k in front of it
-            for i in range(1, self.proposal_dilate + 1):
-                np.maximum(spread[:, i:], w[:, :-i], out=spread[:, i:])
-            w = spread
-        z_f = sample_pdf(0.5 * (z[:, 1:] + z[:, :-1]), w + np.float32(PROPOSAL_FLOOR) * inner, s.n_fine)
-        z_f = np.sort(z_f, -1)   # already ordered; sorting guards against float ties
+        o, d, v = o[hit], d[hit], v[hit]
+        z_f = place_fine_samples(o, d, z[sel], occ[sel], self.proposal, s.n_fine, self.proposal_dilate,
+                                 self.proposal_softness)
         pts = o[:, None] + d[:, None] * z_f[..., None]
         tm.sampling += time.perf_counter() - t
         rgb, dens, _ = self._evaluate(self.fine or self.coarse, pts, z_f, d, v, tm, self.proposal_segment)
@@ -389,7 +379,8 @@ def make_renderer(spec, nets: dict, settings: SceneSettings, grid=None, skip: bo
     """The renderer a runtime ``spec`` asks for (chunk, workers).
 
     Args:
-        spec: the runtime (its ``chunk``, ``workers``, ``segment``, ``early_stop`` and ``proposal_segment``).
+        spec: the runtime (its ``chunk``, ``workers``, ``segment``, ``early_stop``, ``sampler`` and the
+            density sampler's ``proposal_segment``, ``proposal_softness`` and ``proposal_spacing``).
         nets: ``{"coarse": net, "fine": net | None}``, each
             ``(points (N,3), viewdirs (N,3)) -> (rgb (N,3) | None, density (N,1))``.
         settings: the scene's bounds and samples per ray.
@@ -398,7 +389,7 @@ def make_renderer(spec, nets: dict, settings: SceneSettings, grid=None, skip: bo
         early_stop: the transmittance a ray stops at (the runtime's ``early_stop``, else
             :data:`DEFAULT_EARLY_STOP`).
         density: the bundle's baked density grid, ``points (N,3) -> (N,)``, or ``None``.
-        sampler: where the fine samples go (below).
+        sampler: where the fine samples go (below); ``None``: the runtime's ``sampler``.
 
     Returns:
         A :class:`Renderer`; raises ``ValueError`` for a sampler the bundle cannot serve.
@@ -407,7 +398,7 @@ def make_renderer(spec, nets: dict, settings: SceneSettings, grid=None, skip: bo
     ``density`` grid with no coarse network (:class:`Renderer`'s ``proposal``), ``"network"``
     from the coarse network's weights, ``"auto"`` (``None``) :data:`DEFAULT_SAMPLER` when the
     bundle has a density grid and an occupancy grid, else the coarse network."""
-    sampler = sampler or "auto"
+    sampler = sampler or getattr(spec, "sampler", None) or "auto"
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, not {sampler!r}")
     if sampler == "density" and (density is None or grid is None):
@@ -420,7 +411,9 @@ def make_renderer(spec, nets: dict, settings: SceneSettings, grid=None, skip: bo
     stop = (DEFAULT_EARLY_STOP if early_stop is None else early_stop) if skip else 0.0
     return Renderer(nets["coarse"], nets["fine"], settings, chunk=spec.chunk, grid=grid if skip else None,
                     early_stop=stop, workers=getattr(spec, "workers", 1), segment=getattr(spec, "segment", 32),
-                    proposal=density if use else None, proposal_segment=getattr(spec, "proposal_segment", 8))
+                    proposal=density if use else None, proposal_segment=getattr(spec, "proposal_segment", 8),
+                    proposal_softness=getattr(spec, "proposal_softness", 0.1),
+                    n_proposal=proposal_samples(density, settings, getattr(spec, "proposal_spacing", 1.0)) if use else None)
 
 
 @dataclass

@@ -43,7 +43,9 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 GRAPH_OPTIMIZATIONS: tuple[str, ...] = get_args(GraphOptimization)
 ENCODINGS: tuple[str, ...] = get_args(Encoding)
 KEYS = {"description", "kind", "providers", "provider_options", "threads", "graph_optimization", "chunk",
-        "workers", "segment", "device", "precision", "encoding", "samples", "early_stop", "proposal_segment"}
+        "workers", "segment", "device", "precision", "encoding", "samples", "early_stop", "proposal_segment",
+        "sampler", "proposal_softness", "proposal_spacing"}
+SAMPLER_NAMES = ("auto", "density", "network")   # where the fine samples go (deploy.render.Sampler)
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -80,6 +82,9 @@ class RuntimeSpec:
     samples: list[int] | None = None  # [coarse, fine] samples per ray instead of the bundle's (`nerfexport tune`)
     early_stop: float | None = None   # the transmittance a ray stops at (None: the renderer's default)
     proposal_segment: int = 8         # the density sampler's fine samples marched at once
+    sampler: str = "auto"             # where the fine samples go: auto | density | network (make_renderer)
+    proposal_softness: float = 0.1    # the density sampler reads the baked density times this
+    proposal_spacing: float = 1.0     # ... at depths this many density-grid cells apart along a ray
     path: str = ""
 
     @property
@@ -132,7 +137,8 @@ def load_runtime(ref: str | Path) -> RuntimeSpec:
     types = {"description": str, "kind": str, "providers": list, "provider_options": dict, "threads": int,
              "graph_optimization": str, "chunk": int, "workers": int, "segment": int, "device": (str, int),
              "precision": str, "encoding": str, "samples": list, "early_stop": (float, int),
-             "proposal_segment": int}
+             "proposal_segment": int, "sampler": str, "proposal_softness": (float, int),
+             "proposal_spacing": (float, int)}
     for k, v in doc.items():
         if not isinstance(v, types[k]) or isinstance(v, bool) and types[k] is int:
             raise RuntimeSpecError(f"{path}: {k} has the wrong type ({type(v).__name__})")
@@ -155,6 +161,12 @@ def load_runtime(ref: str | Path) -> RuntimeSpec:
         raise RuntimeSpecError(f"{path}: proposal_segment must be a positive integer")
     if spec.early_stop is not None and not 0.0 <= spec.early_stop < 1.0:
         raise RuntimeSpecError(f"{path}: early_stop is a transmittance in [0, 1), not {spec.early_stop}")
+    if spec.sampler not in SAMPLER_NAMES:
+        raise RuntimeSpecError(f"{path}: sampler must be one of {', '.join(SAMPLER_NAMES)}, not {spec.sampler!r}")
+    if not 0.0 < spec.proposal_softness <= 100.0:
+        raise RuntimeSpecError(f"{path}: proposal_softness must lie in (0, 100], not {spec.proposal_softness}")
+    if not 0.25 <= spec.proposal_spacing <= 16.0:
+        raise RuntimeSpecError(f"{path}: proposal_spacing must lie in [0.25, 16] cells, not {spec.proposal_spacing}")
     if not isinstance(spec.workers, int) or spec.workers < 0:
         raise RuntimeSpecError(f"{path}: workers must be 0 (one per core) or a positive integer")
     if spec.samples is not None:

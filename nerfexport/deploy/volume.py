@@ -24,7 +24,7 @@ def linspace_depths(near: float, far: float, n: int, R: int) -> np.ndarray:
     return np.broadcast_to(z, (R, n)).copy()
 
 
-def sample_pdf(bins: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
+def sample_pdf(bins: np.ndarray, weights: np.ndarray, n: int, eps: float = 1e-5) -> np.ndarray:
     """Deterministic inverse-CDF samples of a piecewise-constant pdf (nerf-pytorch's ``sample_pdf``
     with ``det=True``).
 
@@ -32,11 +32,13 @@ def sample_pdf(bins: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
         bins: bin edges ``(R, B)``, increasing along each ray.
         weights: the pdf's unnormalised weights ``(R, B-1)``, one per bin.
         n: samples per ray.
+        eps: added to every weight (nerf-pytorch's ``1e-5``, which keeps an all-zero ray finite);
+            0 where every ray has weight somewhere: no sample then lands in a weightless bin.
 
     Returns:
         Depths ``(R, n)``, float32, increasing along each ray.
     """
-    weights = weights + np.float32(1e-5)
+    weights = weights + np.float32(eps) if eps else weights
     pdf = weights / weights.sum(-1, keepdims=True)
     cdf = np.cumsum(pdf, -1, dtype=np.float32)
     cdf = np.concatenate((np.zeros_like(cdf[:, :1]), cdf[:, :-1], np.ones_like(cdf[:, :1])), -1)  # as volume.py
@@ -101,15 +103,15 @@ def ray_weights(density: np.ndarray, z: np.ndarray, rays_d: np.ndarray) -> np.nd
 MAX_PROPOSAL = 1024   # proposal depths per ray, at most
 
 
-def proposal_samples(proposal, scene) -> int:
-    """Proposal depths per ray for a baked density grid: about one per cell along a ray of unit
-    direction from near to far (``scene.n_coarse`` when the source says no cell size), at least
-    ``scene.n_coarse`` and at most :data:`MAX_PROPOSAL`."""
+def proposal_samples(proposal, scene, spacing: float = 1.0) -> int:
+    """Proposal depths per ray for a baked density grid: about one per ``spacing`` cells along a
+    ray of unit direction from near to far (``scene.n_coarse`` when the source says no cell size),
+    at least ``scene.n_coarse`` and at most :data:`MAX_PROPOSAL`."""
     res, box = getattr(proposal, "res", None), getattr(proposal, "aabb", None)
     if proposal is None or res is None or box is None:
         return int(scene.n_coarse)
     box = np.asarray(box, np.float64).reshape(6)
-    cell = float((box[3:] - box[:3]).min()) / int(res)
+    cell = float((box[3:] - box[:3]).min()) / int(res) * float(spacing)
     n = int(np.ceil((scene.far - scene.near) / cell)) + 1
     return int(min(MAX_PROPOSAL, max(int(scene.n_coarse), n)))
 
