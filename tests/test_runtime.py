@@ -92,6 +92,7 @@ def test_a_runtime_file_picks_and_tunes_the_density_sampler(tmp_path):
     # the shipped fast runtime uses it
     fast = load_runtime("ort-cpu-fast")
     assert fast.sampler == "density" and make_renderer(fast, nets, s, occ, density=dg).proposal is dg
+    assert make_renderer(fast, nets, s, occ, density=dg, sampler="auto").proposal is dg   # the CLI's default
 
 
 def _bundle(tmp_path, precision="fp32", viewdirs=True, fine=True):

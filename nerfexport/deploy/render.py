@@ -389,7 +389,7 @@ def make_renderer(spec, nets: dict, settings: SceneSettings, grid=None, skip: bo
         early_stop: the transmittance a ray stops at (the runtime's ``early_stop``, else
             :data:`DEFAULT_EARLY_STOP`).
         density: the bundle's baked density grid, ``points (N,3) -> (N,)``, or ``None``.
-        sampler: where the fine samples go (below); ``None``: the runtime's ``sampler``.
+        sampler: where the fine samples go (below); ``None`` or ``"auto"``: the runtime's ``sampler``.
 
     Returns:
         A :class:`Renderer`; raises ``ValueError`` for a sampler the bundle cannot serve.
@@ -398,7 +398,8 @@ def make_renderer(spec, nets: dict, settings: SceneSettings, grid=None, skip: bo
     ``density`` grid with no coarse network (:class:`Renderer`'s ``proposal``), ``"network"``
     from the coarse network's weights, ``"auto"`` (``None``) :data:`DEFAULT_SAMPLER` when the
     bundle has a density grid and an occupancy grid, else the coarse network."""
-    sampler = sampler or getattr(spec, "sampler", None) or "auto"
+    if sampler in (None, "auto"):   # not chosen: the runtime file's, else the rule below
+        sampler = getattr(spec, "sampler", None) or "auto"
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, not {sampler!r}")
     if sampler == "density" and (density is None or grid is None):
