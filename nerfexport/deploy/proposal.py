@@ -3,10 +3,10 @@ by all rays (about one per cell of the baked density grid), the occupancy of tho
 baked density at the occupied ones, and ``n_fine`` depths by inverse CDF of the resulting
 weights. numpy only; every array below is float32 unless it says otherwise.
 
-The lattice is read in cell coordinates straight from the rays (``o + d z`` is never made for
-every depth, only for the occupied ones), the weights come from one cumulative sum, and the
-columns of lattice depths that no ray of a chunk has occupied are dropped before the weights and
-the inverse CDF: what the renderer spent most of its sampling time on before (``docs/speed-native.md``).
+The lattice is read in cell coordinates straight from the rays (``o + d z`` is made for the
+occupied depths alone, not for every depth) and the weights come from one cumulative sum: the
+image is the one the renderer made before, in about two thirds of the sampling time
+(``docs/speed-native.md``, fifth session).
 """
 
 from __future__ import annotations

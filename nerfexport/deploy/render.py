@@ -26,7 +26,7 @@ import numpy as np
 from nerfexport.deploy.proposal import lattice_occupancy, place_fine_samples
 from nerfexport.deploy.rays import band_rays, view_rays
 from nerfexport.deploy.volume import (box_segments, composite, lattice_window, linspace_depths, proposal_samples,
-                                      ray_weights, sample_pdf)
+                                      sample_pdf)
 
 Network = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 

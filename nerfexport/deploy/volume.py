@@ -24,7 +24,7 @@ def linspace_depths(near: float, far: float, n: int, R: int) -> np.ndarray:
     return np.broadcast_to(z, (R, n)).copy()
 
 
-def sample_pdf(bins: np.ndarray, weights: np.ndarray, n: int, eps: float = 1e-5) -> np.ndarray:
+def sample_pdf(bins: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
     """Deterministic inverse-CDF samples of a piecewise-constant pdf (nerf-pytorch's ``sample_pdf``
     with ``det=True``).
 
@@ -32,13 +32,11 @@ def sample_pdf(bins: np.ndarray, weights: np.ndarray, n: int, eps: float = 1e-5)
         bins: bin edges ``(R, B)``, increasing along each ray.
         weights: the pdf's unnormalised weights ``(R, B-1)``, one per bin.
         n: samples per ray.
-        eps: added to every weight (nerf-pytorch's ``1e-5``, which keeps an all-zero ray finite);
-            0 where every ray has weight somewhere: no sample then lands in a weightless bin.
 
     Returns:
         Depths ``(R, n)``, float32, increasing along each ray.
     """
-    weights = weights + np.float32(eps) if eps else weights
+    weights = weights + np.float32(1e-5)
     pdf = weights / weights.sum(-1, keepdims=True)
     cdf = np.cumsum(pdf, -1, dtype=np.float32)
     cdf = np.concatenate((np.zeros_like(cdf[:, :1]), cdf[:, :-1], np.ones_like(cdf[:, :1])), -1)  # as volume.py
