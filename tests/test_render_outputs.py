@@ -149,6 +149,32 @@ def test_tune_writes_a_runtime_file_that_loads_and_renders(bundle, tmp_path):
         load_runtime(bad)
 
 
+def test_the_fast_runtime_renders_and_tune_keeps_its_sampler_settings(bundle, tmp_path):
+    """``render --runtime ort-cpu-fast`` uses the density sampler (its file says so); a bundle
+    without a density grid gets one line from render and tune; the runtime file tune writes keeps
+    the base's sampler settings."""
+    from nerfexport.deploy.runtime import load_runtime
+    from nerfexport.deploy.tune import Trial, TuneResult, runtime_toml
+    assert one_line_error(runner.invoke(app, ["tune", str(bundle), "-o", str(tmp_path / "x.toml"), "--views", "1",
+                                              "--base", "ort-cpu-fast"]))
+    assert one_line_error(runner.invoke(app, ["render", str(bundle), "--runtime", "ort-cpu-fast", "--views", "0",
+                                              "-o", str(tmp_path / "x")]))
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_config(width=16), camera={"H": 12, "W": 12, "focal": 15.0})
+    dense = tmp_path / "dense"
+    export_bundle(NeRF(cfg), dense, ExportOptions(grid=True, grid_res=8, grid_box=[-2, -2, -2, 2, 2, 2]))
+    r = runner.invoke(app, ["render", str(dense), "--runtime", "ort-cpu-fast", "--views", "spiral", "-o",
+                            str(tmp_path / "r")])
+    assert r.exit_code == 0, r.output
+    assert "with ort-cpu-fast (64+28 samples)" in r.output
+    fast = load_runtime("ort-cpu-fast")
+    out = tmp_path / "fast.toml"
+    out.write_text(runtime_toml(fast, TuneResult(fast, [Trial("x", (8, 8), 2048, 1, 2, 3.0, 100, 20.0)])))
+    spec = load_runtime(out)
+    assert (spec.sampler, spec.proposal_spacing, spec.proposal_softness, spec.early_stop,
+            spec.proposal_segment) == ("density", 1.5, 0.3, 0.01, 3)
+
+
 def test_tune_builds_each_step_on_the_best_of_the_one_before(bundle, tmp_path, monkeypatch):
     import nerfexport.deploy.tune as tune
     times = {128: 5.0, 256: 9.0}   # chunk 128 is the fastest: the thread trials must use it

@@ -402,7 +402,7 @@ def make_renderer(spec, nets: dict, settings: SceneSettings, grid=None, skip: bo
         sampler = getattr(spec, "sampler", None) or "auto"
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, not {sampler!r}")
-    if sampler == "density" and (density is None or grid is None):
+    if sampler == "density" and skip and (density is None or grid is None):   # plain renders need neither
         raise ValueError("the density sampler needs the bundle's density and occupancy grids (export it again "
                          "with this nerfexport)")
     if sampler == "auto":

@@ -70,8 +70,11 @@ class TuneResult:
 
 
 def _render(spec: RuntimeSpec, bundle, views: Views, repeat: int, skip: bool = True):
-    r: Renderer = make_renderer(spec, make_networks(spec, bundle=bundle), render_settings(spec, bundle.manifest),
-                                bundle.occupancy(), skip)
+    try:   # the runtime file may ask for the density sampler, which the bundle may lack
+        r: Renderer = make_renderer(spec, make_networks(spec, bundle=bundle), render_settings(spec, bundle.manifest),
+                                    bundle.occupancy(), skip, density=bundle.density() if skip else None)
+    except ValueError as e:
+        raise RuntimeSpecError(str(e)) from None
     r.render_view(views.H, views.W, views.focal, views.poses[0])   # warm-up
     r.timings.reset()
     imgs, times = [], []
@@ -116,6 +119,9 @@ def tune_runtime(bundle_path: str | Path, out: str | Path, base: str = "ort-cpu"
     out = Path(out)
     spec0 = _check_inputs(bundle_path, out, base, views, tolerance, repeat, data)
     b = open_bundle(bundle_path)
+    if spec0.sampler == "density" and (b.manifest.density is None or b.manifest.occupancy is None):
+        raise RuntimeSpecError(f"{base} uses the density sampler, which needs the bundle's density and occupancy "
+                               "grids (export it again with this nerfexport)")
     v = _tune_views(b, bundle_path, views, data)
     n_c, n_f = b.manifest.scene.n_coarse, b.manifest.scene.n_fine
     emit({"event": "note", "text": f"reference: the plain render ({n_c}+{n_f} samples, every one evaluated) of "
@@ -233,7 +239,9 @@ def runtime_toml(spec: RuntimeSpec, res: TuneResult) -> str:
              + (f" (plain {res.plain_psnr:.2f} dB)" if res.plain_psnr is not None else "") if best else "# no trial"]
     fields = {"description": f"{spec.description} (tuned)".strip(), "kind": spec.kind, "providers": spec.providers,
               "threads": spec.threads, "workers": spec.workers, "graph_optimization": spec.graph_optimization,
-              "chunk": spec.chunk, "encoding": spec.encoding, "segment": spec.segment, "samples": spec.samples}
+              "chunk": spec.chunk, "encoding": spec.encoding, "segment": spec.segment, "samples": spec.samples,
+              "early_stop": spec.early_stop, "sampler": spec.sampler, "proposal_segment": spec.proposal_segment,
+              "proposal_softness": spec.proposal_softness, "proposal_spacing": spec.proposal_spacing}
     lines += [f"{k} = {_toml_value(v)}" for k, v in fields.items() if v is not None]
     if spec.provider_options:
         for prov, opts in spec.provider_options.items():

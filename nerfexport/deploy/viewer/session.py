@@ -23,7 +23,7 @@ from nerfexport.data.datasets import DatasetError
 from nerfexport.deploy.bundle import Bundle, open_bundle
 from nerfexport.deploy.networks import make_networks, render_settings
 from nerfexport.data.rays import pose_spherical
-from nerfexport.deploy.render import Renderer, SceneSettings, make_renderer
+from nerfexport.deploy.render import Renderer, make_renderer
 from nerfexport.deploy.run import early_stop_value, skip_note
 from nerfexport.deploy.runtime import RuntimeSpec, RuntimeSpecError
 from nerfexport.deploy.viewer.request import RADIUS_FACTOR, FrameRequest, Limits
@@ -184,7 +184,11 @@ def open_viewed(path: str | Path, spec: RuntimeSpec, early_stop: float | None = 
     nets = make_networks(spec, bundle=b)
     grid = b.occupancy()
     settings = render_settings(spec, b.manifest)
-    renderers = {k: make_renderer(spec, nets, settings, grid, k, early_stop) for k in (True, False)}
+    try:   # the runtime file may ask for the density sampler, which the bundle may lack
+        renderers = {k: make_renderer(spec, nets, settings, grid, k, early_stop, b.density() if k else None)
+                     for k in (True, False)}
+    except ValueError as e:
+        raise RuntimeSpecError(str(e)) from None
     return ViewedBundle(path.resolve().name or str(path), b, spec.name, renderers, s.camera.H, s.camera.W,
                         s.camera.cam, skip_note(renderers[True], grid, True, path), FrameQueue())
 
