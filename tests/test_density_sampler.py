@@ -293,3 +293,24 @@ def test_the_lattice_occupancy_and_weights_equal_the_pointwise_ones():
     np.testing.assert_array_equal(lattice_occupancy(Plain(), o, d, z), occ)
     dens = np.where(occ, rng.uniform(0, 50, occ.shape), 0).astype(np.float32)
     np.testing.assert_allclose(lattice_weights(dens, z, d), ray_weights(dens, z, d), atol=2e-6)
+
+
+def test_a_density_grid_no_finer_than_the_occupancy_grid_is_named_in_the_note(exported, tmp_path):
+    """Bundles exported before the density grid was made finer place samples worse: the render's
+    note says so (and to export again); a current bundle's note does not."""
+    import torch
+    from conftest import tiny_config
+    from nerfexport.deploy.run import skip_note
+    from nerfexport.export.bundle_writer import ExportOptions, export_bundle
+    from nerfexport.model.mlp import NeRF
+    new, _ = exported
+    torch.manual_seed(0)
+    coarse = tmp_path / "coarse"
+    export_bundle(NeRF(tiny_config(width=16)), coarse,
+                  ExportOptions(grid=True, grid_res=8, grid_box=[-2, -2, -2, 2, 2, 2], density_scale=1))
+    notes = {}
+    for name, path in (("new", new), ("coarse", coarse)):
+        r, _ = _render(path, "density")
+        notes[name] = skip_note(r, r.grid, True, path)
+    assert "baked density" in notes["new"] and "export it again" not in notes["new"]
+    assert "no finer than the occupancy grid (8^3" in notes["coarse"] and "export it again" in notes["coarse"]
