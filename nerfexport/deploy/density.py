@@ -35,15 +35,22 @@ class DensityGrid:
         f = u - i
         n = self.res + 1
         base = (i[:, 0] * n + i[:, 1]) * n + i[:, 2]
-        out = np.zeros(len(u), np.float32)
-        for dx in (0, 1):
-            wx = f[:, 0] if dx else 1.0 - f[:, 0]
-            for dy in (0, 1):
-                wy = f[:, 1] if dy else 1.0 - f[:, 1]
-                for dz in (0, 1):
-                    wz = f[:, 2] if dz else 1.0 - f[:, 2]
-                    out += wx * wy * wz * self._flat[base + (dx * n + dy) * n + dz]
-        return np.where(inside, out, 0.0).astype(np.float32)
+        fx, fy, fz = (np.ascontiguousarray(f[:, k]) for k in range(3))
+
+        def lerp(a, b, t):   # a + t (b - a), in place in a
+            b -= a
+            b *= t
+            a += b
+            return a
+
+        def corner(dx, dy, dz):
+            return np.take(self._flat, base + ((dx * n + dy) * n + dz))
+
+        # along z, then y, then x: the trilinear weights, seven interpolations
+        c = [[lerp(corner(dx, dy, 0), corner(dx, dy, 1), fz) for dy in (0, 1)] for dx in (0, 1)]
+        out = lerp(lerp(c[0][0], c[0][1], fy), lerp(c[1][0], c[1][1], fy), fx)
+        out[~inside] = 0.0
+        return out
 
 
 # --- baked into a bundle (issue 34): ``density.npz`` beside ``occupancy.npz`` -------------------

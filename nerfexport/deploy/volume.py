@@ -161,5 +161,5 @@ def lattice_window(lattice: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple
     k0 = np.clip(np.searchsorted(lattice, lo, side="right") - 1, 0, n - 1)
     k1 = np.clip(np.searchsorted(lattice, hi, side="left"), 0, n - 1)
     m = int(min(n, max(3, int((k1 - k0).max()) + 1 if lo.size else 3)))
-    k = k0[:, None] + np.arange(m)[None]
-    return lattice[np.minimum(k, n - 1)], k <= n - 1
+    k = k0.astype(np.int32)[:, None] + np.arange(m, dtype=np.int32)[None]
+    return np.take(lattice, k, mode="clip"), k <= n - 1
