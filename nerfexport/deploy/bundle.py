@@ -16,7 +16,7 @@ Every refusal is a :class:`BundleError` with one sentence that names the file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nerfexport.data.fileio import OutsideFolder, confine, sha256
@@ -89,6 +89,7 @@ class Bundle:
 
     root: Path
     manifest: Manifest
+    _density: object = field(default=None, init=False, repr=False, compare=False)   # density(), once read
 
     @property
     def precision(self) -> str:
@@ -119,10 +120,15 @@ class Bundle:
 
     def density(self):
         """The bundle's baked :class:`nerfexport.deploy.density.DensityGrid`, or ``None`` when it
-        has none (bundles before issue 34)."""
+        has none (bundles before issue 34); read from the file once, then kept."""
         den = self.manifest.density
         if den is None:
             return None
+        if self._density is None:
+            self._density = self._load_density(den)
+        return self._density
+
+    def _load_density(self, den):
         from nerfexport.deploy.density import load_density
         path = confined(self.root, den.file, "density grid")
         try:

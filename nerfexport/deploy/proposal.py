@@ -68,8 +68,8 @@ def place_fine_samples(o: np.ndarray, d: np.ndarray, z: np.ndarray, occ: np.ndar
     dens = np.zeros(z.shape, np.float32)
     if ri.size:
         pts = o[ri] + d[ri] * z[ri, si][:, None]
-        dens[ri, si] = np.asarray(density(np.ascontiguousarray(pts, np.float32)), np.float32).reshape(-1)
-        dens *= np.float32(softness)
+        dens[ri, si] = (np.asarray(density(np.ascontiguousarray(pts, np.float32)), np.float32).reshape(-1)
+                        * np.float32(softness))
     w = lattice_weights(dens, z, d)[:, 1:-1]
     if dilate > 0:
         spread = w.copy()

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal, get_args
+from typing import Callable
 
 import numpy as np
 
 from nerfexport.deploy.proposal import lattice_occupancy, place_fine_samples
 from nerfexport.deploy.rays import band_rays, view_rays
+from nerfexport.deploy.runtime import SAMPLERS, Sampler   # where the fine samples go (see make_renderer)
 from nerfexport.deploy.volume import (box_segments, composite, lattice_window, linspace_depths, proposal_samples,
                                       sample_pdf)
 
@@ -369,8 +370,6 @@ class Renderer:
 DEFAULT_EARLY_STOP = 1e-3   # transmittance; measured on lego (docs/speed.md)
 
 
-Sampler = Literal["auto", "density", "network"]   # where the fine samples go (see make_renderer)
-SAMPLERS: tuple[str, ...] = get_args(Sampler)
 DEFAULT_SAMPLER: Sampler = "network"   # what "auto" picks for a bundle with a density grid (docs/speed-native.md)
 
 

@@ -45,7 +45,9 @@ ENCODINGS: tuple[str, ...] = get_args(Encoding)
 KEYS = {"description", "kind", "providers", "provider_options", "threads", "graph_optimization", "chunk",
         "workers", "segment", "device", "precision", "encoding", "samples", "early_stop", "proposal_segment",
         "sampler", "proposal_softness", "proposal_spacing"}
-SAMPLER_NAMES = ("auto", "density", "network")   # where the fine samples go (deploy.render.Sampler)
+Sampler = Literal["auto", "density", "network"]   # where the fine samples go (deploy.render.make_renderer)
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
+SAMPLER_NAMES = SAMPLERS
 
 
 class RuntimeUnavailable(RuntimeError):

@@ -70,11 +70,9 @@ class TuneResult:
 
 
 def _render(spec: RuntimeSpec, bundle, views: Views, repeat: int, skip: bool = True):
-    try:   # the runtime file may ask for the density sampler, which the bundle may lack
-        r: Renderer = make_renderer(spec, make_networks(spec, bundle=bundle), render_settings(spec, bundle.manifest),
-                                    bundle.occupancy(), skip, density=bundle.density() if skip else None)
-    except ValueError as e:
-        raise RuntimeSpecError(str(e)) from None
+    density = bundle.density() if skip and spec.sampler == "density" else None   # read once a bundle
+    r: Renderer = make_renderer(spec, make_networks(spec, bundle=bundle), render_settings(spec, bundle.manifest),
+                                bundle.occupancy(), skip, density=density)
     r.render_view(views.H, views.W, views.focal, views.poses[0])   # warm-up
     r.timings.reset()
     imgs, times = [], []

@@ -184,9 +184,9 @@ def open_viewed(path: str | Path, spec: RuntimeSpec, early_stop: float | None = 
     nets = make_networks(spec, bundle=b)
     grid = b.occupancy()
     settings = render_settings(spec, b.manifest)
-    try:   # the runtime file may ask for the density sampler, which the bundle may lack
-        renderers = {k: make_renderer(spec, nets, settings, grid, k, early_stop, b.density() if k else None)
-                     for k in (True, False)}
+    density = b.density() if spec.sampler == "density" else None   # the runtime file's sampler
+    try:   # ... which needs a density grid the bundle may lack
+        renderers = {k: make_renderer(spec, nets, settings, grid, k, early_stop, density) for k in (True, False)}
     except ValueError as e:
         raise RuntimeSpecError(str(e)) from None
     return ViewedBundle(path.resolve().name or str(path), b, spec.name, renderers, s.camera.H, s.camera.W,
